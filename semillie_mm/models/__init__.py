@@ -1,0 +1,1 @@
+from . import archs, editors, encoders, losses  # noqa: F401
