@@ -1,0 +1,59 @@
+"""Channel-attention block (CAB) used inside every MSSB."""
+import torch
+import torch.nn as nn
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention.
+
+    Args:
+        channels (int): number of channels.
+        squeeze_factor (int): reduction of the hidden layer. Default: 30.
+    """
+
+    def __init__(self, channels: int, squeeze_factor: int = 30):
+        super().__init__()
+        hidden = max(channels // squeeze_factor, 1)
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1),
+            nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args:
+            x (Tensor): (B, C, H, W).
+
+        Returns:
+            Tensor: ``x`` re-weighted per channel, same shape.
+        """
+        return x * self.attention(x)
+
+
+class CAB(nn.Module):
+    """Conv 3x3 (C -> C/ratio), GELU, conv 3x3 (-> C), channel attention.
+
+    Args:
+        channels (int): number of channels.
+        compress_ratio (int): width reduction of the middle layer. Default: 3.
+        squeeze_factor (int): channel-attention reduction. Default: 30.
+    """
+
+    def __init__(self,
+                 channels: int,
+                 compress_ratio: int = 3,
+                 squeeze_factor: int = 30):
+        super().__init__()
+        mid = max(channels // compress_ratio, 1)
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, mid, 3, padding=1), nn.GELU(),
+            nn.Conv2d(mid, channels, 3, padding=1),
+            ChannelAttention(channels, squeeze_factor))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args:
+            x (Tensor): (B, C, H, W).
+
+        Returns:
+            Tensor: (B, C, H, W).
+        """
+        return self.body(x)

@@ -1,0 +1,52 @@
+"""Multi-scale state-space block (MSSB)."""
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+
+from .cab import CAB
+from .mssm import MSSM
+
+
+class MSSB(nn.Module):
+    """``x = s1 * x + DropPath(MSSM(LN(x)))``; ``x = s2 * x + CAB(LN(x))``.
+
+    Args:
+        channels (int): block width C.
+        d_state (int): SSM state size. Default: 16.
+        expand (int): MSSM expansion lambda. Default: 2.
+        multiscale (str): 'parallel' or 'serial' (see :class:`MSSM`).
+        drop_path (float): stochastic-depth rate of the MSSM branch. Default: 0.
+        scan_backend (str | None): selective-scan backend override.
+    """
+
+    def __init__(self,
+                 channels: int,
+                 d_state: int = 16,
+                 expand: int = 2,
+                 multiscale: str = 'parallel',
+                 drop_path: float = 0.,
+                 scan_backend=None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(channels)
+        self.mssm = MSSM(
+            channels,
+            d_state=d_state,
+            expand=expand,
+            multiscale=multiscale,
+            scan_backend=scan_backend)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.skip_scale1 = nn.Parameter(torch.ones(channels))
+        self.norm2 = nn.LayerNorm(channels)
+        self.cab = CAB(channels)
+        self.skip_scale2 = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args:
+            x (Tensor): (B, H, W, C).
+
+        Returns:
+            Tensor: (B, H, W, C).
+        """
+        x = x * self.skip_scale1 + self.drop_path(self.mssm(self.norm1(x)))
+        y = self.cab(self.norm2(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x * self.skip_scale2 + y
