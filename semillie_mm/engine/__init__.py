@@ -1,1 +1,1 @@
-from . import hooks, optimizers  # noqa: F401
+from . import hooks, model_wrappers, optimizers  # noqa: F401

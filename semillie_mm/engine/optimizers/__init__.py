@@ -1,1 +1,1 @@
-
+from . import adamp  # noqa: F401

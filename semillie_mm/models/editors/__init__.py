@@ -1,0 +1,3 @@
+from .semillie import SemiLLIE, unsupervised_weight
+
+__all__ = ['SemiLLIE', 'unsupervised_weight']
