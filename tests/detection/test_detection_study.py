@@ -1,0 +1,256 @@
+"""Tests of tools/detection_study.py.
+
+The end-to-end test runs the whole study on a tiny generated VisDrone-style set: conversion to
+COCO, three methods (the night images, a folder of brightened PNGs, a small random-weight
+SemiLLIENet through semillie_mm.apis), one epoch of a ResNet-18 Faster R-CNN at 128x96 per
+method with mmdet's runner in a child process, COCO evaluation, the table files; then a rerun
+that must reuse every row.
+"""
+import csv
+import importlib.util
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _load(rel, name):
+    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, rel))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+study = _load('tools/detection_study.py', 'detection_study')
+v2c = _load('tools/dataset_converters/visdrone2coco.py', 'visdrone2coco_for_study')
+
+
+def test_parse_method():
+    m = study.parse_method('Original=none')
+    assert (m.name, m.kind, m.path, m.config, m.checkpoint) == ('Original', 'none', None, None,
+                                                                 None)
+    m = study.parse_method('ZeroDCE=folder:some/dir')
+    assert m.kind == 'folder' and m.path == osp.abspath('some/dir')
+    m = study.parse_method('Semi-LLIE (Ours)=semillie:a/cfg.py,b/ckpt.pth')
+    assert m.name == 'Semi-LLIE (Ours)' and m.kind == 'semillie'
+    assert m.config == osp.abspath('a/cfg.py') and m.checkpoint == osp.abspath('b/ckpt.pth')
+    assert study.parse_method('X=semillie:a/cfg.py').checkpoint is None
+    for bad in ('Original', '=none', 'A=none:x', 'A=folder:', 'A=semillie:', 'A=zerodce:x'):
+        with pytest.raises(ValueError):
+            study.parse_method(bad)
+    assert study.slugify('Semi-LLIE (Ours)') == 'semi-llie-ours'
+    assert study.slugify('***') == 'method'
+
+
+def test_metrics_to_row_and_tables(tmp_path):
+    raw = {'coco/bbox_mAP': 0.094, 'coco/bbox_mAP_50': 0.183, 'coco/bbox_mAP_75': 0.085,
+           'coco/bbox_mAP_s': 0.035, 'coco/bbox_mAP_m': 0.149, 'coco/bbox_mAP_l': -1.0}
+    row = study.metrics_to_row(raw)
+    assert row == dict(AP=9.4, AP50=18.3, AP75=8.5, APs=3.5, APm=14.9, APl=None)
+    # no detection at all: mmdet returns no bbox metric, every AP is 0
+    assert study.metrics_to_row({}) == {c: 0.0 for c, _ in study.METRICS}
+    results = [dict(name='Original', epochs=12, metrics=study.metrics_to_row({})),
+               dict(name='Semi-LLIE (Ours)', epochs=12, metrics=row)]
+    md, cv = str(tmp_path / 't.md'), str(tmp_path / 't.csv')
+    study.write_tables(results, md, cv)
+    lines = open(md).read().splitlines()
+    assert '| Model | Epochs | AP | AP50 | AP75 | APs | APm | APl |' in lines
+    assert '| Semi-LLIE (Ours) | 12 | 9.4 | 18.3 | 8.5 | 3.5 | 14.9 | n/a |' in lines
+    with open(cv, newline='') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ['Model', 'Epochs', 'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
+    assert rows[1] == ['Original', '12', '0.0', '0.0', '0.0', '0.0', '0.0', '0.0']
+    assert rows[2][:3] == ['Semi-LLIE (Ours)', '12', '9.4']
+
+
+def test_resolve_annotations(tmp_path, visdrone_factory):
+    data = visdrone_factory(str(tmp_path / 'vd'), num_images=3)
+    v2c.convert(data['img_dir'], data['ann_dir'], str(tmp_path / 'coco'))
+    ann = str(tmp_path / 'coco' / 'all.json')
+    # another method's outputs, saved as PNG: matched by stem
+    png_dir = tmp_path / 'png'
+    png_dir.mkdir()
+    for name in os.listdir(data['img_dir']):
+        Image.open(osp.join(data['img_dir'], name)).save(png_dir / (name[:-4] + '.png'))
+    out = str(tmp_path / 'resolved.json')
+    assert study.resolve_annotations(ann, str(png_dir), out) == 3
+    with open(out) as f, open(ann) as g:
+        resolved, orig = json.load(f), json.load(g)
+    assert [i['file_name'] for i in resolved['images']] == [
+        i['file_name'][:-4] + '.png' for i in orig['images']]
+    assert resolved['annotations'] == orig['annotations']
+    # a different size is an error (the boxes would not match)
+    Image.new('RGB', (64, 64)).save(png_dir / 'night_0001.png')
+    with pytest.raises(ValueError, match='differ in size'):
+        study.resolve_annotations(ann, str(png_dir), out)
+    os.remove(png_dir / 'night_0001.png')
+    with pytest.raises(FileNotFoundError, match='missing'):
+        study.resolve_annotations(ann, str(png_dir), out)
+
+
+def test_build_detector_config(tmp_path):
+    pytest.importorskip('mmdet')
+    cfg = study.build_detector_config(
+        study.DEFAULT_DET_CONFIG, str(tmp_path / 'img'), str(tmp_path / 'tr.json'),
+        str(tmp_path / 'te.json'), str(tmp_path / 'wd'))
+    # the paper's setting, read from mmdet's own base configs plus ours
+    assert cfg.default_scope == 'mmdet'
+    assert cfg.model.type == 'FasterRCNN' and cfg.model.backbone.depth == 50
+    assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.frozen_stages == -1
+    assert cfg.model.backbone.norm_eval is False
+    assert cfg.model.roi_head.bbox_head.num_classes == 10
+    assert cfg.train_dataloader.dataset.metainfo.classes[7] == 'awning-tricycle'
+    assert cfg.train_cfg.max_epochs == 12 and cfg.auto_scale_lr.enable
+    assert cfg.test_evaluator.type == 'CocoMetric' and cfg.test_evaluator.metric == 'bbox'
+    assert cfg.test_evaluator.ann_file == str(tmp_path / 'te.json')
+    assert cfg.train_dataloader.dataset.ann_file == str(tmp_path / 'tr.json')
+    assert cfg.test_dataloader.dataset.data_prefix.img == str(tmp_path / 'img') + '/'
+    assert cfg.val_dataloader is None and cfg.val_cfg is None
+    # short-run overrides
+    cfg = study.build_detector_config(
+        study.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json', 'w', epochs=3, img_scale=(256, 192),
+        batch_size=4, num_workers=0, cfg_options={'model.backbone.depth': 18})
+    assert cfg.train_cfg.max_epochs == 3
+    assert cfg.param_scheduler[1].milestones == [2, 3] and cfg.param_scheduler[1].end == 3
+    assert [t.scale for t in cfg.train_dataloader.dataset.pipeline if t.type == 'Resize'] == [
+        (256, 192)]
+    assert [t.scale for t in cfg.test_dataloader.dataset.pipeline if t.type == 'Resize'] == [
+        (256, 192)]
+    assert cfg.train_dataloader.batch_size == 4
+    assert cfg.train_dataloader.num_workers == 0 and not cfg.train_dataloader.persistent_workers
+    assert cfg.model.backbone.depth == 18
+
+
+def test_imagenet_variant_missing_checkpoint(tmp_path):
+    pytest.importorskip('mmdet')
+    variant = osp.join(ROOT, 'configs', 'detection',
+                       'faster-rcnn_r50_fpn_12e_visdrone-night_imagenet.py')
+    with pytest.raises(FileNotFoundError, match='resnet50-0676ba61.pth'):
+        study.build_detector_config(variant, 'i', 'a.json', 'b.json', 'w')
+    with pytest.raises(FileNotFoundError, match='nothing.pth'):
+        study.build_detector_config(study.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json', 'w',
+                                    pretrained_backbone=str(tmp_path / 'nothing.pth'))
+    with pytest.raises(ValueError, match='downloads nothing'):
+        study.build_detector_config(
+            variant, 'i', 'a.json', 'b.json', 'w',
+            cfg_options={'model.backbone.init_cfg.checkpoint': 'torchvision://resnet50'})
+
+
+def test_local_pretrained_init(tmp_path):
+    torch = pytest.importorskip('torch')
+    pytest.importorskip('mmdet')
+    from mmdet.models.backbones import ResNet
+    from mmengine.registry import DefaultScope
+
+    import semillie_mm.detection  # noqa: F401
+    src = ResNet(depth=18)
+    ckpt = str(tmp_path / 'r18.pth')
+    torch.save(src.state_dict(), ckpt)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        net = ResNet(depth=18, init_cfg=dict(type='LocalPretrained', checkpoint=ckpt))
+        net.init_weights()
+        for k, v in src.state_dict().items():
+            assert torch.equal(net.state_dict()[k], v), k
+        missing = ResNet(depth=18, init_cfg=dict(type='LocalPretrained',
+                                                  checkpoint=str(tmp_path / 'no.pth')))
+        with pytest.raises(FileNotFoundError, match='no.pth'):
+            missing.init_weights()
+
+
+def _brighten_folder(src, dst):
+    """A stand-in for another method's outputs: gamma-brightened PNGs."""
+    os.makedirs(dst)
+    for name in sorted(os.listdir(src)):
+        img = np.asarray(Image.open(osp.join(src, name))).astype(np.float32) / 255
+        out = np.round(255 * img ** 0.4).astype(np.uint8)
+        Image.fromarray(out).save(osp.join(dst, osp.splitext(name)[0] + '.png'))
+
+
+def _tiny_semillie(tmp_path):
+    """A small random-weight SemiLLIENet, as a config file and a checkpoint."""
+    torch = pytest.importorskip('torch')
+    from mmagic.registry import MODELS
+
+    import semillie_mm  # noqa: F401
+    model_cfg = dict(type='SemiLLIENet', embed_dim=8, num_groups=1, blocks_per_group=1,
+                     d_state=4, drop_path=0.0)
+    cfg_path = tmp_path / 'tiny_semillie.py'
+    cfg_path.write_text(
+        "default_scope = 'mmagic'\n"
+        "custom_imports = dict(imports=['semillie_mm'], allow_failed_imports=False)\n"
+        f'model = {model_cfg!r}\n')
+    torch.manual_seed(0)
+    net = MODELS.build(model_cfg)
+    ckpt = str(tmp_path / 'tiny_semillie.pth')
+    torch.save(dict(state_dict=net.state_dict()), ckpt)
+    return str(cfg_path), ckpt
+
+
+@pytest.mark.timeout(600)
+def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
+    pytest.importorskip('mmdet')
+    pytest.importorskip('pycocotools')
+    data = visdrone_factory(str(tmp_path / 'vd'), num_images=10, size=(128, 96))
+    ann_dir = str(tmp_path / 'coco')
+    v2c.convert(data['img_dir'], data['ann_dir'], ann_dir, seed=0)
+    bright = str(tmp_path / 'bright')
+    _brighten_folder(data['img_dir'], bright)
+    methods = [study.parse_method('Original=none'),
+               study.parse_method(f'Gamma=folder:{bright}')]
+    try:
+        import semillie_mm.apis  # noqa: F401
+        cfg_path, ckpt = _tiny_semillie(tmp_path)
+        methods.append(study.parse_method(f'Semi-LLIE (tiny)=semillie:{cfg_path},{ckpt}'))
+    except ImportError:  # the enhancement API is not there
+        pass
+    work_dir = str(tmp_path / 'study')
+    kwargs = dict(
+        epochs=1, img_scale=(128, 96), batch_size=2, num_workers=0, seed=0,
+        cfg_options={
+            'model.backbone.depth': 18,
+            'model.neck.in_channels': [64, 128, 256, 512],
+            'model.roi_head.bbox_head.fc_out_channels': 64,
+            'model.test_cfg.rcnn.score_thr': 0.0,
+            'default_hooks.checkpoint': None,
+            'default_hooks.logger.interval': 1,
+        })
+    results = study.run_study(methods, data['img_dir'], osp.join(ann_dir, 'train.json'),
+                              osp.join(ann_dir, 'test.json'), work_dir, **kwargs)
+    assert [r['name'] for r in results] == [m.name for m in methods]
+    for r in results:
+        assert r['epochs'] == 1
+        assert set(r['metrics']) == {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}
+        # the evaluation really ran (all keys of CocoMetric present; values are fractions)
+        assert 'coco/bbox_mAP' in r['raw_metrics'], r['raw_metrics']
+        assert all(v is None or 0 <= v <= 100 for v in r['metrics'].values())
+        assert osp.isfile(osp.join(work_dir, 'rows', study.slugify(r['name']), 'result.json'))
+    if len(methods) == 3:
+        enhanced = osp.join(work_dir, 'rows', 'semi-llie-tiny', 'images')
+        assert sorted(os.listdir(enhanced)) == sorted(os.listdir(data['img_dir']))
+    with open(osp.join(work_dir, 'table_vii.md')) as f:
+        md = f.read()
+    for m in methods:
+        assert f'| {m.name} | 1 |' in md
+    with open(osp.join(work_dir, 'table_vii.csv'), newline='') as f:
+        assert len(list(csv.reader(f))) == 1 + len(methods)
+
+    # rerun: every row is read back, nothing is trained or enhanced again
+    def fail(*args, **kw):
+        raise AssertionError('a finished row was recomputed')
+
+    monkeypatch.setattr(study, 'run_row_subprocess', fail)
+    monkeypatch.setattr(study, 'enhance_images', fail)
+    os.remove(osp.join(work_dir, 'table_vii.md'))
+    again = study.run_study(methods, data['img_dir'], osp.join(ann_dir, 'train.json'),
+                            osp.join(ann_dir, 'test.json'), work_dir, **kwargs)
+    assert [r['metrics'] for r in again] == [r['metrics'] for r in results]
+    assert osp.isfile(osp.join(work_dir, 'table_vii.md'))
+    # other settings for a stored row: an error, not a silent reuse
+    with pytest.raises(RuntimeError, match='other settings'):
+        study.run_study(methods[:1], data['img_dir'], osp.join(ann_dir, 'train.json'),
+                        osp.join(ann_dir, 'test.json'), work_dir, **dict(kwargs, epochs=2))
