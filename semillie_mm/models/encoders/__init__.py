@@ -1,0 +1,6 @@
+# Copyright (c) semillie-mm contributors.
+"""Frozen feature encoders used by the losses (RAM's image encoder)."""
+from .ram_image_encoder import (RAMImageEncoder, build_ram_encoder,
+                                convert_ram_checkpoint)
+
+__all__ = ['RAMImageEncoder', 'build_ram_encoder', 'convert_ram_checkpoint']
