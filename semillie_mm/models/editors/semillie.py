@@ -1,6 +1,6 @@
 """SemiLLIE: the mean-teacher model of Semi-LLIE (paper Sec. III-B, III-F, eq. 10)."""
 import math
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -51,8 +51,8 @@ class SemiLLIE(BaseEditModel):
     weak view: the un-augmented image).
 
     The RAM image encoder (``ram_encoder``) is built once and shared by the two RAM
-    losses. It is frozen, so its weights are left out of this model's state dict
-    (checkpoints stay small; it is rebuilt from its own config/weights file).
+    losses. It is frozen and leaves its weights out of checkpoints (they come from
+    its own weights file; see :class:`RAMImageEncoder`).
 
     Args:
         generator (dict): student network config (e.g. ``SemiLLIENet``).
@@ -132,35 +132,6 @@ class SemiLLIE(BaseEditModel):
         if self.unsup_ramp['by'] not in ('epoch', 'iter'):
             raise ValueError("unsup_ramp.by must be 'epoch' or 'iter'")
         self._train_steps = 0
-
-        if self.ram_encoder is not None:
-            self._register_state_dict_hook(SemiLLIE._drop_frozen_encoder)
-            self._register_load_state_dict_pre_hook(
-                self._fill_frozen_encoder, with_module=True)
-
-    # ------------------------------------------------------------ state dict
-    def _encoder_paths(self) -> List[str]:
-        """Every module path under which the shared RAM encoder is reachable."""
-        return [
-            name for name, m in self.named_modules(remove_duplicate=False)
-            if m is self.ram_encoder and name
-        ]
-
-    @staticmethod
-    def _drop_frozen_encoder(module, state_dict, prefix, local_metadata):
-        """Leave the frozen RAM encoder out of checkpoints."""
-        paths = tuple(prefix + p + '.' for p in module._encoder_paths())
-        for key in [k for k in state_dict if k.startswith(paths)]:
-            del state_dict[key]
-        return state_dict
-
-    @staticmethod
-    def _fill_frozen_encoder(module, state_dict, prefix, *args):
-        """Loading: keep the current (frozen) encoder weights."""
-        own = module.ram_encoder.state_dict()
-        for path in module._encoder_paths():
-            for key, tensor in own.items():
-                state_dict.setdefault(f'{prefix}{path}.{key}', tensor)
 
     # ------------------------------------------------------------ modes
     def train(self, mode: bool = True):
