@@ -1,0 +1,359 @@
+"""Tests of semillie_mm.ops.selective_scan (cpu and reference backends).
+
+The 'cpu' backend (numba) is compared with the readable PyTorch reference in
+float64 -- outputs, last state and the gradients of every input -- and the
+reference itself with a scalar transcription of the recurrence. The first run
+JIT-compiles the numba kernels (cached on disk afterwards).
+"""
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from semillie_mm.ops import selective_scan
+from semillie_mm.ops.selective_scan import (cpu, interface, numba_available,
+                                            selective_scan_reference)
+
+needs_numba = pytest.mark.skipif(
+    not numba_available(), reason='numba is not installed')
+
+INPUTS = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+
+
+def make_inputs(batch, dim, length, N, groups=None, c_groups='same',
+                D=True, z=True, bias=True, dtype=torch.float64, seed=0):
+    """Random scan inputs in the ranges a Mamba layer produces."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    def bc_shape(G):
+        return (batch, N, length) if G is None else (batch, G, N, length)
+
+    cg = groups if c_groups == 'same' else c_groups
+    x = dict(
+        u=randn(batch, dim, length),
+        delta=0.5 * randn(batch, dim, length),
+        # S4D-real-like negative A, perturbed
+        A=-(torch.arange(1, N + 1, dtype=torch.float64).repeat(dim, 1) *
+            (0.5 + torch.rand(dim, N, generator=g, dtype=torch.float64))),
+        B=randn(*bc_shape(groups)),
+        C=randn(*bc_shape(cg)),
+        D=randn(dim) if D else None,
+        z=randn(batch, dim, length) if z else None,
+        delta_bias=0.3 * randn(dim) if bias else None)
+    return {k: (None if v is None else v.to(dtype)) for k, v in x.items()}
+
+
+def scalar_scan(u, delta, A, B, C, D, z, delta_bias, softplus):
+    """The recurrence written with Python scalars (independent of torch's
+    broadcasting) for tiny inputs."""
+    batch, dim, length = u.shape
+    N = A.shape[1]
+    out = torch.zeros(batch, dim, length, dtype=torch.float64)
+    last = torch.zeros(batch, dim, N, dtype=torch.float64)
+    for b in range(batch):
+        for d in range(dim):
+            Bg = B[b] if B.dim() == 3 else B[b, d // (dim // B.shape[1])]
+            Cg = C[b] if C.dim() == 3 else C[b, d // (dim // C.shape[1])]
+            h = [0.0] * N
+            for t in range(length):
+                dt = float(delta[b, d, t])
+                if delta_bias is not None:
+                    dt += float(delta_bias[d])
+                if softplus:
+                    dt = math.log1p(math.exp(dt))
+                y = 0.0
+                for n in range(N):
+                    h[n] = (math.exp(dt * float(A[d, n])) * h[n] +
+                            dt * float(Bg[n, t]) * float(u[b, d, t]))
+                    y += float(Cg[n, t]) * h[n]
+                if D is not None:
+                    y += float(D[d]) * float(u[b, d, t])
+                if z is not None:
+                    zz = float(z[b, d, t])
+                    y *= zz / (1.0 + math.exp(-zz))
+                out[b, d, t] = y
+            last[b, d] = torch.tensor(h, dtype=torch.float64)
+    return out, last
+
+
+def run(backend, x, softplus, grad_out=None, grad_last=None):
+    """Output, last state and gradients of every given input."""
+    leaves = {k: (v.clone().requires_grad_() if v is not None else None)
+              for k, v in x.items()}
+    out, last = selective_scan(
+        **leaves, delta_softplus=softplus, return_last_state=True,
+        backend=backend)
+    if grad_out is None:
+        return out, last, None
+    loss = (out * grad_out).sum()
+    if grad_last is not None:
+        loss = loss + (last * grad_last).sum()
+    names = [k for k in INPUTS if leaves[k] is not None]
+    grads = torch.autograd.grad(loss, [leaves[k] for k in names])
+    return out, last, dict(zip(names, grads))
+
+
+CASES = [
+    # batch, dim, L, N, groups of B, groups of C, D, z, bias, softplus
+    dict(batch=1, dim=4, length=1, N=3, groups=None, D=False, z=False,
+         bias=False, softplus=False),
+    dict(batch=2, dim=6, length=17, N=5, groups=None, D=True, z=True,
+         bias=True, softplus=True),
+    dict(batch=3, dim=8, length=33, N=4, groups=2, D=True, z=False,
+         bias=False, softplus=False),
+    dict(batch=2, dim=8, length=64, N=16, groups=4, D=True, z=True,
+         bias=True, softplus=True),
+    dict(batch=1, dim=4, length=129, N=2, groups=4, D=False, z=True,
+         bias=False, softplus=True),
+    dict(batch=2, dim=8, length=10, N=3, groups=2, c_groups=None, D=True,
+         z=False, bias=True, softplus=False),
+]
+
+
+def case_id(c):
+    return '-'.join(f'{k}{v}' for k, v in c.items())
+
+
+def test_reference_matches_scalar_recurrence():
+    for c in (CASES[1], CASES[2], CASES[5]):
+        c = dict(c)
+        softplus = c.pop('softplus')
+        x = make_inputs(**dict(c, length=min(c['length'], 12)))
+        out, last = selective_scan_reference(
+            **x, delta_softplus=softplus, return_last_state=True)
+        out_s, last_s = scalar_scan(*[x[k] for k in INPUTS], softplus)
+        torch.testing.assert_close(out, out_s, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(last, last_s, rtol=1e-10, atol=1e-10)
+
+
+@needs_numba
+@pytest.mark.parametrize('case', CASES, ids=case_id)
+def test_cpu_matches_reference_float64(case):
+    c = dict(case)
+    softplus = c.pop('softplus')
+    x = make_inputs(**c)
+    g = torch.Generator().manual_seed(1)
+    shape = x['u'].shape
+    grad_out = torch.randn(*shape, generator=g, dtype=torch.float64)
+    grad_last = torch.randn(
+        shape[0], shape[1], x['A'].shape[1], generator=g, dtype=torch.float64)
+    out_c, last_c, grads_c = run('cpu', x, softplus, grad_out, grad_last)
+    out_r, last_r, grads_r = run('reference', x, softplus, grad_out,
+                                 grad_last)
+    assert out_c.dtype == torch.float64 and out_c.shape == shape
+    assert last_c.shape == (shape[0], shape[1], x['A'].shape[1])
+    torch.testing.assert_close(out_c, out_r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(last_c, last_r, rtol=1e-10, atol=1e-10)
+    assert grads_c.keys() == grads_r.keys()
+    for name in grads_r:
+        assert grads_c[name].shape == x[name].shape, name
+        torch.testing.assert_close(
+            grads_c[name], grads_r[name], rtol=1e-9, atol=1e-9,
+            msg=lambda m: f'gradient of {name}: {m}')
+
+
+@needs_numba
+def test_cpu_without_last_state_and_many_slots(monkeypatch):
+    """Gradient of ``out`` only, with the partial dB/dC buffers forced to
+    several slots per group (the race-free path used when there are more
+    threads than batch x groups)."""
+    monkeypatch.setattr(cpu, 'num_slots', lambda *args: 3)
+    x = make_inputs(1, 6, 23, 4, groups=2)
+    g = torch.randn(1, 6, 23, dtype=torch.float64)
+    _, _, grads_c = run('cpu', x, True, g)
+    _, _, grads_r = run('reference', x, True, g)
+    for name in grads_r:
+        torch.testing.assert_close(grads_c[name], grads_r[name], rtol=1e-9,
+                                   atol=1e-9)
+
+
+@needs_numba
+def test_cpu_gradcheck():
+    x = make_inputs(2, 4, 7, 3, groups=2)
+    names = list(INPUTS)
+
+    def fn(*args):
+        kw = dict(zip(names, args))
+        out, last = selective_scan(
+            **kw, delta_softplus=True, return_last_state=True, backend='cpu')
+        return out, last
+
+    args = [x[k].clone().requires_grad_() for k in names]
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6)
+
+
+@needs_numba
+def test_cpu_no_grad_matches_grad_path():
+    x = make_inputs(2, 8, 40, 4, groups=4)
+    with torch.no_grad():
+        out_ng, last_ng = selective_scan(
+            **x, delta_softplus=True, return_last_state=True, backend='cpu')
+    out_g, last_g, _ = run('cpu', x, True)
+    torch.testing.assert_close(out_ng, out_g.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(last_ng, last_g.detach(), rtol=0, atol=0)
+
+
+@needs_numba
+def test_cpu_float32_close_to_float64_reference():
+    x64 = make_inputs(2, 16, 300, 16, groups=4)
+    x32 = {k: (v.float() if v is not None else None) for k, v in x64.items()}
+    g = torch.randn(2, 16, 300, dtype=torch.float64)
+    out32, last32, grads32 = run('cpu', x32, True, g.float())
+    out64, last64, grads64 = run('reference', x64, True, g)
+    assert out32.dtype == torch.float32 and last32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(last32.double(), last64, rtol=1e-4,
+                               atol=1e-4)
+    for name, g64 in grads64.items():
+        assert grads32[name].dtype == torch.float32
+        scale = g64.abs().max().item()
+        torch.testing.assert_close(
+            grads32[name].double(), g64, rtol=1e-3, atol=1e-4 * scale)
+
+
+@needs_numba
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cpu_half_inputs(dtype):
+    x64 = make_inputs(1, 8, 50, 4, groups=2)
+    xh = {k: v.to(dtype) for k, v in x64.items()}
+    out = selective_scan(**xh, delta_softplus=True, backend='cpu')
+    assert out.dtype == dtype
+    ref = selective_scan(
+        **{k: v.double() for k, v in xh.items()},
+        delta_softplus=True, backend='reference')
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    leaves = {k: v.clone().requires_grad_() for k, v in xh.items()}
+    selective_scan(**leaves, delta_softplus=True, backend='cpu').sum(
+    ).backward()
+    for k, v in leaves.items():
+        assert v.grad is not None and v.grad.dtype == dtype, k
+
+
+def test_reference_softplus_and_gate_semantics():
+    """delta_bias is added before softplus; z gates after D."""
+    x = make_inputs(1, 2, 5, 2, D=True, z=True, bias=True)
+    out = selective_scan(**x, delta_softplus=True, backend='reference')
+    manual = selective_scan(
+        x['u'], F.softplus(x['delta'] + x['delta_bias'][:, None]), x['A'],
+        x['B'], x['C'], backend='reference')
+    manual = (manual + x['D'][:, None] * x['u']) * F.silu(x['z'])
+    torch.testing.assert_close(out, manual)
+
+
+# ---------------------------------------------------------- backend choice
+
+
+class Spy:
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for name in ('selective_scan_cpu', 'selective_scan_cuda'):
+            monkeypatch.setattr(interface._cpu if 'cpu' in name else
+                                interface._cuda, name, self.make(name))
+        monkeypatch.setattr(interface, 'selective_scan_reference',
+                            self.make('selective_scan_reference'))
+
+    def make(self, name):
+
+        def fn(u, *args, **kwargs):
+            self.calls.append(name)
+            return u
+
+        return fn
+
+
+def test_backend_argument_and_env(monkeypatch):
+    spy = Spy(monkeypatch)
+    monkeypatch.setattr(interface._cpu, 'numba_available', lambda: True)
+    x = make_inputs(1, 2, 3, 2)
+    monkeypatch.delenv(interface.ENV_VAR, raising=False)
+    selective_scan(**x)
+    selective_scan(**x, backend='reference')
+    selective_scan(**x, backend='cpu')
+    monkeypatch.setenv(interface.ENV_VAR, 'reference')
+    selective_scan(**x)
+    selective_scan(**x, backend='cpu')  # the argument wins over the env
+    monkeypatch.setenv(interface.ENV_VAR, 'CPU')
+    selective_scan(**x)
+    assert spy.calls == [
+        'selective_scan_cpu', 'selective_scan_reference',
+        'selective_scan_cpu', 'selective_scan_reference',
+        'selective_scan_cpu', 'selective_scan_cpu'
+    ]
+    monkeypatch.setenv(interface.ENV_VAR, 'fast')
+    with pytest.raises(ValueError, match='SEMILLIE_SCAN_BACKEND'):
+        selective_scan(**x)
+    with pytest.raises(ValueError, match='unknown backend'):
+        selective_scan(**x, backend='triton')
+
+
+def test_backend_unavailable(monkeypatch):
+    spy = Spy(monkeypatch)
+    logged = []
+    monkeypatch.setattr(interface, '_emit',
+                        lambda msg, level: logged.append((msg, level)))
+    monkeypatch.setattr(interface, '_logged', set())
+    monkeypatch.delenv(interface.ENV_VAR, raising=False)
+    x = make_inputs(1, 2, 3, 2)
+    with pytest.raises(RuntimeError, match='needs CUDA tensors'):
+        selective_scan(**x, backend='cuda')
+    monkeypatch.setattr(interface._cpu, 'numba_available', lambda: False)
+    with pytest.raises(RuntimeError, match='needs numba'):
+        selective_scan(**x, backend='cpu')
+    selective_scan(**x)  # auto without numba: reference, with a warning
+    assert spy.calls == ['selective_scan_reference']
+    assert len(logged) == 1 and logged[0][1] == logging.WARNING
+    assert '"reference"' in logged[0][0] and 'numba' in logged[0][0]
+    assert interface.available_backends('cpu') == ('reference', )
+    # float64 never goes to mamba-ssm's kernel
+    assert 'cuda' not in interface.available_backends('cuda', torch.float64)
+
+
+def test_choice_logged_once(monkeypatch):
+    logged = []
+    monkeypatch.setattr(interface, '_emit',
+                        lambda msg, level: logged.append(msg))
+    monkeypatch.setattr(interface, '_logged', set())
+    x = make_inputs(1, 2, 3, 2)
+    for _ in range(3):
+        selective_scan(**x, backend='reference')
+    assert logged == [
+        'selective_scan: using the "reference" backend (requested by the '
+        'argument backend)'
+    ]
+
+
+# ------------------------------------------------------------ bad inputs
+
+
+@pytest.mark.parametrize(
+    'change, match',
+    [
+        (dict(u=torch.zeros(2, 4)), 'u must be'),
+        (dict(delta=torch.zeros(1, 4, 6)), 'delta must have the shape'),
+        (dict(A=torch.zeros(3, 2)), 'A must be'),
+        (dict(B=torch.zeros(1, 3, 5)), 'B must be'),
+        (dict(C=torch.zeros(1, 3, 2, 5)), 'groups, which do not divide'),
+        (dict(B=torch.zeros(4, 2)), 'constant'),
+        (dict(D=torch.zeros(3)), 'D must be'),
+        (dict(delta_bias=torch.zeros(4, 1)), 'delta_bias must be'),
+        (dict(z=torch.zeros(1, 4, 4)), 'z must have the shape'),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_shapes(change, match):
+    x = make_inputs(1, 4, 5, 2, dtype=torch.float32)
+    x.update(change)
+    with pytest.raises(ValueError, match=match):
+        selective_scan(**x, backend='reference')
+
+
+def test_bad_dtype():
+    x = make_inputs(1, 4, 5, 2)
+    x['A'] = x['A'].to(torch.complex128)
+    with pytest.raises(TypeError, match='real floating-point'):
+        selective_scan(**x)
