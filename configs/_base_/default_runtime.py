@@ -29,7 +29,8 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 # the teacher is the EMA of the student, updated after every generator step
-custom_hooks = [dict(type='MeanTeacherHook')]
+# RNGStateHook: --resume continues with the interrupted run's random state
+custom_hooks = [dict(type='MeanTeacherHook'), dict(type='RNGStateHook')]
 
 # one DDP per trainable submodule (student, discriminator); works on CPU too
 model_wrapper_cfg = dict(

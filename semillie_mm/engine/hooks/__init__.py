@@ -1,3 +1,4 @@
 from .mean_teacher_hook import MeanTeacherHook
+from .rng_state_hook import RNGStateHook
 
-__all__ = ['MeanTeacherHook']
+__all__ = ['MeanTeacherHook', 'RNGStateHook']
