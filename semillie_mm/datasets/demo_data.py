@@ -17,11 +17,11 @@ split         photos (scale applied before tiling)
 ============  ==============================================================
 labeled       astronaut, chelsea, rocket, motorcycle left view (0.75),
               immunohistochemistry (0.5), retina (0.25), china (sklearn)
-unlabeled     motorcycle right view (0.75), hubble_deep_field (0.5)
+unlabeled     motorcycle right view, hubble_deep_field (0.25)
 val           coffee (0.75), flower (sklearn, 0.75)
 ============  ==============================================================
 
-Train tiles are 128x128 with stride 96 (109 paired, 31 unpaired), val tiles
+Train tiles are 128x128 with stride 96 (109 paired, 30 unpaired), val tiles
 128x128 with stride 128 (12 pairs). Every tile gets its own low-light
 parameters from :func:`sample_low_light_params` (default ranges) drawn from
 one ``numpy.random.default_rng(seed)`` stream in a fixed order, so the build
@@ -76,12 +76,12 @@ DEMO_SOURCES: List[Dict[str, object]] = [
         name='motorcycle_right',
         package='skimage',
         split='unlabeled',
-        scale=0.75),
+        scale=1.0),
     dict(
         name='hubble_deep_field',
         package='skimage',
         split='unlabeled',
-        scale=0.5),
+        scale=0.25),
     dict(name='coffee', package='skimage', split='val', scale=0.75),
     dict(name='flower', package='sklearn', split='val', scale=0.75),
 ]

@@ -151,3 +151,20 @@ def test_datasets_prepare_demo_on_first_use(tmp_path):
     with pytest.raises(ValueError, match='prepare'):
         DATASETS.build(dict(type='UnpairedLowLightDataset', data_root=root,
                             prepare='download'))
+
+
+def test_full_default_build(tmp_path):
+    """The documented numbers: 109 / 30 / 12 tiles, photos not shared."""
+    root = prepare_demo_data(str(tmp_path / 'demo'))
+    with open(osp.join(root, 'manifest.json')) as f:
+        manifest = json.load(f)
+    assert manifest['counts'] == dict(labeled=109, unlabeled=30, val=12)
+    by_split = {}
+    for src in manifest['sources']:
+        by_split.setdefault(src['split'], set()).add(src['name'])
+    assert by_split['val'] == {'coffee', 'flower'}
+    assert not (by_split['labeled'] & by_split['unlabeled'])
+    assert not (by_split['val'] & (by_split['labeled'] | by_split['unlabeled']))
+    for split, n in manifest['counts'].items():
+        folder = osp.join(root, split, 'input')
+        assert len(os.listdir(folder)) == n

@@ -168,8 +168,8 @@ def test_semi_supervised_length_indexing_and_format(tmp_path, pair_factory,
     assert ds2[2]['data_samples'].unpaired_path.endswith('u0.png')
 
 
-def test_semi_supervised_pipeline_overrides_and_collate(tmp_path, pair_factory,
-                                                        image_writer):
+def test_semi_supervised_pipeline_overrides_and_collate(
+        tmp_path, pair_factory, image_writer):
     make_pairs = pair_factory
     from mmengine.dataset import pseudo_collate
     paired_root, unpaired_root = str(tmp_path / 'p'), str(tmp_path / 'u')
@@ -186,8 +186,8 @@ def test_semi_supervised_pipeline_overrides_and_collate(tmp_path, pair_factory,
     assert len(batch['data_samples']) == 2
 
 
-def test_semi_supervised_reproducible_under_mmengine_seeding(tmp_path, pair_factory,
-                                                             image_writer):
+def test_semi_supervised_reproducible_under_mmengine_seeding(
+        tmp_path, pair_factory, image_writer):
     make_pairs = pair_factory
     from mmengine.runner import set_random_seed
     paired_root, unpaired_root = str(tmp_path / 'p'), str(tmp_path / 'u')

@@ -1,6 +1,6 @@
 # Embedded demo data (semillie_mm/datasets/demo_data.py): built on first use at
 # data_root from photos shipped in scikit-image / scikit-learn, no download.
-# 109 paired 128x128 train tiles, 31 unpaired tiles, 12 val pairs (docs/datasets.md).
+# 109 paired 128x128 train tiles, 30 unpaired tiles, 12 val pairs (docs/datasets.md).
 # Small crops and batches so that a demo training runs on 2 CPU cores.
 data_root = 'data/demo'
 crop_size = 96  # paired random crop (paper: 256)
