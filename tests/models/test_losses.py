@@ -184,6 +184,11 @@ def test_one_encoder_shared_by_both_losses():
         ConfigDict(type='SemanticContrastiveLoss', encoder=enc))
     per = models.build(dict(type='RAMPerceptualLoss', encoder=enc))
     assert scr.encoder is enc and per.encoder is enc
+    # the way SemiLLIE passes its encoder: through default_args
+    per2 = models.build(
+        ConfigDict(type='RAMPerceptualLoss', loss_weight=0.1),
+        default_args=dict(encoder=enc))
+    assert per2.encoder is enc
     holder = nn.ModuleDict(dict(scr=scr, per=per))
     assert sum(p.numel() for p in holder.parameters()) == sum(
         p.numel() for p in enc.parameters())

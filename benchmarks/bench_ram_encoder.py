@@ -1,0 +1,138 @@
+"""Speed and memory of the RAM image encoder (Swin-L/384, random weights).
+
+Measures what the RAM losses cost per call:
+
+* ``fwd+bwd``: forward and backward with respect to the input image (the
+  anchor / prediction branch of the losses; the encoder itself is frozen);
+* ``fwd no_grad``: a forward under ``torch.no_grad`` (the positive, negative
+  and ground-truth branches).
+
+Each batch size runs in its own subprocess so that the peak memory of one does
+not hide the other. On CPU the peak is the process's peak resident set size
+(``ru_maxrss``: model, libraries and activations together) and the table also
+gives the RSS just after the model was built, so the difference is what the
+computation itself needs. On CUDA it is ``torch.cuda.max_memory_allocated``.
+
+Usage::
+
+    python benchmarks/bench_ram_encoder.py                  # batch 1 and 8, CPU
+    python benchmarks/bench_ram_encoder.py --batch-sizes 1 --iters 3
+    python benchmarks/bench_ram_encoder.py --device cuda
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process in MiB (Linux)."""
+    with open('/proc/self/statm') as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def run_one(batch: int, iters: int, img_size: int, device: str) -> dict:
+    """Time one batch size in this process and return the measurements."""
+    import torch
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+    from semillie_mm.models.encoders import RAMImageEncoder
+
+    torch.manual_seed(0)
+    enc = RAMImageEncoder(img_size=img_size).to(device)
+    n_params = sum(p.numel() for p in enc.parameters())
+    rss_model = _rss_mb()
+    cuda = device.startswith('cuda')
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def fwd_bwd():
+        img = torch.rand(batch, 3, img_size, img_size, device=device,
+                         requires_grad=True)
+        emb, feats = enc(img)
+        loss = emb.square().mean() + sum(f.square().mean() for f in feats[1:])
+        loss.backward()
+        assert img.grad is not None
+
+    def fwd():
+        img = torch.rand(batch, 3, img_size, img_size, device=device)
+        with torch.no_grad():
+            enc(img)
+
+    results = dict(batch=batch, img_size=img_size, device=device,
+                   params_M=round(n_params / 1e6, 1),
+                   rss_after_build_MiB=round(rss_model))
+    for name, fn in (('fwd_nograd', fwd), ('fwd_bwd', fwd_bwd)):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        fn()  # warm-up
+        sync()
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        results[f'{name}_s'] = round(min(times), 3)
+        results[f'{name}_s_mean'] = round(sum(times) / len(times), 3)
+        if cuda:
+            results[f'{name}_peak_MiB'] = round(
+                torch.cuda.max_memory_allocated() / 2**20)
+    if not cuda:
+        # ru_maxrss is in KiB on Linux; the fwd+bwd runs last and dominates
+        results['peak_rss_MiB'] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results['threads'] = torch.get_num_threads()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
+    parser.add_argument('--iters', type=int, default=2,
+                        help='timed iterations after one warm-up (best kept)')
+    parser.add_argument('--img-size', type=int, default=384)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:
+        res = run_one(args.batch_sizes[0], args.iters, args.img_size,
+                      args.device)
+        print('RESULT ' + json.dumps(res))
+        return
+
+    print(f'# machine: {platform.machine()}, {os.cpu_count()} CPUs, '
+          f'python {platform.python_version()}')
+    rows = []
+    for b in args.batch_sizes:
+        cmd = [sys.executable, __file__, '--one', '--batch-sizes', str(b),
+               '--iters', str(args.iters), '--img-size', str(args.img_size),
+               '--device', args.device]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        line = [x for x in out.stdout.splitlines() if x.startswith('RESULT ')]
+        if out.returncode != 0 or not line:
+            print(f'batch {b}: failed (rc {out.returncode})\n{out.stderr[-2000:]}')
+            continue
+        res = json.loads(line[0][len('RESULT '):])
+        rows.append(res)
+        print(json.dumps(res))
+    if rows:
+        print('\n| batch | fwd no_grad (s) | fwd+bwd w.r.t. input (s) | '
+              'peak memory (MiB) | RSS after build (MiB) |')
+        print('|---|---|---|---|---|')
+        for r in rows:
+            peak = r.get('peak_rss_MiB', r.get('fwd_bwd_peak_MiB'))
+            print(f"| {r['batch']} | {r['fwd_nograd_s']} | {r['fwd_bwd_s']} | "
+                  f"{peak} | {r['rss_after_build_MiB']} |")
+
+
+if __name__ == '__main__':
+    main()
