@@ -99,6 +99,32 @@ def test_contrastive_gradient_reaches_anchor_only(encoder):
     np.testing.assert_allclose(loss.item(), expected, rtol=1e-5)
 
 
+def test_contrastive_tag_logit_term():
+    models = _registry()
+    enc = models.build(
+        dict(TINY, with_tagging_head=True,
+             tagging_head=dict(num_tags=6, hidden_size=12, num_heads=2,
+                               intermediate_size=16)))
+    with torch.no_grad():  # the random head starts with zero tag embeddings
+        enc.tagging_head.label_embed.normal_()
+    loss_fn = SemanticContrastiveLoss(encoder=enc, tag_weight=1.0,
+                                      loss_weight=0.5)
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(2, 3, 32, 32, generator=g, requires_grad=True)
+    p, n = torch.rand(2, 2, 3, 32, 32, generator=g)
+    loss = loss_fn(a, p, n)
+    with torch.no_grad():
+        ea, ep, en = enc(a)[0], enc(p)[0], enc(n)[0]
+        ta, tp, tn = enc.tag_logits(ea), enc.tag_logits(ep), enc.tag_logits(en)
+    expected = 0.5 * (_np_contrastive(ea, ep, en, 1e-7, 'mean') +
+                      _np_contrastive(ta, tp, tn, 1e-7, 'mean'))
+    np.testing.assert_allclose(loss.item(), expected, rtol=1e-5)
+    loss.backward()
+    assert a.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='with_tagging_head'):
+        SemanticContrastiveLoss(encoder=models.build(TINY), tag_weight=1.0)
+
+
 # ------------------------------------------------------------ eq. 5 perceptual
 def test_perceptual_zero_for_identical_and_matches_numpy(encoder):
     loss_fn = RAMPerceptualLoss(encoder=encoder, loss_weight=0.1)

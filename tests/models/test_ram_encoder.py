@@ -24,6 +24,10 @@ TINY = dict(
     window_size=4,
     proj_dim=8)
 
+TAG_HEAD = dict(
+    num_tags=5, hidden_size=12, num_layers=2, num_heads=3,
+    intermediate_size=24)
+
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -95,12 +99,35 @@ def ram_layout_state_dict(cfg, seed=0, device='cpu'):
     sd[v + 'norm.bias'] = rnd(c_out)
     sd['image_proj.weight'] = rnd(cfg['proj_dim'], c_out, scale=c_out**-0.5)
     sd['image_proj.bias'] = rnd(cfg['proj_dim'])
-    # parts of RAM the encoder does not use
-    sd['label_embed'] = rnd(5, cfg['proj_dim'])
-    sd['wordvec_proj.weight'] = rnd(4, cfg['proj_dim'])
-    sd['fc.weight'] = rnd(1, 4)
-    sd['tagging_head.encoder.layer.0.crossattention.self.query.weight'] = rnd(
-        4, 4)
+    # RAM's tagging head (used only with with_tagging_head=True)
+    t, hid, inter = TAG_HEAD['num_tags'], TAG_HEAD['hidden_size'], TAG_HEAD[
+        'intermediate_size']
+    emb = cfg['proj_dim']
+    sd['label_embed'] = rnd(t, emb, scale=1.0)
+    sd['wordvec_proj.weight'] = rnd(hid, emb, scale=emb**-0.5)
+    sd['wordvec_proj.bias'] = rnd(hid)
+    sd['fc.weight'] = rnd(1, hid, scale=hid**-0.5)
+    sd['fc.bias'] = rnd(1)
+    for i in range(TAG_HEAD['num_layers']):
+        b = f'tagging_head.encoder.layer.{i}.'
+        for name, fan_in in (('query', hid), ('key', emb), ('value', emb)):
+            sd[f'{b}crossattention.self.{name}.weight'] = rnd(
+                hid, fan_in, scale=fan_in**-0.5)
+            sd[f'{b}crossattention.self.{name}.bias'] = rnd(hid)
+        sd[b + 'crossattention.output.dense.weight'] = rnd(
+            hid, hid, scale=hid**-0.5)
+        sd[b + 'crossattention.output.dense.bias'] = rnd(hid)
+        sd[b + 'crossattention.output.LayerNorm.weight'] = rnd(hid, offset=1.)
+        sd[b + 'crossattention.output.LayerNorm.bias'] = rnd(hid)
+        sd[b + 'intermediate.dense.weight'] = rnd(inter, hid, scale=hid**-0.5)
+        sd[b + 'intermediate.dense.bias'] = rnd(inter)
+        sd[b + 'output.dense.weight'] = rnd(hid, inter, scale=inter**-0.5)
+        sd[b + 'output.dense.bias'] = rnd(hid)
+        sd[b + 'output.LayerNorm.weight'] = rnd(hid, offset=1.)
+        sd[b + 'output.LayerNorm.bias'] = rnd(hid)
+    # other parts of RAM (text decoder, tag encoder)
+    sd['tag_encoder.encoder.layer.0.attention.self.query.weight'] = rnd(4, 4)
+    sd['text_decoder.cls.predictions.bias'] = rnd(7)
     return sd
 
 
@@ -189,6 +216,39 @@ def reference_swin(sd, img, cfg):
     tokens = torch.cat([x.mean(1, keepdim=True), x], 1)
     emb = F.linear(tokens, sd['image_proj.weight'], sd['image_proj.bias'])
     return emb, feats
+
+
+def reference_tag_logits(sd, emb, cfg=TAG_HEAD):
+    """RAM's tag decoder from the BERT formulas, on RAM's tensors."""
+    x = F.relu(F.linear(sd['label_embed'], sd['wordvec_proj.weight'],
+                        sd['wordvec_proj.bias']))
+    x = x.unsqueeze(0).expand(emb.size(0), -1, -1)
+    hid, heads = cfg['hidden_size'], cfg['num_heads']
+    d = hid // heads
+
+    def lin(t, key):
+        return F.linear(t, sd[key + '.weight'], sd[key + '.bias'])
+
+    def split(t):  # (B, L, hid) -> (B, heads, L, d)
+        return t.view(t.size(0), t.size(1), heads, d).transpose(1, 2)
+
+    for i in range(cfg['num_layers']):
+        b = f'tagging_head.encoder.layer.{i}.'
+        q = split(lin(x, b + 'crossattention.self.query'))
+        k = split(lin(emb, b + 'crossattention.self.key'))
+        v = split(lin(emb, b + 'crossattention.self.value'))
+        ctx = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, -1) @ v
+        ctx = ctx.transpose(1, 2).reshape(x.shape)
+        x = F.layer_norm(
+            lin(ctx, b + 'crossattention.output.dense') + x, (hid, ),
+            sd[b + 'crossattention.output.LayerNorm.weight'],
+            sd[b + 'crossattention.output.LayerNorm.bias'], eps=1e-12)
+        y = F.gelu(lin(x, b + 'intermediate.dense'))
+        x = F.layer_norm(
+            lin(y, b + 'output.dense') + x, (hid, ),
+            sd[b + 'output.LayerNorm.weight'], sd[b + 'output.LayerNorm.bias'],
+            eps=1e-12)
+    return lin(x, 'fc').squeeze(-1)
 
 
 # ----------------------------------------------------------------------- tests
@@ -357,3 +417,67 @@ def test_swin_large_output_shapes():
                                                    (384, 48, 48),
                                                    (768, 24, 24),
                                                    (1536, 12, 12)]
+
+
+def test_tagging_head_loads_and_matches_reference(ram_file):
+    path, sd = ram_file
+    enc = RAMImageEncoder(
+        pretrained=path, with_tagging_head=True, tagging_head=TAG_HEAD, **TINY)
+    assert not any(p.requires_grad for p in enc.tagging_head.parameters())
+    img = torch.rand(2, 3, 64, 64, requires_grad=True)
+    emb, _ = enc(img)
+    logits = enc.tag_logits(emb)
+    assert logits.shape == (2, 5)
+    torch.testing.assert_close(
+        logits, reference_tag_logits(sd, emb.detach()), rtol=1e-4, atol=1e-5)
+    logits.sum().backward()
+    assert img.grad.abs().sum() > 0
+    # an incomplete head is reported like the Swin
+    broken = {k: v for k, v in sd.items() if k != 'fc.bias'}
+    with pytest.raises(KeyError, match=r'\(tagging head\) fc.bias'):
+        enc.load_ram_checkpoint(_save(broken, path + '.broken.pth'))
+    with pytest.raises(RuntimeError, match='with_tagging_head'):
+        RAMImageEncoder(**TINY).tag_logits(emb)
+
+
+def _save(sd, path):
+    torch.save({'model': sd}, path)
+    return path
+
+
+def test_tagging_layer_matches_transformers_bert():
+    """One tagging layer equals HF BERT's cross-attention + MLP layers."""
+    transformers = pytest.importorskip('transformers')
+    from transformers.models.bert import modeling_bert as hf
+
+    from semillie_mm.models.encoders.ram_tagging_head import \
+        _CrossAttentionLayer
+
+    config = transformers.BertConfig(
+        hidden_size=12, num_attention_heads=3, intermediate_size=24,
+        hidden_act='gelu', layer_norm_eps=1e-12,
+        attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0)
+    torch.manual_seed(0)
+    ours = _CrossAttentionLayer(12, 12, 3, 24, 1e-12).eval()
+    for p in ours.parameters():
+        nn.init.normal_(p, std=0.3)
+    cross = hf.BertAttention(config).eval()
+    inter, out = hf.BertIntermediate(config), hf.BertOutput(config).eval()
+    sd = ours.state_dict()
+    cross.load_state_dict({
+        k[len('crossattention.'):]: v
+        for k, v in sd.items() if k.startswith('crossattention.')
+    })
+    inter.load_state_dict({
+        k[len('intermediate.'):]: v
+        for k, v in sd.items() if k.startswith('intermediate.')
+    })
+    out.load_state_dict({
+        k[len('output.'):]: v
+        for k, v in sd.items() if k.startswith('output.')
+    })
+    x, mem = torch.randn(2, 5, 12), torch.randn(2, 7, 12)
+    with torch.no_grad():
+        a = cross(x, encoder_hidden_states=mem)[0]
+        ref = out(inter(a), a)
+        torch.testing.assert_close(ours(x, mem), ref, rtol=1e-4, atol=1e-5)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from mmagic.registry import MODELS
+from .ram_tagging_head import RAMTaggingHead
 
 RAM_WEIGHTS_HELP = (
     "RAM's weights are published by the recognize-anything project "
@@ -169,6 +170,13 @@ class RAMImageEncoder(nn.Module):
             checkpoint. Default: True (safe); set False only for a trusted file
             that needs it.
         exclude_from_state_dict (bool): See "Checkpoints" above. Default: True.
+        with_tagging_head (bool): Also build RAM's tag decoder
+            (:class:`RAMTaggingHead`, 2 cross-attention BERT layers, 4585 tags,
+            ~16 M parameters) and load it from the checkpoint (``tagging_head.*``,
+            ``label_embed``, ``wordvec_proj.*``, ``fc.*``), for
+            :meth:`tag_logits`. Default: False.
+        tagging_head (dict, optional): Arguments of :class:`RAMTaggingHead`
+            (defaults: RAM's); its ``embed_dim`` is ``proj_dim``.
     """
 
     def __init__(self,
@@ -183,7 +191,9 @@ class RAMImageEncoder(nn.Module):
                  proj_dim: int = 512,
                  normalize: bool = True,
                  weights_only: bool = True,
-                 exclude_from_state_dict: bool = True) -> None:
+                 exclude_from_state_dict: bool = True,
+                 with_tagging_head: bool = False,
+                 tagging_head: Optional[dict] = None) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError('depths and num_heads need one entry per stage, '
@@ -217,6 +227,10 @@ class RAMImageEncoder(nn.Module):
             int(embed_dim * 2**i) for i in range(self.num_stages)
         ]
         self.image_proj = nn.Linear(self.out_channels[-1], proj_dim)
+        self.tagging_head = None
+        if with_tagging_head:
+            self.tagging_head = RAMTaggingHead(
+                **dict(tagging_head or {}, embed_dim=proj_dim))
         self.register_buffer(
             'mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
             persistent=False)
@@ -269,10 +283,17 @@ class RAMImageEncoder(nn.Module):
         swin_sd = {k: v.clone() for k, v in swin_sd.items()}
         proj_sd = {k: v.clone() for k, v in proj_sd.items()}
 
+        parts = [(VISUAL_PREFIX, self.swin, swin_sd),
+                 (PROJ_PREFIX, self.image_proj, proj_sd)]
+        if self.tagging_head is not None:
+            head_sd = {
+                k: v.clone()
+                for k, v in RAMTaggingHead.select_ram_keys(state_dict).items()
+            }
+            parts.append(('(tagging head) ', self.tagging_head, head_sd))
         missing: List[str] = []
         unexpected: List[str] = []
-        for prefix, module, sd in ((VISUAL_PREFIX, self.swin, swin_sd),
-                                   (PROJ_PREFIX, self.image_proj, proj_sd)):
+        for prefix, module, sd in parts:
             expected = set(module.state_dict().keys())
             missing += [prefix + k for k in sorted(expected - set(sd))]
             unexpected += [prefix + k for k in sorted(set(sd) - expected)]
@@ -290,11 +311,13 @@ class RAMImageEncoder(nn.Module):
                          'depths, num_heads, window_size, img_size, proj_dim) '
                          'are those of the checkpoint.')
             raise KeyError('\n'.join(lines))
-        self.swin.load_state_dict(swin_sd, strict=True)
-        self.image_proj.load_state_dict(proj_sd, strict=True)
+        for _, module, sd in parts:
+            module.load_state_dict(sd, strict=True)
         print_log(
-            f'RAMImageEncoder: loaded {len(swin_sd)} Swin and '
-            f'{len(proj_sd)} image_proj tensors from {path}',
+            f'RAMImageEncoder: loaded {len(swin_sd)} Swin, {len(proj_sd)} '
+            'image_proj' + (f' and {len(parts[2][2])} tagging-head'
+                            if len(parts) > 2 else '') +
+            f' tensors from {path}',
             logger='current')
 
     def init_weights(self) -> None:
@@ -364,6 +387,22 @@ class RAMImageEncoder(nn.Module):
         x = self.swin.norm(x).flatten(1, 2)  # B, h*w, C
         tokens = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
         return self.image_proj(tokens), feats
+
+
+    def tag_logits(self, embeds: torch.Tensor) -> torch.Tensor:
+        """RAM's tag logits from image embeddings (needs the tagging head).
+
+        Args:
+            embeds (Tensor): (B, N, proj_dim), the first output of
+                :meth:`forward`.
+
+        Returns:
+            Tensor: (B, num_tags) logits (before the sigmoid).
+        """
+        if self.tagging_head is None:
+            raise RuntimeError('RAMImageEncoder was built without the tagging '
+                               'head: set with_tagging_head=True.')
+        return self.tagging_head(embeds)
 
 
 def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str,

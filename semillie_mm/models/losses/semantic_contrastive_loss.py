@@ -31,8 +31,11 @@ class SemanticContrastiveLoss(nn.Module):
     which ran every branch under ``no_grad`` and so gave this loss no
     gradient).
 
-    The authors add a second term on RAM's tag logits (from RAM's Q2L tagging
-    head, weight 1). It is not implemented here: only the image-embedding term.
+    The authors add the same ratio on RAM's tag logits (from RAM's tagging
+    head, weight 1). Here that term is optional: ``tag_weight > 0`` adds
+    ``tag_weight`` times it, and needs an encoder built with
+    ``with_tagging_head=True``. Off by default (the head adds ~16 M parameters
+    and 4585 cross-attention queries per image).
 
     Args:
         encoder (dict | nn.Module): The RAM image encoder, as a config dict of
@@ -46,13 +49,16 @@ class SemanticContrastiveLoss(nn.Module):
             ``'sum'``: sum of the per-sample ratios. Note that ``'mean'`` is a
             ratio of means, not the mean of the ``'none'`` values.
         eps (float): Added to the denominator. Default: 1e-7 (authors' value).
+        tag_weight (float): Weight of the tag-logit term relative to the
+            embedding term (authors: 1.0). Default: 0.0 (term off).
     """
 
     def __init__(self,
                  encoder: Union[dict, nn.Module, None] = None,
                  loss_weight: float = 1.0,
                  reduction: str = 'mean',
-                 eps: float = 1e-7) -> None:
+                 eps: float = 1e-7,
+                 tag_weight: float = 0.0) -> None:
         super().__init__()
         if encoder is None:
             raise ValueError(
@@ -66,6 +72,11 @@ class SemanticContrastiveLoss(nn.Module):
         self.loss_weight = loss_weight
         self.reduction = reduction
         self.eps = eps
+        self.tag_weight = tag_weight
+        if tag_weight and getattr(self.encoder, 'tagging_head', None) is None:
+            raise ValueError(
+                'tag_weight > 0 needs the RAM tagging head: build the encoder '
+                'with with_tagging_head=True.')
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:
         """RAM image embeddings of ``img`` (differentiable w.r.t. ``img``).
@@ -77,6 +88,16 @@ class SemanticContrastiveLoss(nn.Module):
             Tensor: (B, N, D) embeddings.
         """
         return self.encoder(img)[0]
+
+    def _ratio(self, a: torch.Tensor, p: torch.Tensor,
+               n: torch.Tensor) -> torch.Tensor:
+        """L1(a, p) / (L1(a, n) + eps), reduced as ``self.reduction`` says."""
+        if self.reduction == 'mean':
+            return (a - p).abs().mean() / ((a - n).abs().mean() + self.eps)
+        d_ap = (a - p).abs().flatten(1).mean(dim=1)
+        d_an = (a - n).abs().flatten(1).mean(dim=1)
+        ratio = d_ap / (d_an + self.eps)
+        return ratio if self.reduction == 'none' else ratio.sum()
 
     def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
                 negative: torch.Tensor) -> torch.Tensor:
@@ -98,11 +119,11 @@ class SemanticContrastiveLoss(nn.Module):
             else:
                 emb_p = self.embed(positive.detach())
                 emb_n = self.embed(negative.detach())
-        if self.reduction == 'mean':
-            d_ap = (emb_a - emb_p).abs().mean()
-            d_an = (emb_a - emb_n).abs().mean()
-            return self.loss_weight * d_ap / (d_an + self.eps)
-        d_ap = (emb_a - emb_p).abs().flatten(1).mean(dim=1)
-        d_an = (emb_a - emb_n).abs().flatten(1).mean(dim=1)
-        ratio = self.loss_weight * d_ap / (d_an + self.eps)
-        return ratio if self.reduction == 'none' else ratio.sum()
+        loss = self._ratio(emb_a, emb_p, emb_n)
+        if self.tag_weight:
+            tag_a = self.encoder.tag_logits(emb_a)
+            with torch.no_grad():
+                tag_p = self.encoder.tag_logits(emb_p)
+                tag_n = self.encoder.tag_logits(emb_n)
+            loss = loss + self.tag_weight * self._ratio(tag_a, tag_p, tag_n)
+        return self.loss_weight * loss
