@@ -113,8 +113,9 @@ def convert_ram_checkpoint(state_dict: Dict[str, torch.Tensor],
         k[len(PROJ_PREFIX):]: v
         for k, v in state_dict.items() if k.startswith(PROJ_PREFIX)
     }
-    # timm's filter looks for these keys, which a headless checkpoint of a
-    # one-stage model would lack; nothing else in it depends on our prefixes.
+    # timm recognises the Microsoft layout by 'layers.0.downsample.*' (stage 0
+    # of a Microsoft Swin ends with a patch merging, timm's stage 0 has none)
+    # and then shifts every downsample to the next stage.
     visual = checkpoint_filter_fn(visual, swin)
     return visual, proj
 
