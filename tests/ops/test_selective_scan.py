@@ -159,12 +159,13 @@ def test_cpu_matches_reference_float64(case):
 
 @needs_numba
 def test_cpu_without_last_state_and_many_slots(monkeypatch):
-    """Gradient of ``out`` only, with the partial dB/dC buffers forced to
+    """Gradient of ``out`` only, 72 channels per group (two blocks of
+    lanes, the second one partial) and the partial dB/dC buffers forced to
     several slots per group (the race-free path used when there are more
     threads than batch x groups)."""
     monkeypatch.setattr(cpu, 'num_slots', lambda *args: 3)
-    x = make_inputs(1, 6, 23, 4, groups=2)
-    g = torch.randn(1, 6, 23, dtype=torch.float64)
+    x = make_inputs(1, 144, 23, 4, groups=2)
+    g = torch.randn(1, 144, 23, dtype=torch.float64)
     _, _, grads_c = run('cpu', x, True, g)
     _, _, grads_r = run('reference', x, True, g)
     for name in grads_r:

@@ -64,23 +64,23 @@ def _num_threads() -> int:
     return max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))
 
 
-def num_slots(batch: int, groups: int, dim: int, threads: int) -> int:
+def num_slots(batch: int, groups: int, blocks: int, threads: int) -> int:
     """Partial dB/dC buffers per (batch, group) in the backward.
 
     Enough (slot, batch, group) work items to keep ``threads`` busy, at most
-    one slot per channel of a group; 1 (no extra buffer) whenever
+    one slot per block of channels of a group; 1 (no extra buffer) whenever
     ``batch * groups >= threads``.
 
     Args:
         batch (int): batch size.
         groups (int): groups of B/C.
-        dim (int): channels.
+        blocks (int): blocks of channels (work units) per group.
         threads (int): worker threads.
 
     Returns:
         int: S >= 1.
     """
-    return max(1, min(dim // groups, -(-threads // (batch * groups))))
+    return max(1, min(blocks, -(-threads // (batch * groups))))
 
 
 def _np(x: Tensor):
@@ -111,6 +111,8 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
     N = A.shape[1]
     K = chunk_size(length)
     n_chunks = -(-length // K)
+    groups = B.shape[1] if B.dim() == 4 else 1
+    lanes = kernels.lanes_for(dim // groups)
     arrays = _prepare(u, delta, A, B, C, D, z, delta_bias)
     out = torch.empty(batch, dim, length, dtype=u.dtype)
     last = torch.empty(batch, dim, N, dtype=u.dtype)
@@ -123,7 +125,8 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
     numba.set_num_threads(_num_threads())
     try:
         kernels.scan_fwd(*arrays, D is not None, z is not None,
-                         bool(delta_softplus), K, save_ckpt, out.numpy(),
+                         bool(delta_softplus), K, lanes, save_ckpt,
+                         out.numpy(),
                          last.numpy(), ckpt.numpy())
     finally:
         numba.set_num_threads(previous)
@@ -158,7 +161,8 @@ class SelectiveScanCPUFn(torch.autograd.Function):
         G = B.shape[1] if B.dim() == 4 else 1
         K = chunk_size(length)
         threads = _num_threads()
-        S = num_slots(batch, G, dim, threads)
+        lanes = kernels.lanes_for(dim // G)
+        S = num_slots(batch, G, -(-(dim // G) // lanes), threads)
         arrays = _prepare(u, delta, A, B, C, D, z, delta_bias)
         dummy = torch.zeros(1, 1, 1, dtype=dtype)
         dout_t = dout.contiguous().to(dtype) if dout is not None else dummy
@@ -176,7 +180,7 @@ class SelectiveScanCPUFn(torch.autograd.Function):
         numba.set_num_threads(threads)
         try:
             kernels.scan_bwd(*arrays, ctx.has_D, ctx.has_z,
-                             ctx.delta_softplus, K, ckpt.numpy(),
+                             ctx.delta_softplus, K, lanes, ckpt.numpy(),
                              dout_t.numpy(), dout is not None, dlast_t.numpy(),
                              dlast is not None, S, du.numpy(), ddelta.numpy(),
                              dz.numpy(), dA.numpy(), dD.numpy(), dBp.numpy(),
