@@ -121,6 +121,73 @@ def _vexp_overload(x):
     return impl
 
 
+def vlog1p(x):
+    """log1p(x) for x >= 0; inside numba kernels a vectorisable version
+    (used by softplus)."""
+    return math.log1p(x)
+
+
+@overload(vlog1p)
+def _vlog1p_overload(x):
+    if x == types.float32:
+        F, I, mant, bias, nterms = np.float32, np.int32, 23, 127, 5
+    elif x == types.float64:
+        F, I, mant, bias, nterms = np.float64, np.int64, 52, 1023, 11
+    else:
+        return None
+    one, two, half = F(1.0), F(2.0), F(0.5)
+    sqrt2 = F(math.sqrt(2.0))
+    if F is np.float32:
+        ln2_hi, ln2_lo = F(0.693359375), F(-2.12194440e-4)
+    else:
+        ln2_hi, ln2_lo = F(6.93147180369123816490e-01), F(
+            1.90821492927058770002e-10)
+    # log(m) = 2 atanh(s) = 2 s (1 + z/3 + z^2/5 + ...), s = (m-1)/(m+1)
+    c = tuple(F(1.0 / (2 * j + 1)) for j in range(11))
+    mant_mask = I((1 << mant) - 1)
+    one_bits = I(bias << mant)
+    imant, ibias = I(mant), I(bias)
+    emask = I(2 * bias + 1)
+
+    if nterms == 5:
+
+        def series(z):
+            return c[0] + z * (c[1] + z * (c[2] + z * (c[3] + z * c[4])))
+    else:
+
+        def series(z):
+            return c[0] + z * (c[1] + z * (c[2] + z * (c[3] + z * (
+                c[4] + z * (c[5] + z * (c[6] + z * (c[7] + z * (
+                    c[8] + z * (c[9] + z * c[10])))))))))
+
+    series = njit(inline='always')(series)
+
+    def impl(x):
+        u = one + x
+        corr = (x - (u - one)) / u  # rounding error of 1 + x, to first order
+        bits = F(u).view(I)
+        k = ((bits >> imant) & emask) - ibias
+        m = I((bits & mant_mask) | one_bits).view(F)  # in [1, 2)
+        big = m > sqrt2
+        m = m * half if big else m
+        kf = F(k + 1) if big else F(k)
+        s = (m - one) / (m + one)
+        logm = two * s * series(s * s)
+        r = kf * ln2_hi + (logm + (kf * ln2_lo + corr))
+        return r if u < F(np.inf) else u
+
+    return impl
+
+
+@njit(cache=True, fastmath=False)
+def log1p_array(x):
+    """:func:`vlog1p` over an array (for tests)."""
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out.flat[i] = vlog1p(x.flat[i])
+    return out
+
+
 @njit(cache=True, fastmath=False)
 def exp_array(x):
     """:func:`vexp` over an array (for tests)."""
@@ -155,17 +222,15 @@ def _load_block(u, delta, z, dbias, b, c0, w, W, t0, t1, has_z, softplus,
                 Z[t - t0, c] = z[b, d, t]
     if softplus:
         # softplus with the threshold 20 of torch and mamba-ssm; its
-        # derivative is sigmoid(raw) = e / (1 + e)
+        # derivative is sigmoid(raw)
+        one = np.ones(1, DT.dtype)[0]
         for i in range(m):
             for c in range(W):
                 raw = DT[i, c]
-                if raw <= 20.0:
-                    e = vexp(raw)
-                    DT[i, c] = math.log1p(e)
-                    if need_ds:
-                        DS[i, c] = e / (1.0 + e)
-                elif need_ds:
-                    DS[i, c] = 1.0 / (1.0 + vexp(-raw))
+                if need_ds:
+                    DS[i, c] = one / (one + vexp(-raw))
+                sp = vlog1p(vexp(raw))
+                DT[i, c] = sp if raw <= 20.0 else raw
     for i in range(m):
         for c in range(W):
             DTU[i, c] = DT[i, c] * U[i, c]
