@@ -173,6 +173,7 @@ class SelectiveScanCPUFn(torch.autograd.Function):
         dz = torch.empty(batch, dim, length, dtype=dtype) if ctx.has_z else dummy
         dA = torch.empty(batch, dim, N, dtype=torch.float64)
         dD = torch.empty(batch, dim, dtype=torch.float64)
+        dbias = torch.empty(batch, dim, dtype=torch.float64)
         dBp = torch.zeros(S, batch, G, length, N, dtype=dtype)
         dCp = torch.zeros(S, batch, G, length, N, dtype=dtype)
         import numba
@@ -183,8 +184,8 @@ class SelectiveScanCPUFn(torch.autograd.Function):
                              ctx.delta_softplus, K, lanes, ckpt.numpy(),
                              dout_t.numpy(), dout is not None, dlast_t.numpy(),
                              dlast is not None, S, du.numpy(), ddelta.numpy(),
-                             dz.numpy(), dA.numpy(), dD.numpy(), dBp.numpy(),
-                             dCp.numpy())
+                             dz.numpy(), dA.numpy(), dD.numpy(),
+                             dbias.numpy(), dBp.numpy(), dCp.numpy())
         finally:
             numba.set_num_threads(previous)
         dB = (dBp[0] if S == 1 else dBp.sum(0)).transpose(2, 3)
@@ -195,8 +196,7 @@ class SelectiveScanCPUFn(torch.autograd.Function):
             dC = dC.squeeze(1)
         dA = dA.sum(0).to(dtype)
         dD = dD.sum(0).to(dtype) if ctx.has_D else None
-        ddelta_bias = (ddelta.sum((0, 2), dtype=torch.float64).to(dtype)
-                       if ctx.has_bias else None)
+        ddelta_bias = dbias.sum(0).to(dtype) if ctx.has_bias else None
         return (du, ddelta, dA, dB, dC, dD, dz if ctx.has_z else None,
                 ddelta_bias, None)
 

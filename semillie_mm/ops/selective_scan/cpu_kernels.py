@@ -328,7 +328,7 @@ def _sum_lanes(x, W):
 @njit(parallel=True, cache=True, fastmath=False)
 def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
              W, ckpt, dout, has_dout, dlast, has_dlast, S, du, ddelta, dz, dA_acc,
-             dD_acc, dBp, dCp):
+             dD_acc, dbias_acc, dBp, dCp):
     """Backward scan with chunked recomputation of the states.
 
     Work items are (s, b, g) triples: slot ``s`` of ``S`` handles the blocks
@@ -338,8 +338,8 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
     the same element. The caller sums the partials over ``s``.
 
     Writes ``du``, ``ddelta`` (w.r.t. delta before bias/softplus), ``dz``,
-    ``dA_acc`` (batch, dim, N) float64, ``dD_acc`` (batch, dim) float64,
-    ``dBp``, ``dCp``.
+    ``dA_acc`` (batch, dim, N), ``dD_acc`` and ``dbias_acc`` (batch, dim)
+    (sums over L, float64), ``dBp``, ``dCp``.
     """
     nb, nd, L = u.shape
     G = Bt.shape[1]
@@ -354,7 +354,6 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
         g = r - b * G
         # per-item buffers: one chunk of states and decays, (K, W) tiles
         H = np.zeros((K + 1, N, W), A.dtype)  # H[i + 1] = state after step i
-        E = np.zeros((K, N, W), A.dtype)
         U = np.zeros((K, W), A.dtype)
         DT = np.zeros((K, W), A.dtype)
         DTU = np.zeros((K, W), A.dtype)
@@ -367,6 +366,7 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
         dAa = np.zeros((N, W), np.float64)
         Dv = np.zeros(W, A.dtype)
         dDa = np.zeros(W, np.float64)
+        dba = np.zeros(W, np.float64)
         gy = np.zeros(W, A.dtype)
         y = np.zeros(W, A.dtype)
         dzt = np.zeros(W, A.dtype)
@@ -380,6 +380,7 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
             for c in range(W):
                 Dv[c] = D[c0 + c] if c < w else 0.0
                 dDa[c] = 0.0
+                dba[c] = 0.0
                 for n in range(N):
                     AT[n, c] = A[c0 + c, n] if c < w else 0.0
                     lam[n, c] = dlast[b, c0 + c, n] if (has_dlast
@@ -407,11 +408,8 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
                         an = AT[n]
                         hp = H[i, n]
                         hc = H[i + 1, n]
-                        en = E[i, n]
                         for c in range(W):
-                            e = vexp(dt[c] * an[c])
-                            en[c] = e
-                            hc[c] = e * hp[c] + dtu[c] * bn
+                            hc[c] = vexp(dt[c] * an[c]) * hp[c] + dtu[c] * bn
                 # adjoint recurrence, backwards in time. lam[n] enters step
                 # t holding exp(dt[t+1] A[n]) * dL/dh[t+1, n]
                 for i in range(m - 1, -1, -1):
@@ -449,26 +447,28 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
                         an = AT[n]
                         hp = H[i, n]
                         hc = H[i + 1, n]
-                        en = E[i, n]
                         ln_ = lam[n]
                         dac = dAc[n]
                         for c in range(W):
+                            e = vexp(dt[c] * an[c])
                             ln = ln_[c] + gy[c] * cn
-                            x = ln * hp[c] * en[c]  # dL/d(dt * A[n])
+                            x = ln * hp[c] * e  # dL/d(dt * A[n])
                             ddt[c] += x * an[c] + ln * bn * uu[c]
                             dac[c] += x * dt[c]
                             dut[c] += ln * dt[c] * bn
                             pB[c] = ln * dtu[c]
                             pC[c] = gy[c] * hc[c]
-                            ln_[c] = ln * en[c]
+                            ln_[c] = ln * e
                         dBp[s, b, g, t, n] += _sum_lanes(pB, W)
                         dCp[s, b, g, t, n] += _sum_lanes(pC, W)
+                    if softplus:
+                        for c in range(W):
+                            ddt[c] = ddt[c] * DS[i, c]
+                    for c in range(W):
+                        dba[c] += ddt[c]
                     for c in range(w):
                         du[b, c0 + c, t] = dut[c]
-                        if softplus:
-                            ddelta[b, c0 + c, t] = ddt[c] * DS[i, c]
-                        else:
-                            ddelta[b, c0 + c, t] = ddt[c]
+                        ddelta[b, c0 + c, t] = ddt[c]
                 # chunk sums of dA in T, the total in float64
                 for n in range(N):
                     for c in range(W):
@@ -478,3 +478,4 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
                 for n in range(N):
                     dA_acc[b, c0 + c, n] = dAa[n, c]
                 dD_acc[b, c0 + c] = dDa[c]
+                dbias_acc[b, c0 + c] = dba[c]
