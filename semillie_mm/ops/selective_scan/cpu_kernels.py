@@ -224,11 +224,13 @@ def _load_block(u, delta, z, dbias, b, c0, w, W, t0, t1, has_z, softplus,
         # softplus with the threshold 20 of torch and mamba-ssm; its
         # derivative is sigmoid(raw)
         one = np.ones(1, DT.dtype)[0]
+        if need_ds:
+            for i in range(m):
+                for c in range(W):
+                    DS[i, c] = one / (one + vexp(-DT[i, c]))
         for i in range(m):
             for c in range(W):
                 raw = DT[i, c]
-                if need_ds:
-                    DS[i, c] = one / (one + vexp(-raw))
                 sp = vlog1p(vexp(raw))
                 DT[i, c] = sp if raw <= 20.0 else raw
     for i in range(m):
