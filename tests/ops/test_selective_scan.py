@@ -235,6 +235,28 @@ def test_cpu_half_inputs(dtype):
         assert v.grad is not None and v.grad.dtype == dtype, k
 
 
+@needs_numba
+@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+def test_kernel_exp_and_log1p_accuracy(dtype):
+    """The arithmetic exp/log1p of the kernels against float64 numpy."""
+    import numpy as np
+    from semillie_mm.ops.selective_scan import cpu_kernels
+    np_dtype = np.dtype(dtype)
+    eps = np.finfo(np_dtype).eps
+    x = np.concatenate([np.linspace(-80, 80, 20001),
+                        np.random.default_rng(0).normal(0, 5, 5000)])
+    e = cpu_kernels.exp_array(x.astype(np_dtype))
+    np.testing.assert_allclose(e, np.exp(x.astype(np_dtype)), rtol=3 * eps)
+    assert np.isnan(cpu_kernels.exp_array(np.array([np.nan], np_dtype)))[0]
+    assert cpu_kernels.exp_array(np.array([-np.inf, np.inf], np_dtype)
+                                 ).tolist() == [0.0, np.inf]
+    y = np.concatenate([[0.0], np.logspace(-30, 8, 5001),
+                        np.linspace(0, 10, 5001)]).astype(np_dtype)
+    np.testing.assert_allclose(cpu_kernels.log1p_array(y),
+                               np.log1p(y.astype(np.float64)), rtol=4 * eps,
+                               atol=0)
+
+
 def test_reference_softplus_and_gate_semantics():
     """delta_bias is added before softplus; z gates after D."""
     x = make_inputs(1, 2, 5, 2, D=True, z=True, bias=True)

@@ -17,22 +17,24 @@ float64 except the float64 accumulators named below):
 - ``last``, ``dlast``: (batch, dim, N).
 
 How it is fast without ``fastmath``: the channels of a group share B and C,
-so each work item takes a block of ``W = 16`` channels of one group and the
-innermost loops run over those 16 channels. Every operation there is
-element-wise per channel (no floating-point reduction to reorder), so LLVM
-vectorises them (AVX2: 8 float32 lanes) with IEEE semantics. ``exp`` is the
-hot function; libm's scalar ``exp`` would block vectorisation, so
-:func:`vexp` is an exp made of arithmetic only (Cody-Waite range reduction,
-a Taylor polynomial of degree 7 (float32) / 13 (float64) and the exponent
-built from integer bits): below 1 ulp of difference from libm for float32
-and about 1 ulp for float64 on normal results; it returns 0 where the exact
+so each work item takes a block of ``W`` channels of one group (W = the
+group's channel count rounded up to a multiple of 8, at most 64, see
+:func:`lanes_for`) and the innermost loops run over those channels. Every
+operation there is element-wise per channel (no floating-point reduction to
+reorder), so LLVM vectorises them (AVX2: 8 float32 lanes) with IEEE
+semantics. ``exp`` is the hot function (one per element and step); libm's
+scalar ``exp`` would block vectorisation, so :func:`vexp` is an exp made of
+arithmetic only (Cody-Waite range reduction, a Taylor polynomial of degree 7
+(float32) / 13 (float64) and the exponent built from integer bits): within
+1 ulp of the exact result on normal results; it returns 0 where the exact
 result is subnormal and saturates to inf about 0.35 earlier than libm
-(x > 127.5 ln 2 for float32, 1023.5 ln 2 for float64).
+(x > 127.5 ln 2 for float32, 1023.5 ln 2 for float64). Softplus uses it with
+:func:`vlog1p` (same idea, within about 2 ulp).
 
 No (batch, dim, L, N) array is ever formed: the forward keeps one (N, W)
 state per block; the backward recomputes one chunk of ``K`` steps at a time
-from the checkpoints into (K, N, W) buffers per work item and runs the
-adjoint recurrence backwards over it.
+from the checkpoints into (K, N, W) buffers (states and decays) per work
+item and runs the adjoint recurrence backwards over it.
 """
 import math
 
