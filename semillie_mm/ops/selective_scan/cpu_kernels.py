@@ -365,6 +365,9 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
         DS = np.zeros((K, W), A.dtype)
         Z = np.zeros((K, W), A.dtype)
         GO = np.zeros((K, W), A.dtype)
+        DU = np.zeros((K, W), A.dtype)
+        DDL = np.zeros((K, W), A.dtype)
+        DZ = np.zeros((K, W), A.dtype)
         AT = np.zeros((N, W), A.dtype)
         lam = np.zeros((N, W), A.dtype)
         dAc = np.zeros((N, W), A.dtype)
@@ -440,8 +443,8 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
                             sg = 1.0 / (1.0 + vexp(-zz))
                             dzt[c] = go[c] * y[c] * sg * (1.0 + zz * (1.0 - sg))
                             gy[c] = go[c] * zz * sg
-                        for c in range(w):
-                            dz[b, c0 + c, t] = dzt[c]
+                        for c in range(W):
+                            DZ[i, c] = dzt[c]
                     else:
                         for c in range(W):
                             gy[c] = go[c]
@@ -475,9 +478,18 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
                             ddt[c] = ddt[c] * DS[i, c]
                     for c in range(W):
                         dba[c] += ddt[c]
-                    for c in range(w):
-                        du[b, c0 + c, t] = dut[c]
-                        ddelta[b, c0 + c, t] = ddt[c]
+                    for c in range(W):
+                        DU[i, c] = dut[c]
+                        DDL[i, c] = ddt[c]
+                # write the chunk's du, ddelta, dz row by row
+                for c in range(w):
+                    d = c0 + c
+                    for i in range(m):
+                        du[b, d, t0 + i] = DU[i, c]
+                        ddelta[b, d, t0 + i] = DDL[i, c]
+                    if has_z:
+                        for i in range(m):
+                            dz[b, d, t0 + i] = DZ[i, c]
                 # chunk sums of dA in T, the total in float64
                 for n in range(N):
                     for c in range(W):
