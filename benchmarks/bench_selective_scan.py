@@ -4,7 +4,9 @@ Times the forward and forward+backward of every available CPU backend at the
 size of the SS2D call of a 256x256 image (batch 1, 4 directions x 128
 channels = dim 512, L = 65536, N = 16, B/C in 4 groups, D, delta_bias,
 delta_softplus=True, as in the Semi-LLIE backbone), and the extra peak memory
-of each measurement. Every measurement runs in a fresh subprocess: its
+of each measurement, with wall time and process CPU time (user + system,
+all threads; less sensitive to other load on the machine). Every
+measurement runs in a fresh subprocess: its
 memory figure is the peak resident set size (``ru_maxrss``) during the
 measured call minus the resident set size just before it (inputs already
 allocated, kernels already compiled by a small warm-up call).
@@ -93,15 +95,17 @@ def worker(args):
     grad_out = torch.randn_like(x['u']) if grad else None
     before = rss_bytes()
     peak_before = maxrss_bytes()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if grad:
         call(x, grad_out)
     else:
         with torch.no_grad():
             call(x)
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - c0
     peak = maxrss_bytes()
-    print(json.dumps(dict(seconds=seconds, rss_before=before,
+    print(json.dumps(dict(seconds=seconds, cpu_seconds=cpu_seconds,
+                          rss_before=before,
                           peak_before=peak_before, peak=peak,
                           extra=max(0, peak - before))))
 
@@ -188,6 +192,7 @@ def main():
                 r = run_sub(['--worker', '--backend', backend, '--mode', mode,
                              '--length', str(args.length)] + common)
                 secs, extra, note = r['seconds'], r['extra'], 'measured'
+                cpu_secs = r['cpu_seconds']
             else:
                 # time and memory are linear in L: measure at two lengths
                 # and extrapolate (fixed costs are not multiplied)
@@ -203,26 +208,29 @@ def main():
                     return r2[key] + max(slope, 0.0) * (args.length - l2)
 
                 secs, extra = extrapolate('seconds'), extrapolate('extra')
+                cpu_secs = extrapolate('cpu_seconds')
                 note = (f'extrapolated linearly from L={l1} '
                         f'({r1["seconds"]:.2f} s, '
                         f'{r1["extra"] / 2**20:.0f} MiB) and L={l2} '
                         f'({r2["seconds"]:.2f} s, '
                         f'{r2["extra"] / 2**20:.0f} MiB)')
-            results[(backend, mode)] = secs
-            rows.append((backend, mode, secs, extra / 2**20, note))
+            results[(backend, mode)] = (secs, cpu_secs)
+            rows.append((backend, mode, secs, cpu_secs, extra / 2**20, note))
             print(f'  {backend:9s} {mode:8s} {secs:9.2f} s '
-                  f'{extra / 2**20:9.1f} MiB  ({note})', flush=True)
+                  f'(CPU {cpu_secs:.2f} s) {extra / 2**20:9.1f} MiB  '
+                  f'({note})', flush=True)
     base_inputs = 4 * args.batch * args.length * (
         3 * args.dim + 2 * args.groups * args.d_state) / 2**20
     print()
-    print(f'| backend | pass | time (s) | extra peak memory (MiB) | '
-          f'speed-up vs reference | note |')
-    print('|---|---|---:|---:|---:|---|')
-    for backend, mode, secs, mib, note in rows:
+    print('| backend | pass | wall time (s) | CPU time (s) | extra peak '
+          'memory (MiB) | speed-up vs reference (wall / CPU) | note |')
+    print('|---|---|---:|---:|---:|---:|---|')
+    for backend, mode, secs, cpu_secs, mib, note in rows:
         ref = results.get(('reference', mode))
-        speed = f'{ref / secs:.1f}x' if ref else '-'
-        print(f'| {backend} | {mode} | {secs:.2f} | {mib:.0f} | {speed} | '
-              f'{note} |')
+        speed = (f'{ref[0] / secs:.1f}x / {ref[1] / cpu_secs:.1f}x'
+                 if ref else '-')
+        print(f'| {backend} | {mode} | {secs:.2f} | {cpu_secs:.2f} | '
+              f'{mib:.0f} | {speed} | {note} |')
     print(f'\n(u, delta, out and their gradients are '
           f'{4 * args.batch * args.dim * args.length / 2**20:.0f} MiB each '
           f'in float32; all inputs together ~{base_inputs:.0f} MiB.)')
