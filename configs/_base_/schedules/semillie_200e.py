@@ -1,7 +1,8 @@
 # Paper schedule: AdamP lr 2e-4 for 100 epochs, then linearly to 0 over 100 epochs.
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=200, val_interval=5)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# mmagic's loops: its metrics (PSNR, SSIM, NIQE, ...) need mmagic's evaluator
+val_cfg = dict(type='MultiValLoop')
+test_cfg = dict(type='MultiTestLoop')
 
 optim_wrapper = dict(
     constructor='MultiOptimWrapperConstructor',

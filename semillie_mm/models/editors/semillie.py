@@ -106,7 +106,7 @@ class SemiLLIE(BaseEditModel):
                             gamma=1))
         self.teacher = MODELS.build(
             teacher, default_args=dict(model=self.generator))
-        self.teacher.requires_grad_(False)
+        self.teacher.requires_grad_(False).eval()
 
         self.ram_encoder = MODELS.build(ram_encoder) if ram_encoder else None
         if (perceptual_loss or contrastive_loss) and self.ram_encoder is None:
@@ -128,10 +128,24 @@ class SemiLLIE(BaseEditModel):
         self.gan_loss = MODELS.build(gan_loss) if gan_loss else None
 
         self.unsup_weight = unsup_weight
-        self.unsup_ramp = dict(length=0, by='epoch', **(unsup_ramp or {}))
+        self.unsup_ramp = dict(dict(length=0, by='epoch'), **(unsup_ramp or {}))
         if self.unsup_ramp['by'] not in ('epoch', 'iter'):
             raise ValueError("unsup_ramp.by must be 'epoch' or 'iter'")
         self._train_steps = 0
+
+    def init_weights(self):
+        """Initialise the parts, then start the teacher as a copy of the
+        student."""
+        # mmagic 1.2.0's generation_init_weights (PatchDiscriminator) fails
+        # when a parent's init_weights runs it (its init_info is unbound for
+        # container modules). Initialised on its own first, it reports
+        # is_init and the parent's pass skips it.
+        disc = self.discriminator
+        if disc is not None and not getattr(disc, 'is_init', False) and \
+                not hasattr(disc, '_params_init_info'):
+            disc.init_weights()
+        super().init_weights()
+        self.teacher.module.load_state_dict(self.student.state_dict())
 
     # ------------------------------------------------------------ modes
     def train(self, mode: bool = True):

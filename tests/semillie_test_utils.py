@@ -1,0 +1,73 @@
+"""Small model configs shared by the tests (random weights, CPU-sized)."""
+import copy
+
+import torch
+
+TINY_RAM = dict(
+    type='RAMImageEncoder',
+    pretrained=None,
+    img_size=32,
+    patch_size=4,
+    embed_dim=8,
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 1, 1, 1),
+    window_size=2,
+    proj_dim=8)
+
+TINY_MODEL = dict(
+    type='SemiLLIE',
+    generator=dict(
+        type='SemiLLIENet',
+        embed_dim=8,
+        num_groups=1,
+        blocks_per_group=1,
+        d_state=4,
+        drop_path=0.0),
+    teacher=dict(type='MomentumAnnealingEMA', momentum=0.004, gamma=1),
+    pixel_loss=dict(type='L1Loss', loss_weight=1.0),
+    ram_encoder=TINY_RAM,
+    perceptual_loss=dict(type='RAMPerceptualLoss', loss_weight=0.1),
+    gradient_loss=dict(type='GradientMagnitudeLoss', loss_weight=0.1),
+    consistency_loss=dict(type='L1Loss', loss_weight=1.0),
+    contrastive_loss=dict(type='SemanticContrastiveLoss', loss_weight=1.0),
+    discriminator=dict(
+        type='PatchDiscriminator',
+        in_channels=3,
+        base_channels=8,
+        num_conv=2,
+        norm_cfg=dict(type='BN'),
+        init_cfg=dict(type='normal', gain=0.02)),
+    gan_loss=dict(type='GANLoss', gan_type='vanilla', loss_weight=0.1),
+    unsup_weight=0.2,
+    unsup_ramp=dict(length=10, by='iter'),
+    data_preprocessor=dict(
+        type='DataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.]))
+
+
+def tiny_model_cfg(**overrides):
+    """A deep copy of :data:`TINY_MODEL` with top-level keys replaced."""
+    cfg = copy.deepcopy(TINY_MODEL)
+    cfg.update(overrides)
+    return cfg
+
+
+def semi_batch(batch=2, size=16, seed=0):
+    """A collated training batch in SemiSupervisedDataset's packed format."""
+    from mmagic.structures import DataSample
+    g = torch.Generator().manual_seed(seed)
+
+    def img():
+        return torch.rand(3, size, size, generator=g) * 255
+
+    samples = []
+    for _ in range(batch):
+        gt = img()
+        samples.append(
+            dict(
+                inputs=dict(
+                    paired=gt * 0.2,
+                    unpaired_weak=img() * 0.2,
+                    unpaired_strong=img() * 0.2),
+                data_samples=DataSample(gt_img=gt)))
+    from mmengine.dataset import pseudo_collate
+    return pseudo_collate(samples)
