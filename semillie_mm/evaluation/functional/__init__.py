@@ -1,0 +1,12 @@
+"""Plain-array versions of the metrics (no registry, no data samples)."""
+from .fid import (InceptionFeatureExtractor, extract_features, fid_folders,
+                  fid_from_features, feature_statistics, folder_statistics,
+                  frechet_distance)
+from .loe import loe, loe_from_lightness, loe_lightness_maps
+
+__all__ = [
+    'loe', 'loe_lightness_maps', 'loe_from_lightness',
+    'InceptionFeatureExtractor', 'extract_features', 'feature_statistics',
+    'folder_statistics', 'frechet_distance', 'fid_from_features',
+    'fid_folders'
+]

@@ -1,0 +1,5 @@
+"""mmagic METRICS added by semillie-mm (PSNR, SSIM, NIQE are mmagic's)."""
+from .loe import LOE
+from .reference_fid import ReferenceFID
+
+__all__ = ['LOE', 'ReferenceFID']
