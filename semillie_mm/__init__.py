@@ -6,4 +6,4 @@ is built, no weight file is read and no data is scanned at import time.
 """
 from . import compat  # noqa: F401  (must come first: fixes applied before mmagic is used)
 from .version import __version__  # noqa: F401
-from . import datasets, engine, evaluation, models, ops  # noqa: F401,E402
+from . import apis, datasets, engine, evaluation, models, ops  # noqa: F401,E402

@@ -1,0 +1,128 @@
+"""tools/enhance.py on a folder of awkward files."""
+import importlib.util
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _load_tool():
+    path = osp.join(ROOT, 'tools', 'enhance.py')
+    spec = importlib.util.spec_from_file_location('enhance_tool', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def model_files(tmp_path_factory):
+    from mmagic.registry import MODELS
+    import semillie_mm  # noqa: F401
+    d = tmp_path_factory.mktemp('model')
+    cfg = d / 'tiny.py'
+    cfg.write_text(
+        "default_scope = 'mmagic'\n"
+        "custom_imports = dict(imports=['semillie_mm'], "
+        "allow_failed_imports=False)\n"
+        "model = dict(type='SemiLLIENet', embed_dim=8, num_groups=1, "
+        "blocks_per_group=1)\n")
+    torch.manual_seed(0)
+    net = MODELS.build(dict(type='SemiLLIENet', embed_dim=8, num_groups=1,
+                            blocks_per_group=1))
+    ckpt = d / 'tiny.pth'
+    torch.save(dict(state_dict=net.state_dict()), ckpt)
+    return str(cfg), str(ckpt)
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    import cv2
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    src = tmp_path / 'in'
+    (src / 'sub').mkdir(parents=True)
+    # plain RGB JPEG in a sub-folder
+    cv2.imwrite(str(src / 'sub' / 'plain.jpg'),
+                rng.integers(0, 80, (30, 44, 3), dtype=np.uint8))
+    # grayscale PNG
+    Image.fromarray(rng.integers(0, 80, (26, 34), dtype=np.uint8),
+                    'L').save(src / 'gray.png')
+    # RGBA PNG
+    rgba = rng.integers(0, 255, (28, 36, 4), dtype=np.uint8)
+    Image.fromarray(rgba, 'RGBA').save(src / 'rgba.png')
+    # 16-bit RGB PNG
+    cv2.imwrite(str(src / 'deep16.png'),
+                rng.integers(0, 20000, (24, 31, 3), dtype=np.uint16))
+    # JPEG stored 40 wide x 24 high, EXIF says "rotate 90 CW" -> 24 x 40
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 80, (24, 40, 3), dtype=np.uint8)).save(
+        src / 'rotated.jpg', exif=exif)
+    # corrupt file with an image name, and a non-image file
+    (src / 'broken.jpg').write_bytes(b'\xff\xd8 definitely not a jpeg')
+    (src / 'notes.txt').write_text('not an image')
+    return src, rgba
+
+
+def _no_temp_files(folder):
+    for root, _, files in os.walk(folder):
+        for name in files:
+            assert not name.endswith('.tmp'), osp.join(root, name)
+
+
+def test_enhance_folder(tmp_path, model_files, messy_folder):
+    import cv2
+    tool = _load_tool()
+    cfg, ckpt = model_files
+    src, rgba = messy_folder
+    out = tmp_path / 'out'
+    summary = tool.main([cfg, ckpt, str(src), str(out), '--tile', '24',
+                         '--tile-overlap', '8', '--no-progress', '--summary',
+                         str(tmp_path / 'summary.json')])
+    assert summary['processed'] == 5
+    assert summary['skipped'] == 1 and summary['ignored'] == 1
+    assert summary['skipped_files'][0]['path'].endswith('broken.jpg')
+    assert 'unreadable' in summary['skipped_files'][0]['reason']
+    assert json.loads((tmp_path / 'summary.json').read_text()) == summary
+
+    def read(name):
+        return cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+
+    assert read('sub/plain.jpg').shape == (30, 44, 3)
+    g = read('gray.png')
+    assert g.shape == (26, 34) and g.dtype == np.uint8
+    a = read('rgba.png')
+    assert a.shape == (28, 36, 4)
+    np.testing.assert_array_equal(a[..., 3], rgba[..., 3])  # alpha kept
+    d = read('deep16.png')
+    assert d.shape == (24, 31, 3) and d.dtype == np.uint16
+    assert len(np.unique(d)) > 256  # really 16-bit content
+    assert read('rotated.jpg').shape == (40, 24, 3)  # display orientation
+    assert not (out / 'broken.jpg').exists()
+    assert not (out / 'notes.txt').exists()
+    _no_temp_files(out)
+
+
+def test_enhance_ext_and_single_file(tmp_path, model_files, messy_folder):
+    import cv2
+    tool = _load_tool()
+    cfg, ckpt = model_files
+    src, _ = messy_folder
+    out = tmp_path / 'out_jpg'
+    summary = tool.main([cfg, ckpt, str(src), str(out), '--ext', 'jpg',
+                         '--no-tile', '--no-progress', '--student'])
+    assert summary['processed'] == 5
+    notes = {osp.basename(n['path']): n['note'] for n in summary['notes']}
+    assert 'alpha' in notes['rgba.png'] and '8-bit' in notes['deep16.png']
+    assert cv2.imread(str(out / 'rgba.jpg')).shape == (28, 36, 3)
+    # one file to an explicit output file
+    single = tmp_path / 'single' / 'x.png'
+    summary = tool.main([cfg, ckpt, str(src / 'gray.png'), str(single),
+                         '--no-progress'])
+    assert summary['processed'] == 1 and single.is_file()
+    _no_temp_files(tmp_path)
