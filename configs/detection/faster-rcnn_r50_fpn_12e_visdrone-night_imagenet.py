@@ -21,4 +21,5 @@ model = dict(
     backbone=dict(
         frozen_stages=1,
         norm_eval=True,
-        init_cfg=dict(type='LocalPretrained', checkpoint=pretrained_backbone)))
+        init_cfg=dict(
+            _delete_=True, type='LocalPretrained', checkpoint=pretrained_backbone)))
