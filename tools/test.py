@@ -1,7 +1,13 @@
 """Test (evaluate) a checkpoint with a semillie-mm (or any MMagic) config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.json]
+                         [--save-outputs DIR | --no-save] [--dataset-name NAME]
                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+Prints the metrics in the layout of the paper's Table I (the metrics the test
+evaluator computes, e.g. FID/NIQE/LOE on an unpaired set, PSNR/SSIM on a paired
+one), saves the enhanced images (PNG, default WORK_DIR/enhanced) and, with
+``--out``, writes the numbers as JSON (``{metric: value}``).
 """
 import argparse
 import json
@@ -13,7 +19,98 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import semillie_mm  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+
+from semillie_mm.apis.inference import write_image_atomic  # noqa: E402
+from semillie_mm.evaluation import format_table1, group_metrics  # noqa: E402
+
+
+class SaveEnhancedImagesHook(Hook):
+    """Write each test output (``output.pred_img``) as a PNG; keep the metrics.
+
+    mmagic hands predictions as ``C x H x W`` tensors in 0..255, BGR after
+    ``DataPreprocessor.destruct``. Files are named after the dataset's
+    ``key`` (input path relative to its folder, without extension) or the
+    input file name, and written atomically. The metrics passed to
+    ``after_test_epoch`` are kept in ``self.metrics`` (mmagic's
+    ``MultiTestLoop.run`` does not return them).
+
+    Args:
+        out_dir (str, optional): Output folder; None saves nothing.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, out_dir=None):
+        self.out_dir = out_dir
+        self.count = 0
+        self.metrics = None
+
+    def before_test(self, runner) -> None:
+        """Map input paths to the datasets' ``key`` (relative path without
+        extension), which PackInputs does not carry into the data samples."""
+        self.keys = {}
+        loop = runner.test_loop
+        loaders = getattr(loop, 'dataloaders', None) or [
+            getattr(loop, 'dataloader', None)
+        ]
+        for loader in loaders:
+            dataset = getattr(loader, 'dataset', None)
+            if dataset is None or not hasattr(dataset, 'get_data_info'):
+                continue
+            for i in range(len(dataset)):
+                info = dataset.get_data_info(i)
+                if isinstance(info.get('key'), str) and isinstance(
+                        info.get('img_path'), str):
+                    self.keys[osp.abspath(info['img_path'])] = info['key']
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        """Keep the metrics."""
+        self.metrics = metrics
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None,
+                        outputs=None) -> None:
+        """Save the batch's enhanced images."""
+        import numpy as np
+        if self.out_dir is None:
+            return
+        for i, sample in enumerate(outputs or []):
+            pred = sample.output.pred_img
+            img = pred.detach().cpu().float().clamp(0, 255).round()
+            img = img.numpy().astype(np.uint8)
+            img = img[0] if img.ndim == 4 else img
+            img = img.transpose(1, 2, 0)
+            if img.shape[2] == 3:
+                img = img[..., ::-1]  # BGR -> RGB for write_image_atomic
+            elif img.shape[2] == 1:
+                img = img[..., 0]
+            meta = sample.metainfo
+            path = meta.get('img_path')
+            if isinstance(path, list):
+                path = path[0]
+            key = meta.get('key')
+            if not isinstance(key, str) and isinstance(path, str):
+                key = getattr(self, 'keys', {}).get(
+                    osp.abspath(path),
+                    osp.splitext(osp.basename(path))[0])
+            if not isinstance(key, str):
+                key = f'{batch_idx:06d}_{i}'
+
+            write_image_atomic(osp.join(self.out_dir, key + '.png'), img)
+            self.count += 1
+
+
+def _dataset_name(cfg) -> str:
+    """Row title: the basename of the test set's data_root, else the config."""
+    loader = cfg.get('test_dataloader', None)
+    loaders = loader if isinstance(loader, (list, tuple)) else [loader]
+    for ld in loaders:
+        ds = (ld or {}).get('dataset', {}) or {}
+        root = ds.get('data_root') if hasattr(ds, 'get') else None
+        if root:
+            return osp.basename(osp.normpath(root))
+    return osp.splitext(osp.basename(cfg.filename or 'test'))[0]
 
 
 def parse_args(argv=None):
@@ -30,6 +127,16 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and outputs')
     parser.add_argument('--out', help='write the metrics to this JSON file')
+    parser.add_argument(
+        '--save-outputs',
+        default=None,
+        help='folder for the enhanced images (default: WORK_DIR/enhanced)')
+    parser.add_argument(
+        '--no-save', action='store_true', help='do not save the images')
+    parser.add_argument(
+        '--dataset-name',
+        default=None,
+        help='row title of the table (default: the test data_root name)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -71,11 +178,30 @@ def main(argv=None):
         _use_gloo_without_cuda(cfg)
 
     runner = Runner.from_cfg(cfg)
+    out_dir = None
+    if not args.no_save:
+        out_dir = args.save_outputs or osp.join(cfg.work_dir, 'enhanced')
+    saver = SaveEnhancedImagesHook(out_dir)
+    runner.register_hook(saver)
     metrics = runner.test()
+    if metrics is None:
+        metrics = saver.metrics or {}
+    numbers = {}
+    for k, v in metrics.items():
+        try:
+            numbers[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    table = format_table1(
+        group_metrics(numbers, args.dataset_name or _dataset_name(cfg)))
+    print(table)
+    if out_dir is not None:
+        print(f'saved {saver.count} enhanced images to {out_dir}')
     if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         tmp = args.out + '.tmp'
         with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+            json.dump(numbers, f, indent=2)
         os.replace(tmp, args.out)
     return metrics
 
