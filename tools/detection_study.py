@@ -434,7 +434,8 @@ def _fmt(v) -> str:
     return 'n/a' if v is None else f'{v:.1f}'
 
 
-def write_tables(results: Sequence[dict], md_path: str, csv_path: str) -> None:
+def write_tables(results: Sequence[dict], md_path: str, csv_path: str,
+                 detector: str = 'Faster R-CNN') -> None:
     """Write the Table VII-style Markdown and CSV files (atomically).
 
     Args:
@@ -442,6 +443,7 @@ def write_tables(results: Sequence[dict], md_path: str, csv_path: str) -> None:
             (as :func:`metrics_to_row`).
         md_path (str): Markdown output.
         csv_path (str): CSV output.
+        detector (str): the detector named in the Markdown caption.
     """
     cols = [c for c, _ in METRICS]
     lines = ['| Model | Epochs | ' + ' | '.join(cols) + ' |',
@@ -449,8 +451,8 @@ def write_tables(results: Sequence[dict], md_path: str, csv_path: str) -> None:
     for r in results:
         lines.append(f'| {r["name"]} | {r["epochs"]} | '
                      + ' | '.join(_fmt(r['metrics'][c]) for c in cols) + ' |')
-    text = ('Object detection with Faster R-CNN (R50-FPN, from scratch) on enhanced VisDrone night '
-            'images: COCO bbox AP (%) on the test split.\n\n' + '\n'.join(lines) + '\n')
+    text = (f'Object detection with {detector} on enhanced VisDrone night images: COCO bbox AP '
+            f'(%) on the test split.\n\n' + '\n'.join(lines) + '\n')
     for path, writer in ((md_path, None), (csv_path, 'csv')):
         tmp = f'{path}.tmp{os.getpid()}'
         os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
@@ -506,6 +508,7 @@ def run_study(methods: Sequence[Method], images: str, train_ann: str, test_ann: 
     ann_hashes = dict(train=_sha256(train_ann), test=_sha256(test_ann))
     results = []
     md_path, csv_path = osp.join(work_dir, 'table_vii.md'), osp.join(work_dir, 'table_vii.csv')
+    detector = f'{osp.basename(det_config)}'
     for method, slug in zip(methods, slugs):
         row_dir = osp.abspath(osp.join(work_dir, 'rows', slug))
         result_path = osp.join(row_dir, 'result.json')
@@ -559,8 +562,8 @@ def run_study(methods: Sequence[Method], images: str, train_ann: str, test_ann: 
                       finished=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
         dump_json_atomic(result, result_path)
         results.append(result)
-        write_tables(results, md_path, csv_path)
-    write_tables(results, md_path, csv_path)
+        write_tables(results, md_path, csv_path, detector)
+    write_tables(results, md_path, csv_path, detector)
     logger.info('tables written: %s, %s', md_path, csv_path)
     return results
 

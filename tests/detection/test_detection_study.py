@@ -47,6 +47,21 @@ def test_parse_method():
     assert study.slugify('***') == 'method'
 
 
+def test_cli_arguments():
+    pytest.importorskip('mmengine')
+    args = study.parse_args(['--images', 'img', '--ann-dir', 'ann', '--method', 'Original=none',
+                             '--method', 'G=folder:g', '--img-scale', '128', '96', '--epochs',
+                             '1', '--cfg-options', 'model.backbone.depth=18',
+                             'model.neck.in_channels=[64,128,256,512]'])
+    assert args.train_ann == osp.join('ann', 'train.json')
+    assert args.test_ann == osp.join('ann', 'test.json')
+    assert args.method == ['Original=none', 'G=folder:g'] and args.img_scale == [128, 96]
+    assert args.cfg_options == {'model.backbone.depth': 18,
+                                'model.neck.in_channels': [64, 128, 256, 512]}
+    with pytest.raises(SystemExit):
+        study.parse_args(['--images', 'img'])  # no annotations
+
+
 def test_metrics_to_row_and_tables(tmp_path):
     raw = {'coco/bbox_mAP': 0.094, 'coco/bbox_mAP_50': 0.183, 'coco/bbox_mAP_75': 0.085,
            'coco/bbox_mAP_s': 0.035, 'coco/bbox_mAP_m': 0.149, 'coco/bbox_mAP_l': -1.0}
