@@ -13,7 +13,8 @@ allocated, kernels already compiled by a small warm-up call).
 
 The 'reference' backend (a Python loop over L) is timed at the shorter
 lengths ``--ref-length`` and twice that, and its time and memory are
-extrapolated linearly to L (both are linear in L); the table says so. The JIT compile time of the 'cpu' backend
+extrapolated linearly to L (both are linear in L); the table says so. The
+JIT compile time of the 'cpu' backend
 is measured in a subprocess with an empty numba cache directory.
 
 Usage::

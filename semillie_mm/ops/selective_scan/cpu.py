@@ -170,7 +170,8 @@ class SelectiveScanCPUFn(torch.autograd.Function):
                    if dlast is not None else torch.zeros(1, 1, N, dtype=dtype))
         du = torch.empty(batch, dim, length, dtype=dtype)
         ddelta = torch.empty(batch, dim, length, dtype=dtype)
-        dz = torch.empty(batch, dim, length, dtype=dtype) if ctx.has_z else dummy
+        dz = (torch.empty(batch, dim, length, dtype=dtype)
+              if ctx.has_z else dummy)
         dA = torch.empty(batch, dim, N, dtype=torch.float64)
         dD = torch.empty(batch, dim, dtype=torch.float64)
         dbias = torch.empty(batch, dim, dtype=torch.float64)

@@ -331,8 +331,8 @@ def _sum_lanes(x, W):
 
 @njit(parallel=True, cache=True, fastmath=False)
 def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
-             W, ckpt, dout, has_dout, dlast, has_dlast, S, du, ddelta, dz, dA_acc,
-             dD_acc, dbias_acc, dBp, dCp):
+             W, ckpt, dout, has_dout, dlast, has_dlast, S, du, ddelta, dz,
+             dA_acc, dD_acc, dbias_acc, dBp, dCp):
     """Backward scan with chunked recomputation of the states.
 
     Work items are (s, b, g) triples: slot ``s`` of ``S`` handles the blocks
@@ -441,7 +441,8 @@ def scan_bwd(u, delta, A, Bt, Ct, D, z, dbias, has_D, has_z, softplus, K,
                         for c in range(W):
                             zz = zt[c]
                             sg = 1.0 / (1.0 + vexp(-zz))
-                            dzt[c] = go[c] * y[c] * sg * (1.0 + zz * (1.0 - sg))
+                            dzt[c] = go[c] * y[c] * sg * (
+                                1.0 + zz * (1.0 - sg))
                             gy[c] = go[c] * zz * sg
                         for c in range(W):
                             DZ[i, c] = dzt[c]

@@ -39,7 +39,8 @@ def selective_scan_reference(
         z: Optional[Tensor] = None,
         delta_bias: Optional[Tensor] = None,
         delta_softplus: bool = False,
-        return_last_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        return_last_state: bool = False
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Selective scan as a plain recurrence (see :func:`selective_scan`).
 
     For every batch ``b``, channel ``d``, state ``n`` and step ``t``::
