@@ -14,8 +14,10 @@ one slot (no extra buffer) whenever ``batch * groups`` covers the threads.
 Dtypes: float64 inputs are computed in float64, float32/float16/bfloat16 in
 float32 (numba has no half types); sums over the sequence (dA, dD) are
 accumulated in float64. numba is imported on first use only: the first call
-in a fresh environment JIT-compiles the kernels (tens of seconds, once per
-dtype); ``cache=True`` stores them next to the source for later processes.
+in a fresh environment JIT-compiles the kernels (about 1-2 minutes per dtype
+on a 2-core machine, see docs/benchmarks.md); ``cache=True`` stores them in
+``__pycache__`` next to the source (or ``NUMBA_CACHE_DIR``) for later
+processes, which then load them in about a second.
 """
 import math
 from typing import Optional, Tuple
