@@ -16,6 +16,9 @@ says why it exists. The measured facts behind them are in ``docs/install.md``.
    re-registered to unpickle them fully. Loading a checkpoint runs code stored in
    it: only load checkpoints you trust. Every other ``torch.load`` in the process
    keeps torch's safe default.
+3. MMEngine's PyTorch launcher calls ``torch.cuda.set_device`` unconditionally, so
+   ``tools/dist_train.sh`` cannot start on a machine without CUDA. On such a machine
+   (and only with the gloo backend) the process group is initialised without it.
 """
 import os.path as osp
 
@@ -62,4 +65,24 @@ def patch_mmengine_checkpoint_loader():
     _PATCHED = True
 
 
+def patch_mmengine_cpu_launcher():
+    """Let MMEngine's ``pytorch`` launcher start gloo process groups on CPU."""
+    import mmengine.dist.utils as dist_utils
+    original = dist_utils._init_dist_pytorch
+    if getattr(original, '_semillie_cpu', False):
+        return
+
+    def init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if backend == 'gloo' and init_backend == 'torch' and \
+                not torch.cuda.is_available():
+            # same as mmengine's, minus torch.cuda.set_device(LOCAL_RANK)
+            torch.distributed.init_process_group(backend=backend, **kwargs)
+            return
+        original(backend, init_backend=init_backend, **kwargs)
+
+    init_dist_pytorch._semillie_cpu = True
+    dist_utils._init_dist_pytorch = init_dist_pytorch
+
+
 patch_mmengine_checkpoint_loader()
+patch_mmengine_cpu_launcher()

@@ -7,8 +7,10 @@ modules. This wrapper drops them when the model lives on the CPU, so
 """
 from mmengine.device import get_device
 from mmengine.model import MMSeparateDistributedDataParallel
-
-from mmagic.registry import MODEL_WRAPPERS
+# MMEngine's runner looks model wrappers up in its root registry (it does not
+# descend into mmagic's child registry), so the wrapper is registered there;
+# mmagic's registry still finds it through its parent.
+from mmengine.registry import MODEL_WRAPPERS
 
 
 @MODEL_WRAPPERS.register_module()

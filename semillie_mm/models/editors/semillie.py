@@ -141,6 +141,8 @@ class SemiLLIE(BaseEditModel):
         # container modules). Initialised on its own first, it reports
         # is_init and the parent's pass skips it.
         disc = self.discriminator
+        if is_model_wrapper(disc):
+            disc = disc.module
         if disc is not None and not getattr(disc, 'is_init', False) and \
                 not hasattr(disc, '_params_init_info'):
             disc.init_weights()
