@@ -1,7 +1,7 @@
 # The embedded demo (README quick start): Semi-LLIE trained on CPU in minutes on a
 # small data set built from photos that ship inside scikit-image / scikit-learn.
 # Same model and objective as the paper configs, scaled down:
-#  - a narrower backbone (C=16, 1 group x 2 blocks, N=8) and small crops;
+#  - a narrower backbone (C=16, 1 group x 1 block, N=8) and 64x64 crops;
 #  - RAM weights cannot ship, so the RAM losses use a small randomly
 #    initialised Swin (the log says so);
 #  - an iteration-based schedule with a larger learning rate.
@@ -12,11 +12,11 @@ _base_ = [
     './_base_/datasets/semillie_demo.py',
 ]
 work_dir = './work_dirs/semillie_demo'
-max_iters = 400
+max_iters = 500
 
 model = dict(
     generator=dict(
-        embed_dim=16, num_groups=1, blocks_per_group=2, d_state=8,
+        embed_dim=16, num_groups=1, blocks_per_group=1, d_state=8,
         drop_path=0.0),
     ram_encoder=dict(
         _delete_=True,

@@ -3,8 +3,8 @@
 # 109 paired 128x128 train tiles, 30 unpaired tiles, 12 val pairs (docs/datasets.md).
 # Small crops and batches so that a demo training runs on 2 CPU cores.
 data_root = 'data/demo'
-crop_size = 96  # paired random crop (paper: 256)
-view_size = 96  # weak / strong views of the unpaired images (paper: 256)
+crop_size = 64  # paired random crop (paper: 256)
+view_size = 64  # weak / strong views of the unpaired images (paper: 256)
 
 paired_pipeline = [
     dict(type='LoadImageFromFile', key='img', channel_order='rgb'),
