@@ -31,7 +31,7 @@ stamp_value() {
 }
 
 mkdir -p "$CACHE"
-exec 9>"$CACHE/setup.lock"
+exec 9>"$ROOT/.venv.setup-lock"
 flock 9   # two commands started at once must not build into the same venv
 
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_value)" ]; then
@@ -60,6 +60,9 @@ sys.exit(0 if m.version('mmcv') == '$MMCV_VERSION' else 1)
 PY
 }
 if ! have_mmcv; then
+  # one build at a time per cache (another checkout may be building it now)
+  exec 8>"$CACHE/mmcv-build.lock"
+  flock 8
   WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
   if [ -z "$WHEEL" ]; then
     log "building mmcv $MMCV_VERSION with CPU ops against torch $TORCH_VERSION (about 20 min on 2 cores, once)"
@@ -81,6 +84,7 @@ if ! have_mmcv; then
   else
     log "reusing $WHEEL"
   fi
+  flock -u 8
   "${PIP[@]}" install -q --no-deps "$WHEEL"
 fi
 
