@@ -43,11 +43,11 @@ def test_demo_config_builds_train_and_val_loaders(tmp_path):
     batch = next(iter(loader))
     inputs = batch['inputs']
     assert set(inputs) == {'paired', 'unpaired_weak', 'unpaired_strong'}
-    assert [t.shape for t in inputs['paired']] == [(3, 96, 96)] * 2
-    assert [t.shape for t in inputs['unpaired_weak']] == [(3, 96, 96)] * 2
+    assert [t.shape for t in inputs['paired']] == [(3, 64, 64)] * 2
+    assert [t.shape for t in inputs['unpaired_weak']] == [(3, 64, 64)] * 2
     assert all(t.dtype == torch.float32 for t in inputs['unpaired_strong'])
     assert len(batch['data_samples']) == 2
-    assert batch['data_samples'][0].gt_img.shape == (3, 96, 96)
+    assert batch['data_samples'][0].gt_img.shape == (3, 64, 64)
     assert osp.exists(osp.join(root, 'manifest.json'))
 
     val = _replace(cfg.val_dataloader.to_dict(), cfg.data_root, root)
