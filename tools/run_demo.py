@@ -111,11 +111,13 @@ def evaluate(cfg: Config, ckpt: str, data_root: str, out_dir: str) -> dict:
     load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
     model.eval()
     nets = dict(student=model.student, teacher=model.teacher.module)
-    inputs = index_by_stem(osp.join(data_root, 'val', 'input'))
-    gts = index_by_stem(osp.join(data_root, 'val', 'GT'))
+    in_dir = osp.join(data_root, 'val', 'input')
+    gt_dir = osp.join(data_root, 'val', 'GT')
+    inputs, gts = index_by_stem(in_dir), index_by_stem(gt_dir)
     scores = {k: dict(PSNR=[], SSIM=[]) for k in ('identity', *nets)}
     for stem in sorted(inputs):
-        low, gt = _read_rgb(inputs[stem]), _read_rgb(gts[stem])
+        low = _read_rgb(osp.join(in_dir, inputs[stem]))
+        gt = _read_rgb(osp.join(gt_dir, gts[stem]))
         x = torch.from_numpy(low).permute(2, 0, 1)[None].float() / 255.
         outs = dict(identity=low)
         for name, net in nets.items():
