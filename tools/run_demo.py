@@ -24,6 +24,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 from mmengine.runner import Runner, load_checkpoint  # noqa: E402
 
 from mmagic.evaluation.metrics.psnr import psnr  # noqa: E402
@@ -107,7 +108,9 @@ def train(cfg: Config, retrain: bool) -> str:
 @torch.no_grad()
 def evaluate(cfg: Config, ckpt: str, data_root: str, out_dir: str) -> dict:
     """PSNR/SSIM of identity, student and teacher on the val pairs."""
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope',
+                                                      'mmagic')):
+        model = MODELS.build(cfg.model)
     load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
     model.eval()
     nets = dict(student=model.student, teacher=model.teacher.module)
