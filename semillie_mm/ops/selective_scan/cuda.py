@@ -2,8 +2,9 @@
 """The 'cuda' backend: mamba-ssm's fused selective-scan kernel.
 
 mamba-ssm is an optional dependency (``requirements/optional.txt``) that only
-builds on CUDA machines. It is imported lazily, on the first scan of CUDA
-tensors; nothing here fails when it is missing.
+builds on CUDA machines; a standalone build of just its ``selective_scan_cuda``
+extension works too (:mod:`.cuda_ext`). It is imported lazily, on the first
+scan of CUDA tensors; nothing here fails when it is missing.
 """
 from typing import Callable, Optional
 
@@ -19,6 +20,8 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _load() -> Optional[Callable]:
+    """mamba-ssm's ``selective_scan_fn``; failing that, a standalone build of
+    its ``selective_scan_cuda`` extension (see :mod:`.cuda_ext`)."""
     global _scan_fn, _import_error
     if _scan_fn is _UNSET:
         try:
@@ -27,6 +30,15 @@ def _load() -> Optional[Callable]:
         except Exception as exc:  # ImportError, or a broken CUDA build
             _scan_fn = None
             _import_error = f'{type(exc).__name__}: {exc}'
+            try:
+                import selective_scan_cuda
+            except Exception as exc2:
+                _import_error += (f'; standalone selective_scan_cuda: '
+                                  f'{type(exc2).__name__}: {exc2}')
+            else:
+                from .cuda_ext import make_extension_scan_fn
+                _scan_fn = make_extension_scan_fn(selective_scan_cuda)
+                _import_error = None
         else:
             _scan_fn = selective_scan_fn
     return _scan_fn
