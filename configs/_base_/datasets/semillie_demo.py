@@ -39,6 +39,13 @@ val_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# Enhancing users' own images (SemiLLIEInferencer, tools/enhance.py, tools/webui.py): no
+# ground truth; EXIF orientation, 16-bit, grayscale and alpha are kept (docs/enhance.md).
+inference_pipeline = [
+    dict(type='LoadImageForEnhancement'),
+    dict(type='PackEnhancementInputs'),
+]
+
 train_dataloader = dict(
     batch_size=4,  # 4 paired + 4 unpaired images per iteration
     num_workers=1,

@@ -65,6 +65,13 @@ lsrw_eval_pairs = dict(
              pipeline=val_pipeline),
     ])
 
+# Enhancing users' own images (SemiLLIEInferencer, tools/enhance.py, tools/webui.py): no
+# ground truth; EXIF orientation, 16-bit, grayscale and alpha are kept (docs/enhance.md).
+inference_pipeline = [
+    dict(type='LoadImageForEnhancement'),
+    dict(type='PackEnhancementInputs'),
+]
+
 train_dataloader = dict(
     batch_size=8,  # 8 paired + 8 unpaired = the paper's batch of 16
     num_workers=8,
