@@ -10,18 +10,20 @@ class MSSM(nn.Module):
     """Gated multi-scale SS2D.
 
     ``FC(C -> 2E)`` splits into the branch ``x`` and the gate ``z`` (E = expand * C).
-    The branch goes through depth-wise 3x3 and 5x5 convs (SiLU after each),
-    concatenated and projected back to E by a 1x1 conv, then SS2D, LayerNorm,
-    multiplied by ``SiLU(z)`` and projected back to C.
+    The branch ``x0`` goes through depth-wise 3x3 and 5x5 convs, the two outputs
+    pass through SiLU, are concatenated and projected back to E by a 1x1 conv,
+    then SS2D, LayerNorm, multiplied by ``SiLU(z)`` and projected back to C.
 
     Args:
         channels (int): block width C.
         d_state (int): SSM state size. Default: 16.
         expand (int): the paper's lambda. Default: 2.
         dt_rank (int | None): delta projection rank; None = ceil(C / 16).
-        multiscale (str): 'parallel' runs the 3x3 and 5x5 convs side by side on the
-            branch (paper eq. 3, default); 'serial' runs the 5x5 on the 3x3 output
-            (the authors' code). Both have the same parameters.
+        multiscale (str): 'parallel' (paper eq. 3, default):
+            ``a = dw3(x0)``, ``b = dw5(x0)``; 'serial' (the authors'
+            ``MambaLowlight``): ``a = dw3(x0)``, ``b = dw5(a)``, the 5x5 taking the
+            raw 3x3 output before any activation. Both then compute
+            ``fuse(cat(SiLU(a), SiLU(b)))`` and have the same parameters.
         scan_backend (str | None): selective-scan backend override.
     """
 
@@ -59,9 +61,9 @@ class MSSM(nn.Module):
         """
         x, z = self.in_proj(x).chunk(2, dim=-1)
         x = x.permute(0, 3, 1, 2).contiguous()
-        s3 = F.silu(self.dwconv3(x))
-        s5 = F.silu(self.dwconv5(s3 if self.multiscale == 'serial' else x))
-        x = self.fuse(torch.cat([s3, s5], dim=1))
+        a = self.dwconv3(x)
+        b = self.dwconv5(a if self.multiscale == 'serial' else x)
+        x = self.fuse(torch.cat([F.silu(a), F.silu(b)], dim=1))
         y = self.ss2d(x).permute(0, 2, 3, 1)
         y = self.out_norm(y) * F.silu(z)
         return self.out_proj(y)
