@@ -34,6 +34,19 @@ mkdir -p "$CACHE"
 exec 9>"$ROOT/.venv.setup-lock"
 flock 9   # two commands started at once must not build into the same venv
 
+# A headless browser for the web-demo test (tests/apis/test_webui.py): Debian's chromium and
+# chromium-driver, installed when missing and we are root with apt-get (CI's fresh machine).
+# Never fails the set-up: without them that one test is skipped and says why.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium and chromium-driver (for the web-demo test)"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } >&2 \
+      || log "could not install chromium/chromium-driver: the web-demo browser test will be skipped"
+  else
+    log "chromium/chromedriver missing (not root or no apt-get): the web-demo browser test will be skipped"
+  fi
+fi
+
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_value)" ]; then
   log "environment up to date ($VENV)"
   exit 0
