@@ -68,14 +68,19 @@ def maybe_prepare(data_root: str, prepare: Optional[Union[str,
         prepare (str | dict | None): ``None`` (nothing), ``'demo'`` or
             ``dict(type='demo', seed=0)``: build the embedded demo data at
             ``data_root`` with :func:`prepare_demo_data` (returns at once when
-            it is already there).
+            it is already there); ``'target_domain'``: the target-domain
+            benchmark (:func:`prepare_target_domain_data`).
     """
     if prepare is None:
         return
     cfg = dict(type=prepare) if isinstance(prepare, str) else dict(prepare)
     kind = cfg.pop('type', None)
+    if kind == 'target_domain':  # the target-domain benchmark
+        from .target_domain_data import prepare_target_domain_data
+        prepare_target_domain_data(root=data_root, **cfg)
+        return
     if kind != 'demo':
-        raise ValueError(f"prepare must be None, 'demo' or "
+        raise ValueError(f"prepare must be None, 'demo', 'target_domain' or "
                          f"dict(type='demo', ...), got {prepare!r}")
     from .demo_data import prepare_demo_data
     prepare_demo_data(root=data_root, **cfg)
