@@ -2,11 +2,15 @@
 
     python tools/enhance.py CONFIG CHECKPOINT INPUT OUTPUT
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
-        [--ext .png] [--student] [--summary FILE.json]
+        [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
+        [--vis-dir DIR] [--debug]
 
 INPUT is an image file or a folder (searched recursively; relative paths and
 names are kept under OUTPUT). Unreadable files are skipped with a logged reason
-and counted in the summary printed at the end. See docs/enhance.md.
+and counted in the summary printed at the end. A user's mistake (missing
+config, checkpoint or input, a truncated checkpoint, a bad option value) ends
+in one line on stderr and exit status 2; --debug shows the traceback. The work
+is done by semillie_mm.apis.SemiLLIEInferencer; see docs/enhance.md.
 """
 import argparse
 import json
@@ -17,9 +21,12 @@ import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-from semillie_mm.apis.inference import (DEFAULT_TILE_OVERLAP,  # noqa: E402
-                                        DEFAULT_TILE_SIZE, enhance_path,
-                                        init_enhancer)
+from semillie_mm.utils.cli import (UserError, check_checkpoint,  # noqa: E402
+                                   load_config, run_cli)
+
+DEFAULT_TILE_SIZE = 512  # as semillie_mm.apis.tiling (not imported: slow)
+DEFAULT_TILE_OVERLAP = 64
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def parse_args(argv=None):
@@ -48,6 +55,9 @@ def parse_args(argv=None):
                         f'(default: {DEFAULT_TILE_OVERLAP})')
     parser.add_argument('--no-tile', action='store_true',
                         help='run every image whole (memory grows with size)')
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='images per forward pass (same-size images '
+                        'are stacked; default: 1)')
     parser.add_argument('--ext', default=None,
                         help='output extension, e.g. .png (default: keep)')
     parser.add_argument('--student', action='store_true',
@@ -55,9 +65,93 @@ def parse_args(argv=None):
                         '(default: the teacher)')
     parser.add_argument('--summary', default=None,
                         help='also write the summary to this JSON file')
+    parser.add_argument('--vis-dir', default=None,
+                        help='also write input | output pictures there')
     parser.add_argument('--no-progress', action='store_true',
                         help='no progress bar')
     return parser.parse_args(argv)
+
+
+def check_args(args) -> None:
+    """Turn wrong option values and missing files into one-line errors.
+
+    Args:
+        args (argparse.Namespace): From :func:`parse_args`.
+
+    Raises:
+        UserError: The first problem found.
+    """
+    if not osp.exists(args.input):
+        raise UserError(f'input {args.input} does not exist; pass an image '
+                        'file or a folder of images')
+    if not args.no_tile:
+        if args.tile <= 0:
+            raise UserError(f'--tile {args.tile}: must be > 0 (or use '
+                            '--no-tile)')
+        if not 0 <= args.tile_overlap < args.tile:
+            raise UserError(f'--tile-overlap {args.tile_overlap}: must be in '
+                            f'[0, --tile={args.tile})')
+    if args.batch_size < 1:
+        raise UserError(f'--batch-size {args.batch_size}: must be >= 1')
+    if args.ext:
+        ext = args.ext.lower() if args.ext.startswith('.') else \
+            '.' + args.ext.lower()
+        if ext not in IMG_EXTENSIONS:
+            raise UserError(f'--ext {args.ext}: unsupported; choose one of '
+                            f'{" ".join(IMG_EXTENSIONS)}')
+        args.ext = ext
+    if args.device.startswith('cuda'):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f'--device {args.device}: CUDA is not available '
+                            'on this machine; use --device cpu')
+    elif args.device != 'cpu':
+        raise UserError(f'--device {args.device}: use cpu, cuda or cuda:N')
+
+
+def build_inferencer(config: str, checkpoint: str, device: str = 'cpu',
+                     network: str = 'teacher', show_progress: bool = True):
+    """Check the files and build the inferencer, with one-line errors.
+
+    Args:
+        config (str): Config file.
+        checkpoint (str | None): Checkpoint file (None: random weights).
+        device (str): Device.
+        network (str): ``'teacher'`` or ``'student'``.
+        show_progress (bool): Progress bar.
+
+    Returns:
+        SemiLLIEInferencer: The inferencer.
+
+    Raises:
+        UserError: Missing/broken config or checkpoint, or a checkpoint that
+            does not fit the config's model.
+    """
+    cfg = load_config(config)
+    if 'model' not in cfg:
+        raise UserError(f'config {config} has no `model`; pass a model '
+                        'config such as configs/semillie_visdrone.py')
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+    from semillie_mm.apis import SemiLLIEInferencer
+    try:
+        return SemiLLIEInferencer(cfg, checkpoint, device=device,
+                                  network=network,
+                                  show_progress=show_progress)
+    except (KeyError, RuntimeError) as err:
+        # missing weights of the network / shapes that do not match
+        msg = str(err).strip('\'"').splitlines()[0][:300]
+        raise UserError(f'checkpoint {checkpoint} does not fit the model of '
+                        f'{config} ({msg}); pass the checkpoint trained with '
+                        'this config') from err
+
+
+def _write_json_atomic(obj, path: str) -> None:
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> dict:
@@ -67,21 +161,42 @@ def main(argv=None) -> dict:
         argv (list[str] | None): Arguments; None reads ``sys.argv``.
 
     Returns:
-        dict: The summary of :func:`enhance_path`.
+        dict: The summary: ``processed``, ``skipped``, ``skipped_files``
+        (``{'path', 'reason'}``), ``ignored`` (non-image files), ``notes``
+        (``{'path', 'note'}``) and ``outputs`` (written files).
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    if args.device.startswith('cuda'):
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit('--device cuda asked but CUDA is not available')
-    net = init_enhancer(args.config, args.checkpoint, device=args.device,
-                        use_teacher=not args.student)
+    check_args(args)
+    inferencer = build_inferencer(
+        args.config, args.checkpoint, device=args.device,
+        network='student' if args.student else 'teacher',
+        show_progress=not args.no_progress)
     tile = None if args.no_tile else args.tile
-    summary = enhance_path(
-        net, args.input, args.output,
-        tile_size=tile, tile_overlap=args.tile_overlap, device=args.device,
-        ext=args.ext, progress=not args.no_progress)
+    kwargs = dict(tile_size=tile, tile_overlap=args.tile_overlap,
+                  batch_size=args.batch_size, on_error='skip',
+                  return_preds=False, vis_out_dir=args.vis_dir or '')
+    to_file = osp.isfile(args.input) and \
+        osp.splitext(args.output)[1].lower() in IMG_EXTENSIONS
+    if to_file:  # one image to an explicit output file
+        dst = args.output
+        if args.ext:
+            dst = osp.splitext(dst)[0] + args.ext
+        if osp.abspath(dst) == osp.abspath(args.input):
+            raise UserError(f'output {dst} would overwrite the input; choose '
+                            'another name')
+        res = inferencer(args.input, **dict(kwargs, return_preds=True))
+        res['notes'] = []
+        if res['predictions']:
+            notes = inferencer.save_prediction(res['predictions'][0], dst)
+            res['outputs'] = [dst]
+            res['notes'] = [dict(path=args.input, note=n) for n in notes]
+    else:
+        res = inferencer(args.input, out_dir=args.output, ext=args.ext,
+                         **kwargs)
+    summary = dict(processed=len(res['outputs']), skipped=len(res['skipped']),
+                   skipped_files=res['skipped'], ignored=len(res['ignored']),
+                   notes=res['notes'], outputs=res['outputs'])
     print(f"processed: {summary['processed']}  skipped: {summary['skipped']}"
           f"  ignored (not images): {summary['ignored']}")
     for item in summary['skipped_files']:
@@ -89,13 +204,9 @@ def main(argv=None) -> dict:
     for item in summary['notes']:
         print(f"  note {item['path']}: {item['note']}")
     if args.summary:
-        tmp = args.summary + '.tmp'
-        os.makedirs(osp.dirname(osp.abspath(args.summary)), exist_ok=True)
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, args.summary)
+        _write_json_atomic(summary, args.summary)
     return summary
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -1,8 +1,24 @@
-"""User-facing APIs: enhance images with a trained model (docs/enhance.md)."""
-from .inference import (enhance_image, enhance_path, enhance_tensor,
-                        init_enhancer, read_image, write_image_atomic)
+"""User-facing APIs: enhance images with a trained model (docs/enhance.md).
+
+- :mod:`.inferencer`: :class:`SemiLLIEInferencer` (mmengine
+  ``BaseInferencer``), the ground-truth-free inference pipeline, and the
+  low-level :func:`init_enhancer` / :func:`enhance_image`;
+- :mod:`.tiling`: tiled inference of large images;
+- :mod:`.image_io`: reading (EXIF, 16-bit, alpha), atomic writing;
+- :mod:`.webui`: the gradio demo (imports gradio only when used).
+"""
+from .image_io import (IMG_EXTENSIONS, list_images, read_image,
+                       side_by_side, write_image_atomic)
+from .inferencer import (LoadImageForEnhancement, PackEnhancementInputs,
+                         PreprocessedGenerator, SemiLLIEInferencer,
+                         enhance_image, init_enhancer,
+                         select_enhancement_network)
+from .tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, enhance_tensor
 
 __all__ = [
-    'init_enhancer', 'enhance_image', 'enhance_path', 'enhance_tensor',
-    'read_image', 'write_image_atomic'
+    'SemiLLIEInferencer', 'LoadImageForEnhancement', 'PackEnhancementInputs',
+    'PreprocessedGenerator', 'select_enhancement_network', 'init_enhancer',
+    'enhance_image', 'enhance_tensor', 'read_image', 'write_image_atomic',
+    'list_images', 'side_by_side', 'IMG_EXTENSIONS', 'DEFAULT_TILE_SIZE',
+    'DEFAULT_TILE_OVERLAP'
 ]

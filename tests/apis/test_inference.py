@@ -1,4 +1,4 @@
-"""Enhancement API: tiled == untiled for a local network, dtypes/channels,
+"""Enhancement API (tiling, arrays, networks): tiled == untiled for a local network, dtypes/channels,
 network selection and checkpoint loading."""
 import numpy as np
 import pytest
@@ -6,8 +6,9 @@ import torch
 import torch.nn as nn
 
 from semillie_mm.apis import enhance_image, enhance_tensor, init_enhancer
-from semillie_mm.apis.inference import (PreprocessedGenerator, _axis_weight,
-                                        select_enhancement_network)
+from semillie_mm.apis.inferencer import (PreprocessedGenerator,
+                                         select_enhancement_network)
+from semillie_mm.apis.tiling import _axis_weight, _tile_starts
 
 
 def _local_net(seed=0):
@@ -42,7 +43,6 @@ def test_tiles_without_overlap_show_seams():
 
 
 def test_blend_weights_cover_the_image():
-    from semillie_mm.apis.inference import _tile_starts
     w = _axis_weight(48, 16, True, True)
     assert w[:4].max() == 0 and w[-4:].max() == 0  # no-context margins
     assert np.all(w[16:32] == 1)
