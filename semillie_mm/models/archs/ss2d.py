@@ -1,11 +1,18 @@
 """SS2D: the 2D selective-scan state-space model with four scan directions."""
+import logging
 import math
+import os
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from semillie_mm.ops import selective_scan
+from semillie_mm.ops.selective_scan import fused as _fused
+from semillie_mm.ops.selective_scan import interface as _interface
+
+#: whether 'auto' uses the fused C++ kernel for CPU maps when it is built
+FUSED_BY_DEFAULT = False
 
 
 def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:
@@ -18,9 +25,19 @@ class SS2D(nn.Module):
     The map is flattened row-major, column-major, and both reversed. Each direction
     has its own input projection (to ``dt_rank + 2 * d_state``: delta, B, C), its own
     delta projection (with bias, used as the scan's ``delta_bias``), ``A_log``
-    (S4D-real initialisation ``log(1..d_state)``) and ``D`` (ones). All four scans
-    run in one grouped :func:`semillie_mm.ops.selective_scan` call (``groups=4``);
-    the outputs are mapped back to row-major order and summed.
+    (S4D-real initialisation ``log(1..d_state)``) and ``D`` (ones).
+
+    Two implementations compute the same numbers:
+
+    - fused (CPU maps, the default there when the C++ extension is built, see
+      :mod:`semillie_mm.ops.selective_scan.fused`): the kernel reads the four
+      directions from the map by index arithmetic, accumulates them into one
+      row-major buffer and runs them one after another, so neither flipped /
+      transposed copies nor four directions' temporaries exist at once; the
+      result is in channels-last memory format;
+    - unfused (CUDA, or CPU without the extension): the four flattened
+      copies go through one grouped :func:`semillie_mm.ops.selective_scan`
+      call (``groups=4``) and the outputs are mapped back and summed.
 
     Args:
         channels (int): channels of the input map (``lambda * C`` in the paper).
@@ -32,7 +49,9 @@ class SS2D(nn.Module):
         dt_max (float): upper end of the initial delta range. Default: 0.1.
         dt_init_floor (float): minimum initial delta. Default: 1e-4.
         scan_backend (str | None): force a selective-scan backend
-            ('cuda' | 'cpu' | 'reference'); None chooses automatically.
+            ('fused' | 'cuda' | 'cpu' | 'reference'); None reads
+            ``SEMILLIE_SCAN_BACKEND`` and otherwise chooses automatically
+            ('fused' on CPU when built, else the unfused path's choice).
     """
 
     num_directions = 4
@@ -68,13 +87,52 @@ class SS2D(nn.Module):
             torch.log(A).repeat(K * channels, 1).contiguous())
         self.D = nn.Parameter(torch.ones(K * channels))
 
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        backend = self.scan_backend
+        source = 'argument scan_backend'
+        if backend is None:
+            backend = os.environ.get(_interface.ENV_VAR,
+                                     '').strip().lower() or 'auto'
+            source = f'environment variable {_interface.ENV_VAR}'
+        if backend == 'fused':
+            if x.device.type != 'cpu':
+                raise RuntimeError(f'SS2D: scan backend "fused" (from the '
+                                   f'{source}) needs CPU tensors, got '
+                                   f'{x.device.type}')
+            if not _fused.fused_available():
+                raise RuntimeError(
+                    f'SS2D: scan backend "fused" (from the {source}) needs '
+                    f'the C++ extension: {_fused.ext.unavailable_reason()}')
+            _interface._log_once('fused', f'requested by the {source}')
+            return True
+        if backend != 'auto' or x.device.type != 'cpu' or not FUSED_BY_DEFAULT:
+            return False
+        if self.d_state > _fused.MAX_STATE:
+            return False
+        if not _fused.fused_available():
+            _interface._log_once(
+                'cpu', 'the fused SS2D kernel is not built: '
+                f'{_fused.ext.unavailable_reason()}', logging.WARNING)
+            return False
+        _interface._log_once('fused', 'C++ kernel, CPU tensors')
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
             x (Tensor): (B, E, H, W) feature map, E = ``channels``.
 
         Returns:
-            Tensor: (B, E, H, W), the sum of the four directional scans.
+            Tensor: (B, E, H, W), the sum of the four directional scans
+            (channels-last memory format on the fused path).
         """
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f'SS2D: x must be (B, {self.channels}, H, W), '
+                             f'got shape {tuple(x.shape)}')
+        if self._use_fused(x):
+            return _fused.ss2d_scan_fused(x, self.x_proj_weight,
+                                          self.dt_proj_weight,
+                                          self.dt_proj_bias, self.A_log,
+                                          self.D, self.dt_rank)
         B, E, H, W = x.shape
         L = H * W
         K = self.num_directions
@@ -88,15 +146,17 @@ class SS2D(nn.Module):
             x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum('bkrl,ker->bkel', dts, self.dt_proj_weight)
 
-        A = -torch.exp(self.A_log.float())
+        # float32 parameters for half inputs, float64 for float64 inputs
+        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        A = -torch.exp(self.A_log.to(cdt))
         ys = selective_scan(
             xs.reshape(B, K * E, L),
             dts.reshape(B, K * E, L),
             A,
             Bs.contiguous(),
             Cs.contiguous(),
-            D=self.D.float(),
-            delta_bias=self.dt_proj_bias.reshape(-1).float(),
+            D=self.D.to(cdt),
+            delta_bias=self.dt_proj_bias.reshape(-1).to(cdt),
             delta_softplus=True,
             backend=self.scan_backend).view(B, K, E, L)
 

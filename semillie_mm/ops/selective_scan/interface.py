@@ -10,7 +10,9 @@
 The backend is picked per call from the tensors' device and what is
 installed; the ``backend`` argument or the environment variable
 ``SEMILLIE_SCAN_BACKEND`` (``cuda`` | ``cpu`` | ``reference`` | ``auto``)
-force one. Each choice is logged once.
+force one. Each choice is logged once. ``SEMILLIE_SCAN_BACKEND=fused``
+selects SS2D's fused C++ kernel (:mod:`.fused`) and leaves plain scans on
+``auto``.
 """
 import logging
 import os
@@ -73,6 +75,8 @@ def _resolve_backend(backend: Optional[str], u: Tensor) -> str:
     if backend is None:
         backend = os.environ.get(ENV_VAR, '').strip().lower() or 'auto'
         source = f'environment variable {ENV_VAR}'
+        if backend == 'fused':  # SS2D's fused kernel; plain scans: auto
+            backend = 'auto'
     if backend not in BACKENDS + ('auto', ):
         raise ValueError(f'selective_scan: unknown backend {backend!r} '
                          f'(from the {source}); expected one of '

@@ -1,0 +1,206 @@
+# Copyright (c) semillie-mm contributors. All rights reserved.
+"""Build and load the C++ extension of the fused SS2D scan (``csrc/``).
+
+The extension is compiled once, by ``tools/setup_env.sh`` (which runs
+``python -m semillie_mm.ops.selective_scan.ext --build``), with
+``-O3 -march=native -ffp-contract=fast``; it is never compiled at run time.
+The binary is stored under ``$SEMILLIE_CACHE`` (default
+``~/.cache/semillie-mm``) in ``ss2d_scan/<key>/``, where ``key`` hashes the
+torch version, the Python ABI, the source text and the CPU's model name and
+instruction-set flags: a machine with other flags, another torch or an edited
+source finds no binary under its key and falls back (numba, then the
+reference loop) instead of loading an incompatible one. A read-only package
+directory does not matter: nothing is written next to the source.
+"""
+import argparse
+import hashlib
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import tempfile
+from typing import Optional
+
+import torch
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc',
+                      'ss2d_scan.cpp')
+CFLAGS = ('-O3', '-march=native', '-ffp-contract=fast', '-fno-math-errno',
+          '-fno-trapping-math', '-fopenmp-simd', '-std=c++20')
+BASENAME = 'semillie_ss2d_scan'
+
+_module = None
+_tried = False
+_error: Optional[str] = None
+
+
+def cache_root() -> str:
+    """Folder of the compiled extensions.
+
+    Returns:
+        str: ``$SEMILLIE_CACHE/ss2d_scan`` (default
+        ``~/.cache/semillie-mm/ss2d_scan``).
+    """
+    root = os.environ.get('SEMILLIE_CACHE') or os.path.join(
+        os.path.expanduser('~'), '.cache', 'semillie-mm')
+    return os.path.join(root, 'ss2d_scan')
+
+
+def _cpu_signature() -> str:
+    model, flags = '', ''
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key = line.split(':', 1)[0].strip()
+                if key == 'model name' and not model:
+                    model = line.split(':', 1)[1].strip()
+                elif key == 'flags' and not flags:
+                    flags = ' '.join(sorted(line.split(':', 1)[1].split()))
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return f'{platform.machine()}|{model}|{flags}'
+
+
+def cache_key() -> str:
+    """Key of the binary that fits this process: torch version, Python ABI,
+    source, compile flags and CPU.
+
+    Returns:
+        str: 16 hex digits.
+    """
+    h = hashlib.sha256()
+    with open(SOURCE, 'rb') as f:
+        h.update(f.read())
+    for part in (torch.__version__, sysconfig.get_config_var('SOABI') or '',
+                 ' '.join(CFLAGS), _cpu_signature()):
+        h.update(b'\0' + part.encode())
+    return h.hexdigest()[:16]
+
+
+def module_name() -> str:
+    return f'{BASENAME}_{cache_key()}'
+
+
+def binary_path() -> str:
+    """Where the binary for this process is (or would be) stored.
+
+    Returns:
+        str: path of the shared object.
+    """
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    return os.path.join(cache_root(), cache_key(), module_name() + suffix)
+
+
+def load():
+    """The compiled extension, or None when no binary fits (never compiles).
+
+    Returns:
+        module | None: the extension module.
+    """
+    global _module, _tried, _error
+    if _tried:
+        return _module
+    _tried = True
+    if os.environ.get('SEMILLIE_NO_SCAN_EXT', '') not in ('', '0'):
+        _error = 'disabled by SEMILLIE_NO_SCAN_EXT'
+        return None
+    path = binary_path()
+    if not os.path.isfile(path):
+        _error = (f'no compiled binary at {path}; run tools/setup_env.sh '
+                  '(or python -m semillie_mm.ops.selective_scan.ext --build)')
+        return None
+    try:
+        name = module_name()
+        loader = importlib.machinery.ExtensionFileLoader(name, path)
+        spec = importlib.util.spec_from_file_location(name, path,
+                                                      loader=loader)
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+    except Exception as e:  # e.g. a binary of another libtorch build
+        _error = f'cannot load {path}: {e}'
+        return None
+    _module = mod
+    return _module
+
+
+def available() -> bool:
+    """Whether the fused SS2D kernel can run here (binary built and loaded).
+
+    Returns:
+        bool
+    """
+    return load() is not None
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why :func:`load` found no extension (None when it did)."""
+    load()
+    return _error
+
+
+def build(verbose: bool = False) -> str:
+    """Compile the extension into the cache (a no-op when it is there).
+
+    The object is built in a temporary folder and moved into place
+    atomically, so a concurrent or interrupted build never leaves a
+    half-written binary under the key.
+
+    Args:
+        verbose (bool): show the compiler's output.
+
+    Returns:
+        str: path of the binary.
+    """
+    from torch.utils import cpp_extension
+    path = binary_path()
+    if os.path.isfile(path):
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+        cpp_extension.load(
+            name=module_name(),
+            sources=[SOURCE],
+            extra_cflags=list(CFLAGS),
+            build_directory=tmp,
+            verbose=verbose)
+        built = [f for f in os.listdir(tmp) if f.startswith(module_name())
+                 and f.endswith(('.so', '.pyd'))]
+        if not built:
+            raise RuntimeError(f'the build left no binary in {tmp}')
+        staged = os.path.join(tmp, 'staged.so')
+        shutil.copy2(os.path.join(tmp, built[0]), staged)
+        os.replace(staged, path)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description='Build (into $SEMILLIE_CACHE) or locate the fused SS2D '
+        'scan extension.')
+    parser.add_argument('--build', action='store_true',
+                        help='compile it unless a fitting binary is cached')
+    parser.add_argument('--verbose', action='store_true')
+    args = parser.parse_args(argv)
+    if args.build:
+        try:
+            path = build(verbose=args.verbose)
+        except Exception as e:
+            logging.basicConfig()
+            print(f'ss2d_scan extension: build failed ({e}); the slower '
+                  'numba/reference scan will be used', file=sys.stderr)
+            return 1
+        print(path)
+        return 0
+    mod = load()
+    print(binary_path() if mod is not None else unavailable_reason())
+    return 0 if mod is not None else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Tests of the fused SS2D CPU scan (semillie_mm.ops.selective_scan.fused).
+
+The fused path is compared with SS2D's unfused path on the 'reference'
+backend (the plain PyTorch recurrence through flipped/transposed copies) in
+float64 -- output and the gradients of the input and every parameter -- on
+odd, non-square and one-row / one-column maps, and checked by gradcheck.
+Skipped when the C++ extension is not built (tools/setup_env.sh builds it).
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from semillie_mm.models.archs import ss2d as ss2d_mod
+from semillie_mm.models.archs.ss2d import SS2D
+from semillie_mm.ops.selective_scan import ext, fused
+
+needs_ext = pytest.mark.skipif(
+    not fused.fused_available(),
+    reason=f'fused SS2D extension not built: {ext.unavailable_reason()}')
+
+
+def make_ss2d(channels, d_state, dt_rank, dtype, seed=0):
+    torch.manual_seed(seed)
+    m = SS2D(channels, d_state=d_state, dt_rank=dt_rank).to(dtype)
+    with torch.no_grad():  # perturb A_log and D away from their init
+        m.A_log.add_(0.1 * torch.randn_like(m.A_log))
+        m.D.add_(0.1 * torch.randn_like(m.D))
+    return m
+
+
+def run(m, backend, x, grad):
+    m.scan_backend = backend
+    m.zero_grad()
+    xi = x.clone().requires_grad_()
+    y = m(xi)
+    (y * grad).sum().backward()
+    grads = [xi.grad] + [p.grad.clone() for p in m.parameters()]
+    return y, grads
+
+
+SHAPES = [  # batch, channels, H, W, d_state, dt_rank
+    (2, 8, 5, 7, 4, 2),
+    (1, 24, 1, 9, 16, 2),
+    (2, 40, 6, 1, 3, 1),
+    (1, 16, 3, 3, 16, 1),
+    (3, 20, 4, 11, 5, 3),
+]
+
+
+@needs_ext
+@pytest.mark.parametrize('shape', SHAPES, ids=str)
+def test_fused_matches_reference_float64(shape):
+    b, e, h, w, n, r = shape
+    m = make_ss2d(e, n, r, torch.float64)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, e, h, w, generator=g, dtype=torch.float64)
+    grad = torch.randn(b, e, h, w, generator=g, dtype=torch.float64)
+    y_f, g_f = run(m, 'fused', x, grad)
+    y_r, g_r = run(m, 'reference', x, grad)
+    assert y_f.shape == (b, e, h, w) and y_f.dtype == torch.float64
+    torch.testing.assert_close(y_f, y_r, rtol=1e-10, atol=1e-10)
+    names = ['x'] + [k for k, _ in m.named_parameters()]
+    for name, a, ref in zip(names, g_f, g_r):
+        torch.testing.assert_close(a, ref, rtol=1e-9, atol=1e-10, msg=name)
+
+
+@needs_ext
+def test_fused_matches_reference_float32_and_channels_last():
+    m = make_ss2d(32, 16, 4, torch.float32)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 32, 9, 10, generator=g)
+    grad = torch.randn(2, 32, 9, 10, generator=g)
+    y_r, g_r = run(m, 'reference', x, grad)
+    for xin in (x, x.contiguous(memory_format=torch.channels_last)):
+        y_f, g_f = run(m, 'fused', xin, grad)
+        assert y_f.dtype == torch.float32
+        torch.testing.assert_close(y_f, y_r, rtol=1e-4, atol=1e-4)
+        for a, ref in zip(g_f, g_r):
+            torch.testing.assert_close(a, ref, rtol=1e-3, atol=1e-4)
+
+
+@needs_ext
+def test_channel_groups_give_the_same_result(monkeypatch):
+    """Several kernel calls per direction (small GROUP_BYTES) == one."""
+    m = make_ss2d(48, 4, 2, torch.float64)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 48, 5, 6, generator=g, dtype=torch.float64)
+    grad = torch.randn(2, 48, 5, 6, generator=g, dtype=torch.float64)
+    y1, g1 = run(m, 'fused', x, grad)
+    monkeypatch.setattr(fused, 'GROUP_BYTES', 1)
+    assert len(fused.channel_groups(2, 30, 48, 8, 1)) == 3
+    y3, g3 = run(m, 'fused', x, grad)
+    torch.testing.assert_close(y3, y1, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g3, g1):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_ext
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    E, N, R = 3, 2, 1
+    for (H, W) in ((3, 2), (1, 3)):
+        x = torch.randn(1, E, H, W, dtype=torch.float64, requires_grad=True)
+        params = [
+            (0.5 * torch.randn(4, R + 2 * N, E, dtype=torch.float64)),
+            (0.5 * torch.randn(4, E, R, dtype=torch.float64)),
+            (0.3 * torch.randn(4, E, dtype=torch.float64)),
+            (0.3 * torch.randn(4 * E, N, dtype=torch.float64)),
+            torch.randn(4 * E, dtype=torch.float64),
+        ]
+        params = [p.requires_grad_() for p in params]
+        assert torch.autograd.gradcheck(
+            lambda *a: fused.ss2d_scan_fused(*a, R), [x] + params,
+            eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@needs_ext
+def test_no_grad_keeps_no_checkpoints_and_matches():
+    m = make_ss2d(16, 4, 1, torch.float64)
+    x = torch.randn(1, 16, 4, 5, dtype=torch.float64)
+    m.scan_backend = 'fused'
+    with torch.no_grad():
+        y = m(x)
+    m.scan_backend = 'reference'
+    with torch.no_grad():
+        y_r = m(x)
+    assert not y.requires_grad
+    torch.testing.assert_close(y, y_r, rtol=1e-10, atol=1e-10)
+
+
+@needs_ext
+def test_thread_count_unchanged():
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        m = make_ss2d(16, 4, 1, torch.float32)
+        m.scan_backend = 'fused'
+        m(torch.randn(2, 16, 5, 5, requires_grad=True)).sum().backward()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_ext
+def test_bad_inputs():
+    m = make_ss2d(8, 4, 1, torch.float32)
+    m.scan_backend = 'fused'
+    with pytest.raises(ValueError, match='must be'):
+        m(torch.randn(1, 7, 3, 3))
+    p = [m.x_proj_weight, m.dt_proj_weight, m.dt_proj_bias, m.A_log, m.D]
+    with pytest.raises(ValueError, match='x_proj_weight'):
+        fused.ss2d_scan_fused(torch.randn(1, 8, 3, 3), p[0][:, :-1], *p[1:],
+                              1)
+    with pytest.raises(ValueError, match='x must be'):
+        fused.ss2d_scan_fused(torch.randn(8, 3, 3), *p, 1)
+    with pytest.raises(TypeError, match='floating'):
+        fused.ss2d_scan_fused(torch.ones(1, 8, 3, 3, dtype=torch.int64),
+                              *p, 1)
+
+
+def test_without_extension_falls_back(monkeypatch):
+    """No binary: 'auto' runs the unfused path, 'fused' is a clear error."""
+    monkeypatch.setattr(ext, '_tried', True)
+    monkeypatch.setattr(ext, '_module', None)
+    monkeypatch.setattr(ext, '_error', 'not built (test)')
+    monkeypatch.setattr(ss2d_mod, 'FUSED_BY_DEFAULT', True)
+    m = make_ss2d(8, 4, 1, torch.float64)
+    x = torch.randn(1, 8, 3, 4, dtype=torch.float64)
+    m.scan_backend = None
+    monkeypatch.setenv('SEMILLIE_SCAN_BACKEND', 'reference')
+    y_ref = m(x)
+    monkeypatch.delenv('SEMILLIE_SCAN_BACKEND')
+    torch.testing.assert_close(m(x), y_ref, rtol=1e-10, atol=1e-10)
+    m.scan_backend = 'fused'
+    with pytest.raises(RuntimeError, match='not built'):
+        m(x)
+
+
+def test_cache_key_names_torch_source_and_cpu(monkeypatch):
+    key = ext.cache_key()
+    monkeypatch.setattr(torch, '__version__', torch.__version__ + '.other')
+    assert ext.cache_key() != key
+    monkeypatch.undo()
+    monkeypatch.setattr(ext, '_cpu_signature', lambda: 'x86_64|other|sse2')
+    assert ext.cache_key() != key
+    assert ext.binary_path().startswith(ext.cache_root())
+
+
+@needs_ext
+def test_fresh_process_loads_cached_binary_without_compiling():
+    code = (
+        'import sys, torch\n'
+        'from semillie_mm.ops.selective_scan import ext, fused\n'
+        'assert ext.load() is not None, ext.unavailable_reason()\n'
+        'print("PATH", ext.load().__file__)\n'
+        'm = __import__("semillie_mm.models.archs.ss2d", fromlist=["SS2D"])'
+        '.SS2D(16, scan_backend="fused")\n'
+        'm(torch.randn(1, 16, 4, 4)).sum().backward()\n'
+        'print("COMPILER", "cpp_extension" in " ".join(sys.modules))\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, env=dict(os.environ), timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(' ', 1) for line in out.stdout.splitlines()
+                 if line.startswith(('PATH ', 'COMPILER ')))
+    path, compiled = lines['PATH'], lines['COMPILER']
+    assert os.path.samefile(path, ext.binary_path())
+    # the build machinery (torch.utils.cpp_extension) was never imported
+    assert compiled == 'False'
