@@ -68,7 +68,8 @@ class SemiLLIE(BaseEditModel):
         contrastive_loss (dict, optional): ``SemanticContrastiveLoss`` config.
         discriminator (dict, optional): discriminator config (PatchGAN).
         gan_loss (dict, optional): ``GANLoss`` config (vanilla, weight 0.1).
-        unsup_weight (float): lambda1's maximum (0.2).
+        unsup_weight (float): lambda1's maximum (0.2). 0 trains supervised
+            only: the unpaired forward passes are skipped.
         unsup_ramp (dict): ``length`` (T) and ``by`` ('epoch' or 'iter').
         train_cfg (dict, optional): unused keys are kept for compatibility.
         test_cfg (dict, optional): ``use_teacher`` (default True) selects the
@@ -219,8 +220,12 @@ class SemiLLIE(BaseEditModel):
         losses = {}
         if self.discriminator is not None:
             set_requires_grad(self.discriminator, False)
+        use_unpaired = self.unsup_weight != 0
         with g_optim.optim_context(self.generator):
-            pred, pred_strong = self._student_forward(lq, strong)
+            if use_unpaired:
+                pred, pred_strong = self._student_forward(lq, strong)
+            else:  # supervised only: the unpaired branch would weigh 0
+                pred = self.generator(lq)
             losses['loss_sup'] = self.pixel_loss(pred, gt)
             if self.perceptual_loss is not None:
                 losses['loss_ramper'] = self.perceptual_loss(pred, gt)
@@ -228,12 +233,14 @@ class SemiLLIE(BaseEditModel):
                 losses['loss_grad'] = self.gradient_loss(pred, gt)
 
             lam = self.current_unsup_weight()
-            with torch.no_grad():
-                pseudo = self.teacher(weak)
-            losses['loss_un'] = lam * self.consistency_loss(pred_strong, pseudo)
-            if self.contrastive_loss is not None:
-                losses['loss_scr'] = lam * self.contrastive_loss(
-                    pred_strong, pseudo, weak)
+            if use_unpaired:
+                with torch.no_grad():
+                    pseudo = self.teacher(weak)
+                losses['loss_un'] = lam * self.consistency_loss(
+                    pred_strong, pseudo)
+                if self.contrastive_loss is not None:
+                    losses['loss_scr'] = lam * self.contrastive_loss(
+                        pred_strong, pseudo, weak)
             if self.discriminator is not None:
                 losses['loss_adv'] = self.gan_loss(
                     self.discriminator(pred), True, is_disc=False)

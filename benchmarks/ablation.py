@@ -1,0 +1,538 @@
+"""Table III ablation on the target-domain benchmark, as one command.
+
+    python benchmarks/ablation.py [--out-dir work_dirs/ablation] [--iters 300]
+        [--seeds 0 1 2] [--rows sup mt mt_scl mt_scl_rp full] [--jobs 2]
+        [--threads 1] [--nice 15]
+
+Builds the benchmark (``semillie_mm/datasets/target_domain_data.py``) on first
+use, trains every (row, seed) in its own child process (``--threads`` torch /
+OpenMP / numba threads, niced, at most ``--jobs`` at a time), evaluates the
+last iteration's teacher (what validation uses) and student on the TARGET val
+set, and the classic baselines (identity, gamma, histogram equalisation,
+CLAHE), then writes ``OUT/results.json``, ``OUT/table.md`` (mean +- std over
+seeds of PSNR, SSIM, LOE, NIQE) and ``OUT/grid.jpg``. A finished run (its
+``metrics.json`` with the same settings) is reused, an interrupted one resumes
+from its last checkpoint, so the command can be re-run after a stop.
+
+Metrics (the project's implementations): PSNR / SSIM (MMagic) and LOE
+(``semillie_mm.evaluation.functional.loe``) per 128x128 val tile, averaged;
+NIQE (MMagic, Y channel) on the two val photos stitched back from their tiles
+(tiles are too small for NIQE's 96-pixel blocks). Results and the exact
+commands: docs/semi_supervised.md.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
+
+#: row name -> (config, label). Table III's rows, cumulative.
+ROWS: Dict[str, tuple] = {
+    'sup': ('configs/ablation/target_sup.py', 'supervised only'),
+    'mt': ('configs/ablation/target_mt.py',
+           '+ mean teacher (L1 consistency)'),
+    'mt_scl': ('configs/ablation/target_mt_scl.py',
+               '+ semantic contrastive loss'),
+    'mt_scl_rp': ('configs/ablation/target_mt_scl_rp.py',
+                  '+ RAM perceptual loss'),
+    'full': ('configs/ablation/target_full.py', 'full method (+ GAN)'),
+}
+DEFAULT_ROWS = list(ROWS)
+BASELINES = ('identity', 'gamma', 'he', 'clahe')
+BASELINE_LABELS = dict(
+    identity='input (identity)',
+    gamma='gamma 1/2.2',
+    he='histogram equalisation (V of HSV)',
+    clahe='CLAHE (skimage, clip 0.02)')
+METRICS = ('PSNR', 'SSIM', 'LOE', 'NIQE')
+
+
+# --------------------------------------------------------------- config
+def set_iters(cfg, iters: int) -> None:
+    """Scale every iteration-dependent field of an ablation config.
+
+    Args:
+        cfg (mmengine.Config): a ``configs/ablation/target_*.py`` config.
+        iters (int): training iterations.
+    """
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = iters
+    for sched in cfg.param_scheduler:
+        sched.begin, sched.end = iters // 2, iters
+    cfg.model.unsup_ramp = dict(length=iters // 2, by='iter')
+    cfg.default_hooks.checkpoint.interval = max(1, iters // 2)
+    cfg.default_hooks.checkpoint.save_best = None
+
+
+def run_settings(row: str, seed: int, args) -> dict:
+    """What makes two runs the same (a finished run is reused if equal)."""
+    return dict(row=row, config=ROWS[row][0], seed=int(seed),
+                iters=int(args.iters), data_root=args.data_root)
+
+
+# --------------------------------------------------------------- data
+def load_val(data_root: str, split: str = 'val') -> List[tuple]:
+    """``[(stem, low, gt)]`` uint8 RGB tiles of a paired split."""
+    import cv2
+    from semillie_mm.datasets.folder_utils import index_by_stem
+    in_dir = osp.join(data_root, split, 'input')
+    gt_dir = osp.join(data_root, split, 'GT')
+    ins, gts = index_by_stem(in_dir), index_by_stem(gt_dir)
+    out = []
+    for stem in sorted(ins):
+        low = cv2.imread(osp.join(in_dir, ins[stem]))[..., ::-1]
+        gt = cv2.imread(osp.join(gt_dir, gts[stem]))[..., ::-1]
+        out.append((stem, low.copy(), gt.copy()))
+    return out
+
+
+def stitch(tiles: Dict[str, 'np.ndarray']) -> Dict[str, 'np.ndarray']:
+    """Put non-overlapping tiles ``photo_TOP_LEFT`` back into photos."""
+    import numpy as np
+    groups: Dict[str, list] = {}
+    for stem, img in tiles.items():
+        photo, top, left = stem.rsplit('_', 2)
+        groups.setdefault(photo, []).append((int(top), int(left), img))
+    photos = {}
+    for photo, items in groups.items():
+        h = max(t + im.shape[0] for t, _, im in items)
+        w = max(left + im.shape[1] for _, left, im in items)
+        canvas = np.zeros((h, w, 3), np.uint8)
+        for t, left, im in items:
+            canvas[t:t + im.shape[0], left:left + im.shape[1]] = im
+        photos[photo] = canvas
+    return photos
+
+
+def score(outputs: Dict[str, 'np.ndarray'], val: List[tuple]) -> dict:
+    """PSNR / SSIM / LOE per tile (means) and NIQE on the stitched photos.
+
+    Args:
+        outputs (dict): stem -> uint8 RGB enhanced tile.
+        val (list): from :func:`load_val`.
+
+    Returns:
+        dict: metric -> float.
+    """
+    import numpy as np
+    from mmagic.evaluation.metrics.niqe import niqe
+    from mmagic.evaluation.metrics.psnr import psnr
+    from mmagic.evaluation.metrics.ssim import ssim
+    from semillie_mm.evaluation.functional.loe import loe
+    p, s, e = [], [], []
+    for stem, low, gt in val:
+        out = outputs[stem]
+        p.append(psnr(out, gt, input_order='HWC'))
+        s.append(ssim(out, gt, input_order='HWC'))
+        e.append(loe(low, out, input_order='HWC'))
+    photos = stitch(outputs)
+    n = [float(niqe(img, crop_border=0, input_order='HWC', convert_to='y'))
+         for _, img in sorted(photos.items())]
+    return dict(PSNR=float(np.mean(p)), SSIM=float(np.mean(s)),
+                LOE=float(np.mean(e)), NIQE=float(np.mean(n)))
+
+
+def baseline(name: str, low: 'np.ndarray') -> 'np.ndarray':
+    """A classic enhancement of a uint8 RGB image.
+
+    Args:
+        name (str): 'identity', 'gamma' (1/2.2), 'he' (histogram equalisation
+            of the V channel of HSV) or 'clahe' (skimage, clip 0.02).
+        low (np.ndarray): uint8 RGB.
+
+    Returns:
+        np.ndarray: uint8 RGB.
+    """
+    import numpy as np
+    from skimage import color, exposure
+    x = low.astype(np.float64) / 255.
+    if name == 'identity':
+        y = x
+    elif name == 'gamma':
+        y = x**(1 / 2.2)
+    elif name == 'he':
+        hsv = color.rgb2hsv(x)
+        hsv[..., 2] = exposure.equalize_hist(hsv[..., 2])
+        y = color.hsv2rgb(hsv)
+    elif name == 'clahe':
+        y = exposure.equalize_adapthist(low, clip_limit=0.02)
+    else:
+        raise ValueError(f'unknown baseline {name!r}')
+    return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------- worker
+def _enhance_all(net, val) -> dict:
+    import numpy as np
+    import torch
+    out = {}
+    with torch.no_grad():
+        for stem, low, _ in val:
+            x = torch.from_numpy(low.copy()).permute(2, 0, 1)[None].float()
+            y = net(x / 255.)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            out[stem] = np.round(y * 255).astype(np.uint8)
+    return out
+
+
+def _final_ckpt(work_dir: str, iters: int) -> Optional[str]:
+    ckpt = osp.join(work_dir, f'iter_{iters}.pth')
+    return ckpt if osp.isfile(ckpt) else None
+
+
+def evaluate_checkpoint(cfg, ckpt: str, data_root: str,
+                        save_dir: Optional[str] = None) -> dict:
+    """Teacher and student metrics on the TARGET val set (and the teacher's
+    PSNR/SSIM on the SOURCE-degraded copy of the same tiles).
+
+    Args:
+        cfg (mmengine.Config): the run's config.
+        ckpt (str): checkpoint path.
+        data_root (str): benchmark root.
+        save_dir (str, optional): where to save the teacher's val outputs.
+
+    Returns:
+        dict: ``teacher``, ``student``, ``teacher_val_source``.
+    """
+    import cv2
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import load_checkpoint
+    from mmagic.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        model = MODELS.build(cfg.model)
+    load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
+    model.eval()
+    val = load_val(data_root, 'val')
+    teacher_out = _enhance_all(model.teacher.module, val)
+    res = dict(
+        teacher=score(teacher_out, val),
+        student=score(_enhance_all(model.student, val), val))
+    val_src = load_val(data_root, 'val_source')
+    res['teacher_val_source'] = score(
+        _enhance_all(model.teacher.module, val_src), val_src)
+    if save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+        for stem, img in teacher_out.items():
+            cv2.imwrite(osp.join(save_dir, f'{stem}.png'), img[..., ::-1])
+    return res
+
+
+def _atomic_json(path: str, obj) -> None:
+    tmp = path + '.part'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def worker(row: str, seed: int, args) -> None:
+    """Train one (row, seed) and write its ``metrics.json`` (child
+    process)."""
+    import torch
+    torch.set_num_threads(args.threads)
+    import semillie_mm
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    work_dir = osp.join(args.out_dir, 'runs', row, f'seed{seed}')
+    cfg = Config.fromfile(osp.join(REPO, ROWS[row][0]))
+    set_iters(cfg, args.iters)
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=int(seed), deterministic=False)
+    for key in ('val_cfg', 'val_dataloader', 'val_evaluator', 'test_cfg',
+                'test_dataloader', 'test_evaluator'):
+        cfg[key] = None
+    for dl in (cfg.train_dataloader.dataset.paired,
+               cfg.train_dataloader.dataset.unpaired):
+        dl.data_root = args.data_root
+    start = time.time()
+    ckpt = _final_ckpt(work_dir, args.iters)
+    trained_now = ckpt is None
+    if trained_now:
+        cfg.resume = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
+        Runner.from_cfg(cfg).train()
+        ckpt = _final_ckpt(work_dir, args.iters)
+        if ckpt is None:
+            raise RuntimeError(f'{work_dir}: training ended without '
+                               f'iter_{args.iters}.pth')
+    train_s = time.time() - start
+    res = evaluate_checkpoint(cfg, ckpt, args.data_root,
+                              osp.join(work_dir, 'val_teacher'))
+    res.update(
+        settings=run_settings(row, seed, args),
+        train_seconds=train_s if trained_now else None,
+        seconds_per_iter=train_s / args.iters if trained_now else None,
+        threads=args.threads,
+        package=semillie_mm.__file__,
+        checkpoint=ckpt)
+    _atomic_json(osp.join(work_dir, 'metrics.json'), res)
+
+
+# --------------------------------------------------------------- parent
+def _finished(path: str, settings: dict) -> Optional[dict]:
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            res = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return res if res.get('settings') == settings else None
+
+
+def run_all(args) -> Dict[str, Dict[int, dict]]:
+    """Train what is missing (children, ``--jobs`` at a time); return
+    ``row -> seed -> metrics``."""
+    results: Dict[str, Dict[int, dict]] = {r: {} for r in args.rows}
+    todo = []
+    for seed in args.seeds:  # seed-major: all rows of seed 0 come first
+        for row in args.rows:
+            path = osp.join(args.out_dir, 'runs', row, f'seed{seed}',
+                            'metrics.json')
+            done = _finished(path, run_settings(row, seed, args))
+            if done:
+                results[row][seed] = done
+            else:
+                todo.append((row, seed, path))
+    print(f'[ablation] {sum(len(v) for v in results.values())} finished '
+          f'runs reused, {len(todo)} to train ({args.jobs} at a time, '
+          f'{args.threads} thread(s) each)', flush=True)
+    env = dict(os.environ)
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS',
+                'OPENBLAS_NUM_THREADS'):
+        env[var] = str(args.threads)
+    env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+    running = []
+    failed = []
+
+    def reap(block: bool):
+        for item in list(running):
+            proc, row, seed, path, log, t0 = item
+            if proc.poll() is None and not block:
+                continue
+            proc.wait()
+            log.close()
+            running.remove(item)
+            done = _finished(path, run_settings(row, seed, args))
+            if proc.returncode == 0 and done:
+                results[row][seed] = done
+                print(f'[ablation] {row} seed {seed}: teacher PSNR '
+                      f'{done["teacher"]["PSNR"]:.2f} dB '
+                      f'({time.time() - t0:.0f} s)', flush=True)
+            else:
+                failed.append((row, seed))
+                print(f'[ablation] {row} seed {seed} FAILED (exit '
+                      f'{proc.returncode}); log: {log.name}', flush=True)
+            if block:
+                return
+
+    for row, seed, path in todo:
+        while len(running) >= args.jobs:
+            time.sleep(2)
+            reap(False)
+        run_dir = osp.dirname(path)
+        os.makedirs(run_dir, exist_ok=True)
+        log = open(osp.join(run_dir, 'worker.log'), 'a', encoding='utf-8')
+        cmd = [
+            sys.executable, osp.abspath(__file__), '--worker', row,
+            str(seed), '--out-dir', args.out_dir, '--iters',
+            str(args.iters), '--threads', str(args.threads), '--data-root',
+            args.data_root
+        ]
+        nice = args.nice
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        running.append((proc, row, seed, path, log, time.time()))
+        print(f'[ablation] started {row} seed {seed}', flush=True)
+    while running:
+        time.sleep(2)
+        reap(False)
+    if failed:
+        print(f'[ablation] {len(failed)} run(s) failed: {failed}',
+              flush=True)
+    return results
+
+
+def baselines(args) -> dict:
+    """Metrics of the classic baselines on the TARGET val set (cached)."""
+    path = osp.join(args.out_dir, 'baselines.json')
+    if osp.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            cached = json.load(f)
+        if cached.get('data_root') == args.data_root and set(
+                cached.get('metrics', {})) == set(BASELINES):
+            return cached['metrics']
+    val = load_val(args.data_root, 'val')
+    res = {}
+    for name in BASELINES:
+        res[name] = score({s: baseline(name, low)
+                           for s, low, _ in val}, val)
+    _atomic_json(path, dict(data_root=args.data_root, metrics=res))
+    return res
+
+
+def _mean_std(values: List[float]) -> tuple:
+    import numpy as np
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summarise(results, base, args) -> dict:
+    """Mean and sample std over seeds, per row and metric."""
+    summary = {}
+    for row, by_seed in results.items():
+        if not by_seed:
+            continue
+        summary[row] = dict(seeds=sorted(by_seed))
+        for which in ('teacher', 'student', 'teacher_val_source'):
+            summary[row][which] = {
+                m: _mean_std([r[which][m] for r in by_seed.values()])
+                for m in METRICS
+            }
+        spi = [r['seconds_per_iter'] for r in by_seed.values()
+               if r.get('seconds_per_iter')]
+        summary[row]['seconds_per_iter'] = (
+            float(sum(spi) / len(spi)) if spi else None)
+    return dict(rows=summary, baselines=base, iters=args.iters,
+                seeds=list(args.seeds), threads=args.threads)
+
+
+def markdown(summary: dict) -> str:
+    """The Table III-style Markdown table (teacher on the TARGET val)."""
+    fmt = dict(PSNR='{:.2f}', SSIM='{:.4f}', LOE='{:.1f}', NIQE='{:.3f}')
+    lines = [
+        '| method | seeds | PSNR (dB) ↑ | SSIM ↑ | LOE ↓ | NIQE ↓ | '
+        'PSNR on SOURCE-degraded val |',
+        '|---|---:|---:|---:|---:|---:|---:|'
+    ]
+    for name in BASELINES:
+        r = summary['baselines'][name]
+        cells = [fmt[m].format(r[m]) for m in METRICS]
+        lines.append(f'| {BASELINE_LABELS[name]} | - | ' + ' | '.join(cells) +
+                     ' | |')
+    for row, s in summary['rows'].items():
+        cells = []
+        for m in METRICS:
+            mean, std = s['teacher'][m]
+            cells.append(f'{fmt[m].format(mean)} ± {fmt[m].format(std)}')
+        src = s['teacher_val_source']['PSNR']
+        lines.append(f'| {ROWS[row][1]} | {len(s["seeds"])} | ' +
+                     ' | '.join(cells) +
+                     f' | {src[0]:.2f} ± {src[1]:.2f} |')
+    return '\n'.join(lines) + '\n'
+
+
+def picture_grid(args, rows: List[str], n_tiles: int = 4) -> Optional[str]:
+    """input | baselines | each row's seed-0 teacher | GT, for a few tiles."""
+    import cv2
+    import numpy as np
+    val = load_val(args.data_root, 'val')
+    idx = sorted({round(i * (len(val) - 1) / max(1, n_tiles - 1))
+                  for i in range(n_tiles)})
+    seed = args.seeds[0]
+    cols = [('input', None), ('gamma', None), ('CLAHE', None)]
+    cols += [(r, r) for r in rows]
+    cols += [('GT', None)]
+    lines = []
+    for i in idx:
+        stem, low, gt = val[i]
+        cells = []
+        for label, row in cols:
+            if label == 'input':
+                img = low
+            elif label == 'gamma':
+                img = baseline('gamma', low)
+            elif label == 'CLAHE':
+                img = baseline('clahe', low)
+            elif label == 'GT':
+                img = gt
+            else:
+                path = osp.join(args.out_dir, 'runs', row, f'seed{seed}',
+                                'val_teacher', f'{stem}.png')
+                if not osp.isfile(path):
+                    img = np.zeros_like(low)
+                else:
+                    img = cv2.imread(path)[..., ::-1]
+            cells.append(np.pad(img, ((0, 2), (0, 2), (0, 0)),
+                                constant_values=255))
+        lines.append(np.concatenate(cells, axis=1))
+    grid = np.concatenate(lines, axis=0)
+    head = np.full((18, grid.shape[1], 3), 255, np.uint8)
+    w = low.shape[1] + 2
+    for k, (label, _) in enumerate(cols):
+        cv2.putText(head, label[:14], (k * w + 3, 13),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    grid = np.concatenate([head, grid], axis=0)
+    path = osp.join(args.out_dir, 'grid.jpg')
+    tmp = osp.join(args.out_dir, 'grid.part.jpg')
+    cv2.imwrite(tmp, grid[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), 92])
+    os.replace(tmp, path)
+    return path
+
+
+def parse_args(argv=None):
+    """Parse the command line.
+
+    Args:
+        argv (list[str] | None): arguments; None reads ``sys.argv``.
+
+    Returns:
+        argparse.Namespace: the parsed arguments.
+    """
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out-dir', default='work_dirs/ablation')
+    p.add_argument('--data-root', default='data/target_domain')
+    p.add_argument('--rows', nargs='+', default=DEFAULT_ROWS)
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    p.add_argument('--iters', type=int, default=300)
+    p.add_argument('--jobs', type=int, default=2)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--nice', type=int, default=15)
+    p.add_argument('--worker', nargs=2, metavar=('ROW', 'SEED'),
+                   help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    """Entry point."""
+    from semillie_mm.utils.cli import UserError
+    args = parse_args(argv)
+    unknown = [r for r in args.rows if r not in ROWS]
+    if unknown:
+        raise UserError(f'unknown row(s) {unknown}; known: {list(ROWS)}')
+    if args.iters < 2 or args.jobs < 1 or args.threads < 1:
+        raise UserError('--iters must be >= 2, --jobs and --threads >= 1')
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]), args)
+        return 0
+    from semillie_mm.datasets.target_domain_data import \
+        prepare_target_domain_data
+    os.makedirs(args.out_dir, exist_ok=True)
+    prepare_target_domain_data(args.data_root)
+    start = time.time()
+    results = run_all(args)
+    base = baselines(args)
+    summary = summarise(results, base, args)
+    summary['wall_seconds'] = time.time() - start
+    _atomic_json(osp.join(args.out_dir, 'results.json'), summary)
+    table = markdown(summary)
+    tmp = osp.join(args.out_dir, 'table.md.part')
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(table)
+    os.replace(tmp, osp.join(args.out_dir, 'table.md'))
+    grid = picture_grid(args, [r for r in args.rows if results.get(r)])
+    print('\n' + table)
+    print(f'[ablation] results: {args.out_dir}/results.json, table.md, '
+          f'{grid}')
+    return 0
+
+
+if __name__ == '__main__':
+    from semillie_mm.utils.cli import run_cli
+    run_cli(main)

@@ -1,0 +1,12 @@
+# Table III ablation, row 3: + semantic contrastive loss (RAM embeddings;
+# here a random small Swin, see docs/semi_supervised.md).
+_base_ = ['./target_full.py']
+work_dir = './work_dirs/ablation/target_mt_scl'
+model = dict(perceptual_loss=None, discriminator=None, gan_loss=None)
+optim_wrapper = dict(
+    _delete_=True,
+    constructor='MultiOptimWrapperConstructor',
+    generator=dict(
+        type='OptimWrapper',
+        optimizer=dict(
+            type='AdamP', lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4)))
