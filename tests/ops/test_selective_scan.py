@@ -380,3 +380,32 @@ def test_bad_dtype():
     x['A'] = x['A'].to(torch.complex128)
     with pytest.raises(TypeError, match='real floating-point'):
         selective_scan(**x)
+
+
+
+@needs_numba
+def test_cpu_scan_keeps_torch_thread_count():
+    """numba's OpenMP layer must not change torch's intra-op threads (it
+    raised them from 1 to 2 when torch's count came from OMP_NUM_THREADS
+    and numba's previous count was restored)."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        'import torch\n'
+        'from semillie_mm.ops.selective_scan import selective_scan\n'
+        'before = torch.get_num_threads()\n'
+        'g = torch.Generator().manual_seed(0)\n'
+        'x = [torch.randn(*s, generator=g).requires_grad_() for s in '
+        '((2, 8, 20), (2, 8, 20), (8, 4), (2, 2, 4, 20), (2, 2, 4, 20))]\n'
+        'x[2].data = -x[2].data.abs()\n'
+        'out = selective_scan(*x, delta_softplus=True, backend="cpu")\n'
+        'after_fwd = torch.get_num_threads()\n'
+        'out.sum().backward()\n'
+        'print("THREADS", before, after_fwd, torch.get_num_threads())\n')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    line = [x for x in res.stdout.splitlines() if x.startswith('THREADS')]
+    assert line == ['THREADS 1 1 1'], res.stdout

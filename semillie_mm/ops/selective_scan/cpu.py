@@ -66,6 +66,26 @@ def _num_threads() -> int:
     return max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))
 
 
+def _launch(kernel, threads: int, *args) -> None:
+    """Run a parallel numba kernel on ``threads`` threads, leaving torch's
+    intra-op thread count as it was.
+
+    With numba's OpenMP threading layer, ``numba.set_num_threads`` sets the
+    OpenMP thread count that torch shares: restoring numba's previous count
+    (its default, all cores) used to raise torch's count, e.g. from 1 to 2.
+    numba's count is set to torch's (never above it) and torch's count is
+    put back if anything changed it.
+    """
+    import numba
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernel(*args)
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
 def num_slots(batch: int, groups: int, blocks: int, threads: int) -> int:
     """Partial dB/dC buffers per (batch, group) in the backward.
 
@@ -122,16 +142,9 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
         ckpt = torch.empty(batch, dim, n_chunks, N, dtype=u.dtype)
     else:
         ckpt = torch.empty(1, 1, 1, N, dtype=u.dtype)
-    import numba
-    previous = numba.get_num_threads()
-    numba.set_num_threads(_num_threads())
-    try:
-        kernels.scan_fwd(*arrays, D is not None, z is not None,
-                         bool(delta_softplus), K, lanes, save_ckpt,
-                         out.numpy(),
-                         last.numpy(), ckpt.numpy())
-    finally:
-        numba.set_num_threads(previous)
+    _launch(kernels.scan_fwd, _num_threads(), *arrays, D is not None,
+            z is not None, bool(delta_softplus), K, lanes, save_ckpt,
+            out.numpy(), last.numpy(), ckpt.numpy())
     return out, last, (ckpt if save_ckpt else None)
 
 
@@ -179,18 +192,11 @@ class SelectiveScanCPUFn(torch.autograd.Function):
         dbias = torch.empty(batch, dim, dtype=torch.float64)
         dBp = torch.zeros(S, batch, G, length, N, dtype=dtype)
         dCp = torch.zeros(S, batch, G, length, N, dtype=dtype)
-        import numba
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            kernels.scan_bwd(*arrays, ctx.has_D, ctx.has_z,
-                             ctx.delta_softplus, K, lanes, ckpt.numpy(),
-                             dout_t.numpy(), dout is not None, dlast_t.numpy(),
-                             dlast is not None, S, du.numpy(), ddelta.numpy(),
-                             dz.numpy(), dA.numpy(), dD.numpy(),
-                             dbias.numpy(), dBp.numpy(), dCp.numpy())
-        finally:
-            numba.set_num_threads(previous)
+        _launch(kernels.scan_bwd, threads, *arrays, ctx.has_D, ctx.has_z,
+                ctx.delta_softplus, K, lanes, ckpt.numpy(), dout_t.numpy(),
+                dout is not None, dlast_t.numpy(), dlast is not None, S,
+                du.numpy(), ddelta.numpy(), dz.numpy(), dA.numpy(),
+                dD.numpy(), dbias.numpy(), dBp.numpy(), dCp.numpy())
         dB = (dBp[0] if S == 1 else dBp.sum(0)).transpose(2, 3)
         dC = (dCp[0] if S == 1 else dCp.sum(0)).transpose(2, 3)
         if ctx.B_dim == 3:
