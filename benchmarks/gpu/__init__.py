@@ -1,0 +1,1 @@
+"""Helpers of the prepared GPU check (benchmarks/gpu_check.py)."""
