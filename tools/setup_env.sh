@@ -14,6 +14,10 @@
 #      wheel cache would silently reuse a wheel built against another torch.
 #   3. the rest of the runtime requirements, mmagic 1.2.0 with --no-deps, the test tools, and
 #      this package in editable mode.
+#   4. the fused SS2D CPU scan (C++, semillie_mm/ops/selective_scan/csrc), compiled once into
+#      $SEMILLIE_CACHE/ss2d_scan/<key> (key: torch version, source, CPU flags; about 30 s), and
+#      the numba fallback kernels' cache warmed; nothing compiles at run time. A failed build
+#      only logs a warning: SS2D then uses the numba scan.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -47,7 +51,15 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# the fused SS2D scan extension: a no-op (about 2 s) when a binary for this torch, source and CPU
+# is cached; ext.py imports only torch. Never fails the set-up.
+build_scan_extension() {
+  SEMILLIE_CACHE="$CACHE" "$VENV/bin/python" "$ROOT/semillie_mm/ops/selective_scan/ext.py" --build >&2 \
+    || log "WARNING: the fused SS2D scan extension did not build (see above); SS2D on CPU falls back to the slower numba scan"
+}
+
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_value)" ]; then
+  build_scan_extension
   log "environment up to date ($VENV)"
   exit 0
 fi
@@ -108,5 +120,9 @@ log "installing runtime requirements"
 
 "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmagic, semillie_mm" \
   || { log "the environment does not import; see the error above"; exit 1; }
+log "compiling the fused SS2D scan and warming the numba scan cache"
+build_scan_extension
+"$VENV/bin/python" -c "from semillie_mm.ops.selective_scan.cpu import warm_up; warm_up()" >/dev/null 2>&1 \
+  || log "WARNING: could not warm the numba scan cache: its first call will compile (1-2 min)"
 stamp_value > "$STAMP"
 log "environment ready ($VENV)"

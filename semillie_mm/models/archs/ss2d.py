@@ -12,7 +12,7 @@ from semillie_mm.ops.selective_scan import fused as _fused
 from semillie_mm.ops.selective_scan import interface as _interface
 
 #: whether 'auto' uses the fused C++ kernel for CPU maps when it is built
-FUSED_BY_DEFAULT = False
+FUSED_BY_DEFAULT = True
 
 
 def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:

@@ -210,6 +210,25 @@ class SelectiveScanCPUFn(torch.autograd.Function):
                 ddelta_bias, None)
 
 
+def warm_up(dtypes=(torch.float32, )) -> None:
+    """Compile the numba kernels for ``dtypes`` into numba's on-disk cache
+    (run by ``tools/setup_env.sh``, so that the first scan of a later
+    process loads them instead of compiling).
+
+    Args:
+        dtypes (tuple[torch.dtype]): compute dtypes to compile.
+    """
+    for dtype in dtypes:
+        g = torch.Generator().manual_seed(0)
+        shapes = ((1, 8, 4), (1, 8, 4), (8, 2), (1, 2, 2, 4), (1, 2, 2, 4),
+                  (8, ), (1, 8, 4), (8, ))
+        x = [torch.randn(*s, generator=g, dtype=dtype).requires_grad_()
+             for s in shapes]
+        out, last = selective_scan_cpu(*x, delta_softplus=True,
+                                       return_last_state=True)
+        (out.sum() + last.sum()).backward()
+
+
 def selective_scan_cpu(u: Tensor,
                        delta: Tensor,
                        A: Tensor,

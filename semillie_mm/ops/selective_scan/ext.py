@@ -157,10 +157,10 @@ def build(verbose: bool = False) -> str:
     Returns:
         str: path of the binary.
     """
-    from torch.utils import cpp_extension
     path = binary_path()
     if os.path.isfile(path):
         return path
+    from torch.utils import cpp_extension
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
         cpp_extension.load(
