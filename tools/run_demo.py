@@ -1,14 +1,25 @@
-"""The embedded demo, end to end (README quick start, command 1).
+"""The demo, end to end (README quick start, command 1).
 
-1. builds the demo data on first use (photos shipped inside scikit-image and
-   scikit-learn, darkened by the documented low-light synthesis; no download);
-2. trains ``configs/semillie_demo.py`` on the CPU through the standard MMEngine
-   runner (a finished run in the work dir is reused; an unfinished one resumes);
-3. evaluates PSNR / SSIM on the demo's val pairs for the un-enhanced input
-   (identity), the student and the teacher, and saves the enhanced images and
-   side-by-side pictures (input | output | GT) under ``WORK_DIR/demo_results``.
+1. builds the target-domain benchmark on first use (photos shipped inside
+   scikit-image and scikit-learn; SOURCE-degraded pairs, TARGET-degraded
+   unpaired images and val pairs; docs/semi_supervised.md; no download);
+2. trains ``configs/semillie_demo_target.py`` (the paper-default backbone, the
+   full method) on the CPU through the standard MMEngine runner (a finished
+   run in the work dir is reused; an unfinished one resumes);
+3. evaluates on the TARGET val pairs, with the project's metrics (PSNR, SSIM,
+   LOE, NIQE), the un-enhanced input, CLAHE, the supervised-only result and
+   the full method (teacher, which validation uses, and student), and saves
+   the enhanced images and side-by-side pictures (input | CLAHE | output | GT)
+   under ``WORK_DIR/demo_results``.
 
-    python tools/run_demo.py [--work-dir DIR] [--retrain] [--cfg-options k=v ...]
+The supervised-only row is, by default, the SHIPPED result of
+``benchmarks/ablation.py`` (docs/results/ablation_target.json: a smaller
+model, mean over seeds; labelled as such); ``--supervised train`` trains the
+supervised-only variant of the demo config with the same budget instead
+(about a third of the full method's time more).
+
+    python tools/run_demo.py [--config CFG] [--work-dir DIR] [--retrain]
+        [--supervised shipped|train|none] [--cfg-options k=v ...]
 """
 import argparse
 import json
@@ -19,19 +30,8 @@ import time
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-import semillie_mm  # noqa: E402,F401
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
-from mmengine.runner import Runner, load_checkpoint  # noqa: E402
-
-from mmagic.evaluation.metrics.psnr import psnr  # noqa: E402
-from mmagic.evaluation.metrics.ssim import ssim  # noqa: E402
-from mmagic.registry import MODELS  # noqa: E402
-from semillie_mm.datasets.demo_data import prepare_demo_data  # noqa: E402
-from semillie_mm.datasets.folder_utils import index_by_stem  # noqa: E402
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
+SHIPPED = osp.join(REPO, 'docs', 'results', 'ablation_target.json')
 
 
 def parse_args(argv=None):
@@ -43,138 +43,220 @@ def parse_args(argv=None):
     Returns:
         argparse.Namespace: the parsed arguments.
     """
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--config', default='configs/semillie_demo.py')
-    parser.add_argument('--work-dir', default='work_dirs/semillie_demo')
+    parser.add_argument('--config', default='configs/semillie_demo_target.py')
+    parser.add_argument('--work-dir', default=None,
+                        help='default: the config\'s work_dir')
     parser.add_argument(
         '--retrain',
         action='store_true',
         help='train from scratch even if a finished run exists')
+    parser.add_argument(
+        '--supervised',
+        choices=('shipped', 'train', 'none'),
+        default='shipped',
+        help='supervised-only row: the shipped ablation result (default), '
+        'train it with the same budget, or leave it out')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
 
-def _read_rgb(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise IOError(f'cannot read image {path}')
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _write_rgb(path: str, img: np.ndarray):
+def _write_rgb(path: str, img):
     """Write atomically: a temp file in the same folder, then rename."""
+    import cv2
     os.makedirs(osp.dirname(path), exist_ok=True)
     root, ext = osp.splitext(path)
     tmp = f'{root}.tmp{ext}'
     if not cv2.imwrite(tmp, cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-        raise IOError(f'cannot write {path}')
+        raise OSError(f'cannot write {path}')
     os.replace(tmp, path)
 
 
-def _finished_checkpoint(cfg: Config):
+def _atomic_json(path: str, obj) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = path + '.part'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _finished_checkpoint(cfg):
     """The final checkpoint of a finished run in the work dir, or None."""
-    marker = osp.join(cfg.work_dir, 'last_checkpoint')
-    if not osp.isfile(marker):
-        return None
-    with open(marker, encoding='utf-8') as f:
-        ckpt = f.read().strip()
     max_iters = cfg.train_cfg.get('max_iters')
-    if osp.isfile(ckpt) and max_iters and \
-            osp.basename(ckpt) == f'iter_{max_iters}.pth':
-        return ckpt
-    return None
+    ckpt = osp.join(cfg.work_dir, f'iter_{max_iters}.pth')
+    return ckpt if max_iters and osp.isfile(ckpt) else None
 
 
-def train(cfg: Config, retrain: bool) -> str:
-    """Train (or reuse / resume) and return the final checkpoint path."""
+def train(cfg, retrain: bool) -> tuple:
+    """Train (or reuse / resume); return (final checkpoint, seconds or
+    None when reused)."""
+    from mmengine.runner import Runner
     ckpt = None if retrain else _finished_checkpoint(cfg)
     if ckpt:
         print(f'[demo] reusing the finished run {ckpt} (--retrain to redo)')
-        return ckpt
+        return ckpt, None
     if not retrain and osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint')):
         print('[demo] resuming the unfinished run in', cfg.work_dir)
         cfg.resume = True
     start = time.time()
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    print(f'[demo] training took {time.time() - start:.0f} s')
+    Runner.from_cfg(cfg).train()
+    seconds = time.time() - start
+    iters = cfg.train_cfg.max_iters
+    print(f'[demo] training took {seconds:.0f} s '
+          f'({seconds / iters:.2f} s per iteration incl. start-up)')
     ckpt = _finished_checkpoint(cfg)
     if ckpt is None:
         raise RuntimeError(f'training ended without a final checkpoint in '
                            f'{cfg.work_dir}')
-    return ckpt
+    return ckpt, seconds
 
 
-@torch.no_grad()
-def evaluate(cfg: Config, ckpt: str, data_root: str, out_dir: str) -> dict:
-    """PSNR/SSIM of identity, student and teacher on the val pairs."""
+def supervised_variant(cfg):
+    """The supervised-only variant of a demo config (same model, budget)."""
+    from mmengine.config import Config
+    sup = Config.fromfile(osp.join(REPO, 'configs/ablation/target_sup.py'))
+    cfg = cfg.copy()
+    for key in ('unsup_weight', 'ram_encoder', 'contrastive_loss',
+                'perceptual_loss', 'discriminator', 'gan_loss'):
+        cfg.model[key] = sup.model.get(key)
+    cfg.optim_wrapper = sup.optim_wrapper
+    cfg.work_dir = osp.join(cfg.work_dir, 'supervised_only')
+    return cfg
+
+
+def _shipped_supervised():
+    """The supervised-only row of the shipped ablation result, or None."""
+    if not osp.isfile(SHIPPED):
+        return None
+    with open(SHIPPED, encoding='utf-8') as f:
+        res = json.load(f)
+    row = res.get('rows', {}).get('sup')
+    if not row:
+        return None
+    return dict(
+        metrics={m: v[0]
+                 for m, v in row['teacher'].items()},
+        std={m: v[1]
+             for m, v in row['teacher'].items()},
+        note=(f'shipped result of benchmarks/ablation.py '
+              f'({res.get("model", "demo-sized model")}, '
+              f'{res.get("iters")} iterations, mean of '
+              f'{len(row["seeds"])} seeds, {res.get("machine", "")})'))
+
+
+def evaluate(cfg, ckpt: str, data_root: str, out_dir: str) -> dict:
+    """Metrics of identity, CLAHE, student and teacher on the TARGET val."""
+    import numpy as np
+    from benchmarks.ablation import (_enhance_all, baseline, load_val,
+                                     score)
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import load_checkpoint
+    from mmagic.registry import MODELS
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope',
                                                       'mmagic')):
         model = MODELS.build(cfg.model)
     load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
     model.eval()
-    nets = dict(student=model.student, teacher=model.teacher.module)
-    in_dir = osp.join(data_root, 'val', 'input')
-    gt_dir = osp.join(data_root, 'val', 'GT')
-    inputs, gts = index_by_stem(in_dir), index_by_stem(gt_dir)
-    scores = {k: dict(PSNR=[], SSIM=[]) for k in ('identity', *nets)}
-    for stem in sorted(inputs):
-        low = _read_rgb(osp.join(in_dir, inputs[stem]))
-        gt = _read_rgb(osp.join(gt_dir, gts[stem]))
-        x = torch.from_numpy(low).permute(2, 0, 1)[None].float() / 255.
-        outs = dict(identity=low)
-        for name, net in nets.items():
-            y = net(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
-            outs[name] = np.round(y * 255).astype(np.uint8)
-        for name, img in outs.items():
-            scores[name]['PSNR'].append(psnr(img, gt, input_order='HWC'))
-            scores[name]['SSIM'].append(ssim(img, gt, input_order='HWC'))
+    val = load_val(data_root, 'val')
+    outs = dict(
+        identity={s: low for s, low, _ in val},
+        clahe={s: baseline('clahe', low) for s, low, _ in val},
+        student=_enhance_all(model.student, val),
+        teacher=_enhance_all(model.teacher.module, val))
+    sep = np.full((val[0][1].shape[0], 4, 3), 255, np.uint8)
+    for stem, low, gt in val:
         _write_rgb(osp.join(out_dir, 'enhanced', f'{stem}.png'),
-                   outs['teacher'])
-        sep = np.full((low.shape[0], 4, 3), 255, np.uint8)
+                   outs['teacher'][stem])
         _write_rgb(
             osp.join(out_dir, 'side_by_side', f'{stem}.png'),
-            np.concatenate([low, sep, outs['teacher'], sep, gt], axis=1))
-    return {
-        name: {k: float(np.mean(v))
-               for k, v in s.items()}
-        for name, s in scores.items()
-    }
+            np.concatenate([
+                low, sep, outs['clahe'][stem], sep, outs['teacher'][stem],
+                sep, gt
+            ], axis=1))
+    return {name: score(o, val) for name, o in outs.items()}
+
+
+def _table(results: dict, sup: dict) -> str:
+    fmt = dict(PSNR='{:.2f}', SSIM='{:.4f}', LOE='{:.1f}', NIQE='{:.3f}')
+    lines = ['| TARGET val | PSNR (dB) | SSIM | LOE | NIQE |',
+             '|---|---:|---:|---:|---:|']
+
+    def row(label, metrics, std=None):
+        cells = []
+        for m in ('PSNR', 'SSIM', 'LOE', 'NIQE'):
+            c = fmt[m].format(metrics[m])
+            if std:
+                c += ' ± ' + fmt[m].format(std[m])
+            cells.append(c)
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+
+    row('input (no enhancement)', results['identity'])
+    row('CLAHE (skimage, clip 0.02)', results['clahe'])
+    if sup:
+        row('supervised only' + ('' if sup.get('trained') else ' *'),
+            sup['metrics'], sup.get('std'))
+    row('Semi-LLIE full method, student', results['student'])
+    row('Semi-LLIE full method, teacher', results['teacher'])
+    text = '\n'.join(lines)
+    if sup and not sup.get('trained'):
+        text += f'\n* {sup["note"]}'
+    return text
 
 
 def main(argv=None):
     """Entry point."""
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    import semillie_mm  # noqa: F401
+    from semillie_mm.datasets.folder_utils import maybe_prepare
+    from semillie_mm.utils.cli import UserError, load_config
+    cfg = load_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir
-    data_root = cfg.get('data_root', 'data/demo')
-    prepare_demo_data(data_root)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    data_root = cfg.get('data_root', 'data/target_domain')
+    paired = cfg.train_dataloader.dataset.paired
+    maybe_prepare(data_root, paired.get('prepare'))
+    if not osp.isdir(osp.join(data_root, 'val', 'input')):
+        raise UserError(f'{args.config}: data_root {data_root} has no '
+                        'val/input folder (the demo evaluates on val pairs)')
     print(f'[demo] data in {data_root}; RAM losses use a small randomly '
           'initialised Swin (RAM weights cannot ship with the demo)')
-    ckpt = train(cfg, args.retrain)
+    # the demo evaluates below; skip the runner's own end-of-training val
+    for key in ('val_cfg', 'val_dataloader', 'val_evaluator'):
+        cfg[key] = None
+    ckpt, seconds = train(cfg, args.retrain)
     out_dir = osp.join(cfg.work_dir, 'demo_results')
     results = evaluate(cfg, ckpt, data_root, out_dir)
-    results['checkpoint'] = ckpt
-    gain = results['teacher']['PSNR'] - results['identity']['PSNR']
-    results['teacher_gain_over_identity_dB'] = gain
-    tmp = osp.join(out_dir, 'metrics.json.tmp')
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, osp.join(out_dir, 'metrics.json'))
 
-    print('\n| val (demo)             |  PSNR (dB) |  SSIM  |')
-    print('|------------------------|-----------:|-------:|')
-    for name, label in (('identity', 'input (no enhancement)'),
-                        ('student', 'Semi-LLIE student'),
-                        ('teacher', 'Semi-LLIE teacher')):
-        r = results[name]
-        print(f'| {label:<22} | {r["PSNR"]:10.2f} | {r["SSIM"]:.4f} |')
-    print(f'\nteacher - identity: {gain:+.2f} dB PSNR')
-    print(f'enhanced images and side-by-side pictures (input | output | GT): '
-          f'{out_dir}')
+    sup = None
+    if args.supervised == 'train':
+        sup_cfg = supervised_variant(cfg)
+        sup_ckpt, _ = train(sup_cfg, args.retrain)
+        sup_res = evaluate(sup_cfg, sup_ckpt, data_root,
+                           osp.join(sup_cfg.work_dir, 'demo_results'))
+        sup = dict(metrics=sup_res['teacher'], trained=True,
+                   note='same model and budget, trained here')
+    elif args.supervised == 'shipped':
+        sup = _shipped_supervised()
+        if sup is None:
+            print(f'[demo] no shipped supervised-only result at {SHIPPED}; '
+                  'use --supervised train')
+    results.update(
+        checkpoint=ckpt,
+        train_seconds=seconds,
+        supervised_only=sup,
+        gain_over_clahe_dB=results['teacher']['PSNR'] -
+        results['clahe']['PSNR'])
+    _atomic_json(osp.join(out_dir, 'metrics.json'), results)
+    print('\n' + _table(results, sup))
+    print(f'\nteacher - CLAHE: {results["gain_over_clahe_dB"]:+.2f} dB PSNR')
+    print(f'enhanced images and side-by-side pictures '
+          f'(input | CLAHE | output | GT): {out_dir}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    from semillie_mm.utils.cli import run_cli
+    run_cli(main)
