@@ -21,12 +21,9 @@ import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-from semillie_mm.utils.cli import (UserError, check_checkpoint,  # noqa: E402
-                                   load_config, run_cli)
-
-DEFAULT_TILE_SIZE = 512  # as semillie_mm.apis.tiling (not imported: slow)
-DEFAULT_TILE_OVERLAP = 64
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from semillie_mm.apis import (DEFAULT_TILE_OVERLAP,  # noqa: E402
+                              DEFAULT_TILE_SIZE, IMG_EXTENSIONS)
+from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -100,50 +97,8 @@ def check_args(args) -> None:
             raise UserError(f'--ext {args.ext}: unsupported; choose one of '
                             f'{" ".join(IMG_EXTENSIONS)}')
         args.ext = ext
-    if args.device.startswith('cuda'):
-        import torch
-        if not torch.cuda.is_available():
-            raise UserError(f'--device {args.device}: CUDA is not available '
-                            'on this machine; use --device cpu')
-    elif args.device != 'cpu':
-        raise UserError(f'--device {args.device}: use cpu, cuda or cuda:N')
-
-
-def build_inferencer(config: str, checkpoint: str, device: str = 'cpu',
-                     network: str = 'teacher', show_progress: bool = True):
-    """Check the files and build the inferencer, with one-line errors.
-
-    Args:
-        config (str): Config file.
-        checkpoint (str | None): Checkpoint file (None: random weights).
-        device (str): Device.
-        network (str): ``'teacher'`` or ``'student'``.
-        show_progress (bool): Progress bar.
-
-    Returns:
-        SemiLLIEInferencer: The inferencer.
-
-    Raises:
-        UserError: Missing/broken config or checkpoint, or a checkpoint that
-            does not fit the config's model.
-    """
-    cfg = load_config(config)
-    if 'model' not in cfg:
-        raise UserError(f'config {config} has no `model`; pass a model '
-                        'config such as configs/semillie_visdrone.py')
-    if checkpoint is not None:
-        check_checkpoint(checkpoint)
-    from semillie_mm.apis import SemiLLIEInferencer
-    try:
-        return SemiLLIEInferencer(cfg, checkpoint, device=device,
-                                  network=network,
-                                  show_progress=show_progress)
-    except (KeyError, RuntimeError) as err:
-        # missing weights of the network / shapes that do not match
-        msg = str(err).strip('\'"').splitlines()[0][:300]
-        raise UserError(f'checkpoint {checkpoint} does not fit the model of '
-                        f'{config} ({msg}); pass the checkpoint trained with '
-                        'this config') from err
+    from semillie_mm.apis.checks import check_device
+    check_device(args.device)
 
 
 def _write_json_atomic(obj, path: str) -> None:
@@ -168,7 +123,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     check_args(args)
-    inferencer = build_inferencer(
+    from semillie_mm.apis.checks import build_inferencer_checked
+    inferencer = build_inferencer_checked(
         args.config, args.checkpoint, device=args.device,
         network='student' if args.student else 'teacher',
         show_progress=not args.no_progress)

@@ -1,0 +1,73 @@
+"""User-facing checks shared by the inference tools (one-line errors).
+
+``tools/enhance.py``, ``tools/webui.py`` and ``tools/detection_study.py``
+build their inferencer with :func:`build_inferencer_checked`, so that a
+missing or broken config or checkpoint, or a checkpoint of another model,
+ends in one :class:`~semillie_mm.utils.cli.UserError` line.
+"""
+from typing import Optional
+
+from semillie_mm.utils.cli import UserError, check_checkpoint, load_config
+
+
+def check_device(device: str) -> None:
+    """Check a ``--device`` value.
+
+    Args:
+        device (str): ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        UserError: Another value, or CUDA asked for where there is none.
+    """
+    if device.startswith('cuda'):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f'--device {device}: CUDA is not available on '
+                            'this machine; use --device cpu')
+        index = device.partition(':')[2]
+        if index and (not index.isdigit()
+                      or int(index) >= torch.cuda.device_count()):
+            raise UserError(f'--device {device}: this machine has '
+                            f'{torch.cuda.device_count()} CUDA device(s)')
+    elif device != 'cpu':
+        raise UserError(f'--device {device}: use cpu, cuda or cuda:N')
+
+
+def build_inferencer_checked(config: str,
+                             checkpoint: Optional[str],
+                             device: str = 'cpu',
+                             network: str = 'teacher',
+                             show_progress: bool = True):
+    """Check the files and build a :class:`SemiLLIEInferencer`.
+
+    Args:
+        config (str): Config file.
+        checkpoint (str, optional): Checkpoint file (None: random weights).
+        device (str): Device.
+        network (str): ``'teacher'`` or ``'student'``.
+        show_progress (bool): Progress bar.
+
+    Returns:
+        SemiLLIEInferencer: The inferencer.
+
+    Raises:
+        UserError: Missing, unreadable or broken config or checkpoint, a
+            config without a model, or a checkpoint that does not fit it.
+    """
+    cfg = load_config(config)
+    if 'model' not in cfg:
+        raise UserError(f'config {config} has no `model`; pass a model '
+                        'config such as configs/semillie_visdrone.py')
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+    from .inferencer import SemiLLIEInferencer
+    try:
+        return SemiLLIEInferencer(cfg, checkpoint, device=device,
+                                  network=network,
+                                  show_progress=show_progress)
+    except (KeyError, RuntimeError) as err:
+        # weights of the network missing / tensors of other shapes
+        msg = str(err).strip('\'"').splitlines()[0][:300]
+        raise UserError(f'checkpoint {checkpoint} does not fit the model of '
+                        f'{config} ({msg}); pass the checkpoint trained with '
+                        'this config') from err
