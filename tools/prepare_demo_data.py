@@ -8,8 +8,10 @@ low-light inputs with the physical model of
 ``labeled/{input,GT}``, ``unlabeled/input``, ``val/{input,GT}`` and
 ``manifest.json`` under ``--root`` (see docs/datasets.md). Returns at once if
 a matching build is already there; never leaves a half-written folder.
+A user's mistake (``--root`` is a file, a folder that is not a demo build, a
+folder that cannot be written) is one line on stderr and exit status 2;
+``--debug`` shows the traceback.
 """
-import argparse
 import json
 import os.path as osp
 import sys
@@ -19,6 +21,7 @@ import time
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from semillie_mm.datasets.demo_data import prepare_demo_data  # noqa: E402
+from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -30,7 +33,7 @@ def parse_args(argv=None):
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Build the embedded Semi-LLIE demo data (no download).')
     parser.add_argument(
         '--root', default='data/demo', help='output folder (data/demo)')
@@ -49,7 +52,19 @@ def main(argv=None):
     """
     args = parse_args(argv)
     start = time.time()
-    root = prepare_demo_data(root=args.root, seed=args.seed, force=args.force)
+    if osp.exists(args.root) and not osp.isdir(args.root):
+        raise UserError(f'--root {args.root} is a file, not a folder; choose '
+                        'another --root')
+    try:
+        root = prepare_demo_data(
+            root=args.root, seed=args.seed, force=args.force)
+    except FileExistsError as err:
+        raise UserError(f'--root {args.root} exists and is not a semillie '
+                        'demo build; remove it, choose another --root or '
+                        'pass --force to replace it') from err
+    except PermissionError as err:
+        raise UserError(f'cannot write {err.filename or args.root} '
+                        f'({err.strerror}); choose a writable --root') from err
     with open(osp.join(root, 'manifest.json'), encoding='utf-8') as f:
         manifest = json.load(f)
     counts = ', '.join(f'{k}: {v}' for k, v in manifest['counts'].items())
@@ -58,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -8,8 +8,11 @@ Prints the metrics in the layout of the paper's Table I (the metrics the test
 evaluator computes, e.g. FID/NIQE/LOE on an unpaired set, PSNR/SSIM on a paired
 one), saves the enhanced images (PNG, default WORK_DIR/enhanced) and, with
 ``--out``, writes the numbers as JSON (``{metric: value}``).
+
+A user's mistake (a missing or broken config or checkpoint, a missing weights
+file, a wrong option) ends in one line on stderr and exit status 2; ``--debug``
+or ``SEMILLIE_DEBUG=1`` shows the traceback (:mod:`semillie_mm.utils.cli`).
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -18,12 +21,14 @@ import sys
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import semillie_mm  # noqa: E402,F401
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 from semillie_mm.apis.inference import write_image_atomic  # noqa: E402
 from semillie_mm.evaluation import format_table1, group_metrics  # noqa: E402
+from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
+                                   check_checkpoint, check_config_files,
+                                   load_config, run_cli)
 
 
 class SaveEnhancedImagesHook(Hook):
@@ -122,7 +127,7 @@ def parse_args(argv=None):
     Returns:
         argparse.Namespace: the parsed arguments.
     """
-    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser = ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and outputs')
@@ -157,13 +162,20 @@ def parse_args(argv=None):
 def main(argv=None):
     """Entry point: build the Runner, load the checkpoint, run the test loop.
 
+    Args:
+        argv (list[str] | None): arguments; None reads ``sys.argv``.
+
     Returns:
         dict: the metrics.
+
+    Raises:
+        UserError: a missing or broken config or checkpoint, a weights file
+            named in the model or test evaluator that does not exist, a file
+            or folder of the config (e.g. a data root) that does not exist.
     """
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
+    check_checkpoint(args.checkpoint)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -173,17 +185,24 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    check_config_files(cfg, ('model', 'test_evaluator'), args.config)
     if args.launcher != 'none':
         from train import _use_gloo_without_cuda
         _use_gloo_without_cuda(cfg)
 
-    runner = Runner.from_cfg(cfg)
+    from mmengine.runner import Runner
     out_dir = None
     if not args.no_save:
         out_dir = args.save_outputs or osp.join(cfg.work_dir, 'enhanced')
     saver = SaveEnhancedImagesHook(out_dir)
-    runner.register_hook(saver)
-    metrics = runner.test()
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.register_hook(saver)
+        metrics = runner.test()
+    except FileNotFoundError as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise UserError(f'{lines[0]} (named by {args.config} or '
+                        '--cfg-options); fix the path') from err
     if metrics is None:
         metrics = saver.metrics or {}
     numbers = {}
@@ -207,4 +226,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -5,8 +5,11 @@
 
 Follows mmagic's ``tools/train.py`` conventions; ``--resume`` alone resumes from the
 latest checkpoint in the work dir, ``--resume PATH`` from that file.
+
+A user's mistake (a missing or broken config, checkpoint or weights file, a
+wrong option) ends in one line on stderr and exit status 2; ``--debug`` or
+``SEMILLIE_DEBUG=1`` shows the traceback (:mod:`semillie_mm.utils.cli`).
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -16,7 +19,10 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import semillie_mm  # noqa: E402,F401  (compat fixes + registration)
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+
+from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
+                                   check_checkpoint, check_config_files,
+                                   load_config, run_cli)
 
 
 def parse_args(argv=None):
@@ -28,7 +34,7 @@ def parse_args(argv=None):
     Returns:
         argparse.Namespace: the parsed arguments.
     """
-    parser = argparse.ArgumentParser(description='Train a model')
+    parser = ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
@@ -90,8 +96,12 @@ def build_cfg(args) -> Config:
 
     Returns:
         Config: the final config.
+
+    Raises:
+        UserError: a missing or broken config, ``--resume``/``load_from``
+            checkpoint or weights file named in the model/val evaluator.
     """
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -109,15 +119,21 @@ def build_cfg(args) -> Config:
         if cfg.get('auto_scale_lr') and 'base_batch_size' in cfg.auto_scale_lr:
             cfg.auto_scale_lr.enable = True
         else:
-            raise RuntimeError('cannot find "auto_scale_lr" or '
-                               '"auto_scale_lr.base_batch_size" in the config')
+            raise UserError(f'--auto-scale-lr: {args.config} has no '
+                            '"auto_scale_lr.base_batch_size"; add it or drop '
+                            'the option')
 
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
+        check_checkpoint(args.resume, '--resume checkpoint')
         cfg.resume = True
         cfg.load_from = args.resume
+    elif isinstance(cfg.get('load_from'), str) and \
+            '://' not in cfg.load_from:
+        check_checkpoint(cfg.load_from, f'load_from checkpoint of {args.config}')
+    check_config_files(cfg, ('model', 'val_evaluator'), args.config)
 
     if args.launcher != 'none':
         _use_gloo_without_cuda(cfg)
@@ -138,12 +154,31 @@ def _use_gloo_without_cuda(cfg: Config):
 
 
 def main(argv=None):
-    """Entry point: build the Runner from the config and train."""
+    """Entry point: build the Runner from the config and train.
+
+    Args:
+        argv (list[str] | None): arguments; None reads ``sys.argv``.
+
+    Raises:
+        UserError: a user's mistake (see :func:`build_cfg`); a file or folder
+            the config names (e.g. a data root) that does not exist.
+    """
     args = parse_args(argv)
     cfg = build_cfg(args)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    from mmengine.runner import Runner
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    except FileNotFoundError as err:
+        raise UserError(f'{_one_line(err)} (named by {args.config} or '
+                        '--cfg-options); fix the path') from err
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an exception's message."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

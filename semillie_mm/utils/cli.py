@@ -15,6 +15,7 @@ This module imports nothing heavy at import time (torch and mmengine are
 imported inside the functions that need them), so a tool can check its
 arguments before it pays for importing the OpenMMLab stack.
 """
+import argparse
 import ast
 import os
 import os.path as osp
@@ -36,6 +37,21 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(' '.join(str(message).split()))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """:class:`argparse.ArgumentParser` whose errors are :class:`UserError`.
+
+    argparse prints its usage and then the error (two or more lines) and
+    exits with status 2; here a wrong or missing argument or an unknown
+    option value is one line (``<prog>: error: <message> (see <prog>
+    --help)``) through :func:`run_cli`, with the same status 2. ``--help``
+    is unchanged.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the parse error as a :class:`UserError`."""
+        raise UserError(f'{message} (see {self.prog} --help)')
 
 
 def debug_enabled(argv: Optional[List[str]] = None) -> bool:
@@ -164,6 +180,47 @@ def _syntax_error_of(path: str):
     return None
 
 
+def _base_files(path: str):
+    """The local ``_base_`` files a Python config names (read with ast)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_'
+                for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            names = [value] if isinstance(value, str) else list(value)
+            return [
+                osp.normpath(osp.join(osp.dirname(path), n)) for n in names
+                if isinstance(n, str) and '::' not in n
+            ]
+    return []
+
+
+def _find_syntax_error(path: str, seen=None):
+    """``(file, SyntaxError)`` of the first broken file among ``path`` and
+    its ``_base_`` files, recursively; None if all parse."""
+    seen = set() if seen is None else seen
+    if path in seen or not osp.isfile(path):
+        return None
+    seen.add(path)
+    if path.endswith('.py'):
+        err = _syntax_error_of(path)
+        if err is not None:
+            return path, err
+    for base in _base_files(path):
+        found = _find_syntax_error(base, seen)
+        if found is not None:
+            return found
+    return None
+
+
 def load_config(path):
     """Load an mmengine config, turning a user's mistake into a UserError.
 
@@ -179,7 +236,7 @@ def load_config(path):
             the line).
     """
     path = require_file(path, 'config', 'pass the path of a config file, '
-                        'e.g. configs/semillie/semillie_demo.py')
+                        'e.g. configs/semillie_demo.py')
     if path.endswith('.py'):
         err = _syntax_error_of(path)
         if err is not None:
@@ -189,18 +246,15 @@ def load_config(path):
     try:
         return Config.fromfile(path)
     except SyntaxError as err:
-        # a _base_ file of the config: find which one, for the message
-        bad = err.filename if err.filename and osp.isfile(
-            str(err.filename)) else None
-        line = err.lineno
-        if bad is None:
+        # a _base_ file of the config: mmengine's message does not say which
+        found = _find_syntax_error(path)
+        if found is None:
             raise UserError(f'config {path}: syntax error in it or in one of '
                             f'its _base_ files ({_one_line(err)})') from err
-        inner = _syntax_error_of(bad)
-        if inner is not None:
-            line = inner.lineno
-        raise UserError(f'config {bad} line {line}: syntax error (used by '
-                        f'{path}); fix that line') from err
+        bad, inner = found
+        raise UserError(f'config {bad} line {inner.lineno}: syntax error '
+                        f'({inner.msg}; used by {path}); fix that line'
+                        ) from err
     except FileNotFoundError as err:
         missing = getattr(err, 'filename', None) or _one_line(err)
         raise UserError(f'config {path} refers to a file that does not '
@@ -208,6 +262,81 @@ def load_config(path):
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as err:
         raise UserError(f'config {path} cannot be read '
                         f'({_one_line(err)})') from err
+
+
+def _is_url(path: str) -> bool:
+    return '://' in path
+
+
+#: keys of a config whose string values are local weight files
+_WEIGHT_HINTS = {
+    'ram': 'download RAM\'s ram_swin_large_14m.pth (README, "Weights") and '
+    'put it there, or point {key} at it with --cfg-options {key}=PATH',
+    'inception_path': 'download pt_inception-2015-12-05-6726825d.pth (see '
+    'docs/metrics.md, FID) and put it there, or point {key} at it with '
+    '--cfg-options',
+    'pretrained': 'put the weight file there or point {key} at it with '
+    '--cfg-options {key}=PATH',
+}
+
+
+def _walk(node, prefix):
+    """Yield ``(dotted_key, dict)`` for every dict inside a config part."""
+    if isinstance(node, dict):
+        yield prefix, node
+        for key, value in node.items():
+            yield from _walk(value, f'{prefix}.{key}' if prefix else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f'{prefix}.{i}')
+
+
+def check_config_files(cfg, sections, config_path: str = 'the config'):
+    """Check the local weight files a config names, before anything is built.
+
+    Looks in ``cfg[section]`` for each section for: ``pretrained='PATH'``
+    (e.g. RAM's weights), ``init_cfg=dict(type='Pretrained',
+    checkpoint='PATH')`` and ``inception_path='PATH'`` (FID); URLs
+    (``scheme://``) are skipped, ``None`` means "no weights" except for
+    ``ReferenceFID``, which needs its Inception file.
+
+    Args:
+        cfg (mmengine.Config | dict): the loaded config.
+        sections (sequence[str]): top-level keys to look in, e.g.
+            ``('model', 'val_evaluator')``.
+        config_path (str): the config's file name, for the messages.
+
+    Raises:
+        UserError: naming the key, the file and what to do.
+    """
+    for section in sections:
+        part = cfg.get(section, None) if hasattr(cfg, 'get') else None
+        if part is None:
+            continue
+        for dotted, node in _walk(part, section):
+            items = []
+            value = node.get('pretrained')
+            if isinstance(value, str) and not _is_url(value):
+                hint = 'ram' if 'ram' in dotted.lower() or 'ram' in \
+                    str(node.get('type', '')).lower() else 'pretrained'
+                items.append((f'{dotted}.pretrained', value, hint))
+            if str(node.get('type', '')).lower() == 'pretrained':
+                value = node.get('checkpoint')
+                if isinstance(value, str) and not _is_url(value):
+                    items.append((f'{dotted}.checkpoint', value, 'pretrained'))
+            if 'inception_path' in node or node.get('type') == 'ReferenceFID':
+                value = node.get('inception_path')
+                key = f'{dotted}.inception_path'
+                if value is None and node.get('type') == 'ReferenceFID':
+                    raise UserError(
+                        f'{config_path}: {key} is not set; FID needs the '
+                        'Inception weights as a local file: ' +
+                        _WEIGHT_HINTS['inception_path'].format(key=key))
+                if isinstance(value, str) and not _is_url(value):
+                    items.append((key, value, 'inception_path'))
+            for key, path, hint in items:
+                require_file(path, f'{config_path}: {key} =',
+                             _WEIGHT_HINTS[hint].format(key=key))
 
 
 def check_checkpoint(path, what: str = 'checkpoint') -> str:
@@ -237,16 +366,19 @@ def check_checkpoint(path, what: str = 'checkpoint') -> str:
     import zipfile
 
     import torch
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..) or, in the legacy format, a
+    # pickle (protocol 2: 0x80 0x02); a file that starts like one but does
+    # not load is a damaged checkpoint, anything else is not a checkpoint
+    looks_like = head.startswith(b'PK\x03\x04') or head[:1] == b'\x80'
     kwargs = dict(map_location='cpu', weights_only=False)
     if zipfile.is_zipfile(path):
         kwargs['mmap'] = True
     try:
         obj = torch.load(path, **kwargs)
     except Exception as err:  # noqa: BLE001 -- torch raises many types
-        # RuntimeError (truncated zip), EOFError / UnpicklingError (truncated
-        # or not a pickle), ValueError ...; all mean "this file is broken"
-        kind = 'truncated or corrupt' if zipfile.is_zipfile(path) or \
-            isinstance(err, (EOFError, RuntimeError)) else \
+        kind = 'truncated or corrupt' if looks_like else \
             'not a PyTorch checkpoint'
         raise UserError(f'{what} {path} is {kind} ({type(err).__name__}: '
                         f'{_one_line(err)[:120]}); {fix}') from err
