@@ -5,6 +5,8 @@ from typing import Dict, Mapping, Optional, Tuple
 METRIC_FORMATS = {
     'PSNR': ('↑', 2),
     'SSIM': ('↑', 4),
+    'PSNR_GTmean': ('↑', 2),
+    'SSIM_GTmean': ('↑', 4),
     'FID': ('↓', 2),
     'NIQE': ('↓', 3),
     'LOE': ('↓', 1),
