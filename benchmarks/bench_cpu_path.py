@@ -1,0 +1,1207 @@
+"""The CPU path of SemiLLIENet against issue #10's targets, in one run.
+
+Prints every row of the issue's table as a ratio measured in this run, for
+this checkout ("new") and, side by side, an older commit of the project
+("old", a git worktree), plus two peers on the same selective-scan call: the
+'reference' backend (a PyTorch loop over L) and mambapy's ``pscan`` (pure
+PyTorch parallel scan; optional, ``pip install -r requirements/benchmarks.txt``).
+
+    python benchmarks/bench_cpu_path.py [--quick | --dry-run] [--out R.json]
+        [--old-root /work/wt-old | --no-old] [--rows fwd,train,...]
+
+Rows (``--rows`` picks a subset, comma separated):
+
+- ``fwd``: 256x256 forward of the default SemiLLIENet (C=64, 2 groups x 2
+  MSSBs, N=16; eval, no_grad) / "sgemm floor" = model MACs / the machine's
+  sgemm rate (a 4096^3 float32 ``torch.mm`` with torch's default thread
+  count, measured in this run; the best of the measurements at the start and
+  the end of the run);
+- ``train``: forward + L1 loss + backward, batch 8 x 128x128 (train mode) /
+  (3 x its forward floor), and the peak RSS of that process;
+- ``big``: 1920x1080 untiled forward (no_grad): peak RSS and time, stopped
+  by a watchdog when its RSS passes ``--rss-cap-gb``;
+- ``scan``: the selective scan of one SS2D call of a 256x256 image (batch 1,
+  dim 512 = 4 directions x 128 channels, L 65536, N 16, B/C in 4 groups,
+  D, delta_bias, delta_softplus), ns per (channel, step, state) element and
+  thread = wall time x torch threads / (batch * dim * L * N), forward
+  (no_grad) and forward+backward; the peers on the same inputs;
+- ``loop``: two concurrent copies of a small training loop (default model,
+  Adam, batch 2, 64x64), per-iteration time of each vs the same loop alone;
+- ``demo``: two concurrent ``tools/train.py configs/semillie_demo.py``
+  trainings of 60 iterations (separate work dirs), wall time of each vs one
+  alone;
+- ``first``: the first CPU selective scan (forward + backward, tiny input)
+  in a fresh process, wall seconds; for the old commit with an empty numba
+  cache (its set-up did not compile the kernels).
+
+Model MACs are counted during the measured forward by forward hooks: every
+``nn.Conv2d`` (output elements x in_channels / groups x kernel area), every
+``nn.Linear`` (output elements x in_features) and every ``SS2D`` (its x_proj
+and dt_proj einsums, and 5 MACs per (direction, channel, step, state) for
+the scan, as in ``bench_backbone.py``); norms, activations and other
+element-wise operations are not counted.
+
+Every measurement runs in a fresh subprocess (``PYTHONPATH`` = the variant's
+root, ``semillie_mm.__file__`` checked); its peak RSS is the ``ru_maxrss`` of
+that child (``os.wait4``). ``--quick`` and ``--dry-run`` shrink every size
+(the ratios then refer to those sizes; the printed table says which).
+Results: docs/benchmarks.md, "CPU path".
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+ROOT = osp.dirname(HERE)
+MARK = 'BENCH_JSON '
+GiB = 2**30
+
+# the issue's targets: (row key, comparison, value)
+TARGETS = {
+    'fwd': 2.5,
+    'train': 2.5,
+    'train_rss_gb': 4.0,
+    'big_rss_gb': 6.0,
+    'scan_fwd_ns': 0.35,
+    'scan_fwdbwd_ns': 1.2,
+    'ss2d_fwd_ns': 0.35,
+    'ss2d_fwdbwd_ns': 1.2,
+    'loop': 2.5,
+    'demo': 2.5,
+    'first_s': 5.0,
+}
+
+PROFILES = {
+    'full':
+    dict(
+        fwd=(1, 256, 256),
+        fwd_repeat=2,
+        train=(8, 128, 128),
+        train_repeat=1,
+        big=(1, 1080, 1920),
+        scan=dict(batch=1, dim=512, length=65536, d_state=16, groups=4),
+        ss2d=dict(batch=1, channels=128, h=256, w=256, d_state=16),
+        ref_length=1024,
+        mambapy_length=2048,
+        loop=dict(batch=2, size=64, iters=10),
+        demo_iters=60,
+        sgemm=4096),
+    'quick':
+    dict(
+        fwd=(1, 128, 128),
+        fwd_repeat=1,
+        train=(2, 128, 128),
+        train_repeat=1,
+        big=(1, 270, 480),
+        scan=dict(batch=1, dim=512, length=8192, d_state=16, groups=4),
+        ss2d=dict(batch=1, channels=128, h=64, w=128, d_state=16),
+        ref_length=256,
+        mambapy_length=512,
+        loop=dict(batch=2, size=64, iters=3),
+        demo_iters=10,
+        sgemm=2048),
+    'dry-run':
+    dict(
+        fwd=(1, 32, 32),
+        fwd_repeat=1,
+        train=(1, 32, 32),
+        train_repeat=1,
+        big=(1, 32, 48),
+        scan=dict(batch=1, dim=64, length=256, d_state=16, groups=4),
+        ss2d=dict(batch=1, channels=16, h=16, w=16, d_state=16),
+        ref_length=128,
+        mambapy_length=128,
+        loop=dict(batch=2, size=16, iters=1),
+        demo_iters=2,
+        sgemm=256),
+}
+ALL_ROWS = ('fwd', 'train', 'big', 'scan', 'loop', 'demo', 'first')
+
+
+# --------------------------------------------------------------------------
+# child side: one measurement per process
+# --------------------------------------------------------------------------
+def _maxrss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss_bytes():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def _import_model():
+    import torch
+    import semillie_mm  # noqa: F401
+    from semillie_mm.models.archs import SemiLLIENet
+    return torch, SemiLLIENet
+
+
+class MacCounter:
+    """Multiply-accumulates of a model's forward, counted by forward hooks.
+
+    Conv2d: output elements x in_channels / groups x kernel area; Linear:
+    output elements x in_features; SS2D: per (batch, pixel) and direction,
+    the x_proj einsum (E x (R + 2N)), the dt_proj einsum (R x E) and the scan
+    (5 x E x N: exp(delta A), delta B u, the state update and C h, as in
+    ``bench_backbone.scan_flops``). Submodules of an SS2D are not counted
+    twice (it has none that are Conv2d/Linear today).
+
+    Args:
+        model (nn.Module): the model to watch.
+    """
+
+    def __init__(self, model):
+        import torch.nn as nn
+        from semillie_mm.models.archs import SS2D
+        self.macs = 0
+        self.handles = []
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                self.handles.append(m.register_forward_hook(self._conv))
+            elif isinstance(m, nn.Linear):
+                self.handles.append(m.register_forward_hook(self._linear))
+            elif isinstance(m, SS2D):
+                self.handles.append(m.register_forward_hook(self._ss2d))
+
+    def _conv(self, m, inputs, out):
+        kh, kw = m.kernel_size
+        self.macs += out.numel() * (m.in_channels // m.groups) * kh * kw
+
+    def _linear(self, m, inputs, out):
+        self.macs += out.numel() * m.in_features
+
+    @staticmethod
+    def ss2d_macs(m, shape):
+        """MACs of one SS2D forward on an input of ``shape`` (B, E, H, W).
+
+        Args:
+            m (SS2D): the module (its projection weights give K, R, N).
+            shape (tuple): input shape.
+
+        Returns:
+            int: multiply-accumulates.
+        """
+        b, e, h, w = shape
+        K, rn2, e_w = m.x_proj_weight.shape
+        R = m.dt_proj_weight.shape[-1]
+        N = (rn2 - R) // 2
+        assert e_w == e, (e_w, e)
+        per_pixel = K * (e * rn2 + R * e + 5 * e * N)
+        return b * h * w * per_pixel
+
+    def _ss2d(self, m, inputs, out):
+        self.macs += self.ss2d_macs(m, tuple(inputs[0].shape))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def child_sgemm(n, repeat=3):
+    """float32 n x n x n matrix product with torch's default threads."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return dict(
+        n=n,
+        torch=torch.__version__,
+        times=times,
+        gmacs=n**3 / min(times) / 1e9,
+        threads=torch.get_num_threads())
+
+
+def child_forward(batch, h, w, repeat):
+    """No-grad forward of the default SemiLLIENet: best time and MACs."""
+    torch, SemiLLIENet = _import_model()
+    threads0 = torch.get_num_threads()
+    torch.manual_seed(0)
+    net = SemiLLIENet().eval()
+    with torch.no_grad():
+        net(torch.rand(1, 3, 16, 16))  # loads / compiles the kernels
+    x = torch.rand(batch, 3, h, w)
+    counter = MacCounter(net)
+    times = []
+    rss0 = _rss_bytes()
+    cpu = []
+    with torch.no_grad():
+        for i in range(repeat):
+            t, c = time.perf_counter(), time.process_time()
+            net(x)
+            times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+            if i == 0:
+                macs = counter.macs
+                counter.remove()
+    return dict(
+        times=times,
+        best_s=min(times),
+        cpu_s=cpu[times.index(min(times))],
+        macs=macs,
+        rss_before_gb=rss0 / GiB,
+        threads_before=threads0,
+        threads_after=torch.get_num_threads())
+
+
+def child_train(batch, h, w, repeat):
+    """Forward + L1 loss + backward in train mode: best time and MACs."""
+    torch, SemiLLIENet = _import_model()
+    threads0 = torch.get_num_threads()
+    torch.manual_seed(0)
+    net = SemiLLIENet().train()
+    net(torch.rand(1, 3, 16, 16)).abs().mean().backward()  # warm-up
+    net.zero_grad(set_to_none=True)
+    x = torch.rand(batch, 3, h, w)
+    target = torch.rand(batch, 3, h, w)
+    counter = MacCounter(net)
+    times, cpu = [], []
+    rss0 = _rss_bytes()
+    for i in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        loss = (net(x) - target).abs().mean()
+        if i == 0:
+            macs = counter.macs
+            counter.remove()
+        loss.backward()
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        net.zero_grad(set_to_none=True)
+        del loss
+    return dict(
+        times=times,
+        best_s=min(times),
+        cpu_s=cpu[times.index(min(times))],
+        macs=macs,
+        rss_before_gb=rss0 / GiB,
+        threads_before=threads0,
+        threads_after=torch.get_num_threads())
+
+
+def make_scan_inputs(batch, dim, length, d_state, groups, grad, seed=0):
+    """Inputs shaped and scaled like SS2D's call: A = -(1..N), delta_bias
+    from the Mamba dt initialisation, delta_softplus=True.
+
+    Returns:
+        dict: keyword arguments of ``selective_scan`` (float32).
+    """
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.exp(
+        torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) +
+        math.log(1e-3)).clamp(min=1e-4)
+    x = dict(
+        u=torch.randn(batch, dim, length, generator=g),
+        delta=torch.randn(batch, dim, length, generator=g).mul_(0.1),
+        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(dim, 1),
+        B=torch.randn(batch, groups, d_state, length, generator=g),
+        C=torch.randn(batch, groups, d_state, length, generator=g),
+        D=torch.ones(dim),
+        delta_bias=dt + torch.log(-torch.expm1(-dt)))
+    return {k: v.requires_grad_(grad) for k, v in x.items()}
+
+
+def scan_mambapy(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
+    """The selective scan computed with mambapy's parallel scan ``pscan``
+    (the way mambapy's own Mamba block calls it: the (batch, L, dim, N)
+    decays and inputs are materialised, then scanned).
+
+    Args: as :func:`semillie_mm.ops.selective_scan` (no z).
+
+    Returns:
+        Tensor: (batch, dim, L).
+    """
+    import torch.nn.functional as F
+    from mambapy.pscan import pscan
+    b, d, l = u.shape
+    g = B.shape[1]
+    dt = delta + delta_bias.view(1, -1, 1)
+    if delta_softplus:
+        dt = F.softplus(dt)
+    dt = dt.transpose(1, 2)  # (b, l, d)
+    # (b, g, n, l) -> (b, l, d, n): channel c uses group c // (d // g)
+    Bx = B.permute(0, 3, 1, 2).repeat_interleave(d // g, dim=2)
+    Cx = C.permute(0, 3, 1, 2).repeat_interleave(d // g, dim=2)
+    dA = (dt.unsqueeze(-1) * A).exp()  # (b, l, d, n)
+    dBu = (dt * u.transpose(1, 2)).unsqueeze(-1) * Bx
+    hs = pscan(dA, dBu)  # (b, l, d, n)
+    y = (hs * Cx).sum(-1) + u.transpose(1, 2) * D
+    return y.transpose(1, 2)
+
+
+def child_scan(backend, mode, batch, dim, length, d_state, groups):
+    """One selective-scan call: wall and CPU seconds, extra peak memory."""
+    import torch
+    from semillie_mm.ops.selective_scan import selective_scan
+    threads0 = torch.get_num_threads()
+    grad = mode == 'fwd+bwd'
+
+    def call(x, grad_out=None):
+        if backend == 'mambapy':
+            out = scan_mambapy(**x, delta_softplus=True)
+        else:
+            out = selective_scan(
+                **x, delta_softplus=True,
+                backend=None if backend == 'auto' else backend)
+        if grad:
+            out.backward(torch.ones_like(out) if grad_out is None else
+                         grad_out)
+        return out
+
+    small = make_scan_inputs(1, 2 * groups, 8, d_state, groups, grad)
+    if grad:
+        call(small)
+    else:
+        with torch.no_grad():
+            call(small)
+    x = make_scan_inputs(batch, dim, length, d_state, groups, grad)
+    grad_out = torch.randn_like(x['u']) if grad else None
+    rss0 = _rss_bytes()
+    t0, c0 = time.perf_counter(), time.process_time()
+    if grad:
+        call(x, grad_out)
+    else:
+        with torch.no_grad():
+            call(x)
+    seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - c0
+    return dict(
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        extra_gb=max(0, _maxrss_bytes() - rss0) / GiB,
+        elements=batch * dim * length * d_state,
+        threads_before=threads0,
+        threads=torch.get_num_threads())
+
+
+def child_ss2d(mode, batch, channels, h, w, d_state):
+    """One SS2D layer (projections + the four-direction scan, the path the
+    model takes by default): wall and CPU seconds, extra peak memory."""
+    torch, _ = _import_model()
+    from semillie_mm.models.archs import SS2D
+    threads0 = torch.get_num_threads()
+    grad = mode == 'fwd+bwd'
+    torch.manual_seed(0)
+    m = SS2D(channels, d_state=d_state)
+
+    def call(x):
+        if not grad:
+            with torch.no_grad():
+                return m(x)
+        out = m(x)
+        out.backward(torch.randn_like(out))
+        return out
+
+    call(torch.randn(1, channels, 8, 8, requires_grad=grad))  # warm-up
+    x = torch.randn(batch, channels, h, w, requires_grad=grad)
+    rss0 = _rss_bytes()
+    t0, c0 = time.perf_counter(), time.process_time()
+    call(x)
+    seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - c0
+    return dict(
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        extra_gb=max(0, _maxrss_bytes() - rss0) / GiB,
+        elements=batch * m.num_directions * channels * h * w * d_state,
+        threads_before=threads0,
+        threads=torch.get_num_threads())
+
+
+def child_check_peer(batch, dim, length, d_state, groups):
+    """Max abs difference of mambapy's scan against the reference backend
+    (forward and the input gradients), on a small size."""
+    import torch
+    from semillie_mm.ops.selective_scan import selective_scan
+    outs = []
+    for which in ('reference', 'mambapy'):
+        x = make_scan_inputs(batch, dim, length, d_state, groups, True)
+        x = {k: v.detach().double().requires_grad_() for k, v in x.items()}
+        if which == 'mambapy':
+            out = scan_mambapy(**x)
+        else:
+            out = selective_scan(**x, delta_softplus=True,
+                                 backend='reference')
+        out.backward(torch.linspace(-1, 1, out.numel(),
+                                    dtype=out.dtype).view_as(out))
+        outs.append([out.detach()] + [x[k].grad for k in ('u', 'delta', 'B')])
+    diff = max(float((a - b).abs().max()) for a, b in zip(*outs))
+    scale = max(float(a.abs().max()) for a in outs[0])
+    return dict(max_abs_diff=diff, scale=scale)
+
+
+def child_loop(batch, size, iters, ready, go):
+    """A small training loop; waits for ``go`` (a file) after a warm-up
+    iteration so that concurrent copies time the same interval."""
+    torch, SemiLLIENet = _import_model()
+    threads0 = torch.get_num_threads()
+    torch.manual_seed(0)
+    net = SemiLLIENet().train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.rand(batch, 3, size, size)
+    target = torch.rand(batch, 3, size, size)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        (net(x) - target).abs().mean().backward()
+        opt.step()
+
+    step()
+    open(ready, 'w').close()
+    deadline = time.time() + 1800
+    while not osp.exists(go):
+        if time.time() > deadline:
+            raise RuntimeError('no go signal')
+        time.sleep(0.01)
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    seconds = time.perf_counter() - t
+    return dict(
+        seconds=seconds,
+        per_iter_s=seconds / iters,
+        threads_before=threads0,
+        threads_after=torch.get_num_threads())
+
+
+def child_first(d_state=16, groups=4):
+    """Import time, the first scan of an SS2D layer (fwd + bwd, tiny map,
+    the model's default path), then the first plain ``selective_scan`` call
+    (fwd + bwd, tiny, default CPU backend) in the same fresh process."""
+    t0 = time.perf_counter()
+    import torch
+    from semillie_mm.models.archs import SS2D
+    from semillie_mm.ops.selective_scan import selective_scan
+    t_import = time.perf_counter() - t0
+    torch.manual_seed(0)
+    m = SS2D(16, d_state=d_state)
+    x = torch.randn(1, 16, 8, 8, requires_grad=True)
+    t = time.perf_counter()
+    m(x).sum().backward()
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    m(x).sum().backward()
+    second = time.perf_counter() - t
+    s = make_scan_inputs(1, 2 * groups, 64, d_state, groups, True)
+    t = time.perf_counter()
+    selective_scan(**s, delta_softplus=True).sum().backward()
+    first_plain = time.perf_counter() - t
+    return dict(
+        import_s=t_import,
+        first_s=first,
+        second_s=second,
+        first_plain_scan_s=first_plain,
+        threads=torch.get_num_threads())
+
+
+def child_demo_prep(root):
+    from semillie_mm.datasets.demo_data import prepare_demo_data
+    prepare_demo_data(root)
+    return dict(root=root)
+
+
+CHILDREN = dict(
+    sgemm=child_sgemm,
+    forward=child_forward,
+    train=child_train,
+    scan=child_scan,
+    ss2d=child_ss2d,
+    check_peer=child_check_peer,
+    loop=child_loop,
+    first=child_first,
+    demo_prep=child_demo_prep)
+
+
+def run_child_main(name, params):
+    result = CHILDREN[name](**params)
+    result['maxrss_gb'] = _maxrss_bytes() / GiB
+    mod = sys.modules.get('semillie_mm')
+    if mod is not None:
+        result['semillie_file'] = osp.abspath(mod.__file__)
+    print(MARK + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------
+# parent side
+# --------------------------------------------------------------------------
+def _proc_tree_rss(pid):
+    """Resident bytes of a process and its descendants (0 once gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f'/proc/{p}/statm') as f:
+                total += int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+            with open(f'/proc/{p}/task/{p}/children') as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def _mem_available():
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) * 1024
+    return float('inf')
+
+
+class Job:
+    """A child process watched for memory: stopped (SIGKILL to its process
+    group) when its tree's RSS passes ``cap`` bytes or the machine's
+    available memory falls under ``reserve`` bytes.
+
+    Args:
+        cmd (list[str]): command.
+        env (dict): environment.
+        cwd (str): working directory.
+        log (str): file receiving stdout and stderr.
+        cap (float): RSS limit in bytes.
+        reserve (float): minimum MemAvailable in bytes.
+    """
+
+    def __init__(self, cmd, env, cwd, log, cap, reserve):
+        self.log = log
+        self.cap, self.reserve = cap, reserve
+        self.t0 = time.perf_counter()
+        with open(log, 'w') as f:
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        self.expect_json = '--child' in cmd
+        self.stopped = None
+        self.peak_seen = 0
+        self.rusage = None
+        self.status = None
+        self.seconds = None
+
+    def poll(self):
+        """Check memory, reap if finished. Returns True when done."""
+        if self.status is not None:
+            return True
+        pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
+        if pid:
+            self.status, self.rusage = status, ru
+            self.seconds = time.perf_counter() - self.t0
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+            return True
+        rss = _proc_tree_rss(self.proc.pid)
+        self.peak_seen = max(self.peak_seen, rss)
+        if self.stopped is None:
+            if rss > self.cap:
+                self.stopped = (f'stopped at {rss / GiB:.1f} GB RSS after '
+                                f'{time.perf_counter() - self.t0:.0f} s')
+            elif _mem_available() < self.reserve:
+                self.stopped = (f'stopped: machine memory low at '
+                                f'{rss / GiB:.1f} GB RSS after '
+                                f'{time.perf_counter() - self.t0:.0f} s')
+            if self.stopped:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return False
+
+    def result(self):
+        """The child's JSON line (dict) plus its rusage figures."""
+        with open(self.log) as f:
+            text = f.read()
+        out = None
+        for line in text.splitlines():
+            if line.startswith(MARK):
+                out = json.loads(line[len(MARK):])
+        res = dict(out or {})
+        res['wall_s'] = self.seconds
+        res['rusage_maxrss_gb'] = self.rusage.ru_maxrss * 1024 / GiB
+        res['returncode'] = self.proc.returncode
+        if self.stopped:
+            res['stopped'] = self.stopped
+            res['peak_seen_gb'] = self.peak_seen / GiB
+        elif (out is None and self.expect_json) or self.proc.returncode != 0:
+            tail = '\n'.join(text.strip().splitlines()[-15:])
+            res['error'] = f'exit {self.proc.returncode}: {tail}'
+        return res
+
+
+def wait_all(jobs, interval=0.2, on_poll=None):
+    while True:
+        done = [j.poll() for j in jobs]
+        if on_poll is not None:
+            on_poll()
+        if all(done):
+            return [j.result() for j in jobs]
+        time.sleep(interval)
+
+
+class Runner:
+    """Starts children of this script (or any command) for one variant.
+
+    Args:
+        name (str): 'new' or 'old'.
+        root (str): the variant's repository root (on PYTHONPATH).
+        scratch (str): folder for logs and work dirs.
+        cap (float): RSS cap in bytes; reserve: MemAvailable floor.
+        extra_env (dict): more environment variables.
+    """
+
+    def __init__(self, name, root, scratch, cap, reserve, extra_env=None):
+        self.name, self.root = name, osp.abspath(root)
+        self.scratch = scratch
+        self.cap, self.reserve = cap, reserve
+        self.env = dict(os.environ)
+        self.env.pop('PYTHONPATH', None)
+        self.env['PYTHONPATH'] = self.root
+        self.env.update(extra_env or {})
+        self.count = 0
+
+    def start(self, child, params=None, cmd=None, cwd=None, env=None):
+        self.count += 1
+        tag = f'{self.name}-{self.count:02d}-{child}'
+        if cmd is None:
+            cmd = [sys.executable, osp.abspath(__file__), '--child', child,
+                   '--params', json.dumps(params or {})]
+        e = dict(self.env)
+        e.update(env or {})
+        return Job(cmd, e, cwd or self.root,
+                   osp.join(self.scratch, tag + '.log'), self.cap,
+                   self.reserve)
+
+    def check(self, res):
+        """Stop the benchmark if a child imported semillie_mm from
+        anywhere but this variant's root."""
+        got = res.get('semillie_file')
+        want = osp.join(self.root, 'semillie_mm', '__init__.py')
+        if got and osp.realpath(got) != osp.realpath(want):
+            raise SystemExit(
+                f'{self.name}: semillie_mm imported from {got}, not {want} '
+                '(PYTHONPATH does not win over the installed package)')
+        return res
+
+    def run(self, child, params=None, **kw):
+        return self.check(wait_all([self.start(child, params, **kw)])[0])
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine_summary():
+    """lscpu model name, SIMD flags, core count, memory, load average."""
+    info = dict(model=platform.processor() or 'unknown', flags='')
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True,
+                             check=True).stdout
+        fields = {}
+        for line in out.splitlines():
+            k, _, v = line.partition(':')
+            fields[k.strip()] = v.strip()
+        info['model'] = fields.get('Model name', info['model'])
+        flags = set(fields.get('Flags', '').split())
+        simd = [f for f in ('sse4_2', 'avx', 'avx2', 'fma', 'f16c',
+                            'avx512f', 'avx512dq', 'avx512bw', 'avx512vl',
+                            'avx512_vnni', 'avx512_bf16', 'avx_vnni',
+                            'amx_tile') if f in flags]
+        info['flags'] = ' '.join(simd)
+        info['cpus'] = fields.get('CPU(s)', str(os.cpu_count()))
+        info['threads_per_core'] = fields.get('Thread(s) per core', '?')
+        info['l2'] = fields.get('L2 cache', '?')
+    except (OSError, subprocess.CalledProcessError):
+        info['cpus'] = str(os.cpu_count())
+    with open('/proc/meminfo') as f:
+        info['mem_gb'] = int(f.readline().split()[1]) / 2**20
+    return info
+
+
+def git_describe(root):
+    def git(*a):
+        r = subprocess.run(['git', '-C', root] + list(a),
+                           capture_output=True, text=True)
+        return r.stdout.strip()
+
+    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
+    dirty = git('status', '--porcelain', '--', 'semillie_mm', 'tools',
+                'configs')
+    return commit + (' + uncommitted changes' if dirty else '')
+
+
+def extrapolate(r1, r2, l1, l2, length, key):
+    """Linear in L through the two measurements (fixed costs are not
+    multiplied); a non-positive slope gives the value at l2."""
+    slope = (r2[key] - r1[key]) / (l2 - l1)
+    return r2[key] + max(slope, 0.0) * (length - l2)
+
+
+def measure_variant(run, prof, rows, out, scan_backend='auto'):
+    """All rows for one variant (a Runner); results go into ``out``."""
+    if 'first' in rows:
+        log(f'[{run.name}] first scan in a fresh process')
+        out['first'] = run.run('first')
+        out['first_again'] = run.run('first')
+    if 'fwd' in rows:
+        b, h, w = prof['fwd']
+        log(f'[{run.name}] forward {b}x{h}x{w}')
+        out['fwd'] = run.run('forward', dict(batch=b, h=h, w=w,
+                                             repeat=prof['fwd_repeat']))
+    if 'train' in rows:
+        b, h, w = prof['train']
+        log(f'[{run.name}] training step {b}x{h}x{w}')
+        out['train'] = run.run('train', dict(batch=b, h=h, w=w,
+                                             repeat=prof['train_repeat']))
+    if 'big' in rows:
+        b, h, w = prof['big']
+        log(f'[{run.name}] untiled forward {b}x{h}x{w} (RSS cap '
+            f'{run.cap / GiB:.1f} GB)')
+        out['big'] = run.run('forward', dict(batch=b, h=h, w=w, repeat=1))
+    if 'scan' in rows:
+        for mode in ('fwd', 'fwd+bwd'):
+            log(f'[{run.name}] scan {mode} ({scan_backend})')
+            out[f'scan_{mode}'] = run.run(
+                'scan', dict(backend=scan_backend, mode=mode,
+                             **prof['scan']))
+            log(f'[{run.name}] SS2D layer {mode}')
+            out[f'ss2d_{mode}'] = run.run('ss2d',
+                                          dict(mode=mode, **prof['ss2d']))
+    if 'loop' in rows:
+        out['loop_solo'] = run_loops(run, prof, 1)[0]
+        out['loop_pair'] = run_loops(run, prof, 2)
+    if 'demo' in rows:
+        out.update(run_demo(run, prof))
+
+
+def run_loops(run, prof, copies):
+    log(f'[{run.name}] training loop x{copies}')
+    tag = f'{run.name}-loop{copies}-{time.time_ns()}'
+    go = osp.join(run.scratch, tag + '.go')
+    readies = [osp.join(run.scratch, f'{tag}.{i}.ready')
+               for i in range(copies)]
+    jobs = [
+        run.start('loop', dict(ready=r, go=go, **prof['loop']))
+        for r in readies
+    ]
+
+    def release():
+        if not osp.exists(go) and all(osp.exists(r) for r in readies):
+            open(go, 'w').close()
+        # a failed copy must not keep the others waiting
+        if not osp.exists(go) and any(j.status is not None for j in jobs):
+            open(go, 'w').close()
+
+    return wait_all(jobs, on_poll=release)
+
+
+def run_demo(run, prof):
+    """Solo and two concurrent tools/train.py runs of the demo config."""
+    res = {}
+    cwd = osp.join(run.scratch, f'demo-{run.name}')
+    os.makedirs(cwd, exist_ok=True)
+    log(f'[{run.name}] demo data')
+    prep = run.run('demo_prep', dict(root=osp.join(cwd, 'data', 'demo')))
+    if 'error' in prep:
+        return dict(demo_solo=prep, demo_pair=[prep, prep])
+    iters = prof['demo_iters']
+
+    def cmd(i):
+        return [
+            sys.executable,
+            osp.join(run.root, 'tools', 'train.py'),
+            osp.join(run.root, 'configs', 'semillie_demo.py'), '--work-dir',
+            osp.join(cwd, f'work_{time.time_ns()}_{i}'), '--cfg-options',
+            f'train_cfg.max_iters={iters}'
+        ]
+
+    log(f'[{run.name}] demo training x1 ({iters} iterations)')
+    res['demo_solo'] = run.run('train.py', cmd=cmd(0), cwd=cwd)
+    log(f'[{run.name}] demo training x2 ({iters} iterations)')
+    jobs = [run.start('train.py', cmd=cmd(i), cwd=cwd) for i in (1, 2)]
+    res['demo_pair'] = wait_all(jobs)
+    return res
+
+
+def measure_peers(run, prof, peers, out):
+    """Reference and mambapy on the scan call, at shorter lengths,
+    extrapolated linearly to the full length."""
+    shape = dict(prof['scan'])
+    length = shape.pop('length')
+    for peer in peers:
+        l1 = prof['ref_length'] if peer == 'reference' else \
+            prof['mambapy_length']
+        l2 = 2 * l1
+        if peer == 'mambapy':
+            chk = run.run('check_peer', dict(batch=1, dim=8, length=32,
+                                             d_state=4, groups=2))
+            out['mambapy_check'] = chk
+            if 'error' in chk:
+                log(f'(mambapy not usable: {chk["error"].splitlines()[-1]})')
+                out['mambapy_missing'] = chk['error'].splitlines()[-1]
+                continue
+        for mode in ('fwd', 'fwd+bwd'):
+            if l1 >= length:
+                log(f'[peer {peer}] scan {mode} L={length}')
+                r = run.run('scan', dict(backend=peer, mode=mode,
+                                         length=length, **shape))
+                r['note'] = 'measured'
+            else:
+                log(f'[peer {peer}] scan {mode} L={l1}, {l2}')
+                r1, r2 = (run.run('scan', dict(backend=peer, mode=mode,
+                                               length=n, **shape))
+                          for n in (l1, l2))
+                if 'error' in r1 or 'error' in r2:
+                    r = r1 if 'error' in r1 else r2
+                else:
+                    r = dict(r2)
+                    for key in ('seconds', 'cpu_seconds', 'extra_gb'):
+                        r[key] = extrapolate(r1, r2, l1, l2, length, key)
+                    r['elements'] = r2['elements'] * length // l2
+                    r['note'] = (
+                        f'extrapolated linearly from L={l1} '
+                        f'({r1["seconds"]:.2f} s, {r1["extra_gb"]:.2f} GB) '
+                        f'and L={l2} ({r2["seconds"]:.2f} s, '
+                        f'{r2["extra_gb"]:.2f} GB)')
+                    r['measured'] = [r1, r2]
+            out[f'scan_{mode}'] = r
+
+
+# --------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------
+def _fail(r):
+    if r is None or 'stopped' in r:
+        return None
+    if 'error' in r:
+        return 'failed: ' + r['error'].strip().splitlines()[-1][:120]
+    return None
+
+
+def derive(res, rate):
+    """The table's figures of one variant from its raw results.
+
+    Args:
+        res (dict): raw results of :func:`measure_variant`.
+        rate (float): sgemm rate, MACs per second.
+
+    Returns:
+        dict: key -> (value or None, text).
+    """
+    d = {}
+    r = res.get('fwd')
+    err = _fail(r)
+    if err:
+        d['fwd'] = (None, err)
+    elif r:
+        floor = r['macs'] / rate
+        ratio = r['best_s'] / floor
+        d['fwd'] = (ratio, f'{r["best_s"]:.2f} s / {floor:.2f} s = '
+                    f'{ratio:.1f}x (CPU time {r["cpu_s"]:.2f} s)')
+    r = res.get('train')
+    err = _fail(r)
+    if err:
+        d['train'] = (None, err)
+        d['train_rss_gb'] = (None, err)
+    elif r:
+        floor = 3 * r['macs'] / rate
+        ratio = r['best_s'] / floor
+        d['train'] = (ratio, f'{r["best_s"]:.1f} s / {floor:.2f} s = '
+                      f'{ratio:.1f}x (CPU time {r["cpu_s"]:.1f} s)')
+        gb = r['rusage_maxrss_gb']
+        d['train_rss_gb'] = (gb, f'{gb:.2f} GB')
+    r = res.get('big')
+    err = _fail(r)
+    if err:
+        d['big_rss_gb'] = (None, err)
+    elif r:
+        if 'stopped' in r:
+            d['big_rss_gb'] = (float('inf'),
+                               f'> {r["peak_seen_gb"]:.1f} GB ({r["stopped"]})')
+        else:
+            gb = r['rusage_maxrss_gb']
+            d['big_rss_gb'] = (gb, f'{gb:.2f} GB, {r["best_s"]:.1f} s')
+    for mode, key in (('fwd', 'scan_fwd_ns'), ('fwd+bwd', 'scan_fwdbwd_ns'),
+                      ('fwd', 'ss2d_fwd_ns'), ('fwd+bwd', 'ss2d_fwdbwd_ns')):
+        r = res.get(f'{key[:4]}_{mode}')
+        err = _fail(r)
+        if err:
+            d[key] = (None, err)
+        elif r:
+            ns = r['seconds'] * r['threads'] / r['elements'] * 1e9
+            cpu_ns = r['cpu_seconds'] / r['elements'] * 1e9
+            d[key] = (ns, f'{ns:.2f} ns (CPU time {cpu_ns:.2f} ns; '
+                      f'{r["seconds"]:.2f} s x {r["threads"]} threads; '
+                      f'+{r["extra_gb"]:.2f} GB)')
+    for key, solo_k, pair_k, field in (('loop', 'loop_solo', 'loop_pair',
+                                        'per_iter_s'),
+                                       ('demo', 'demo_solo', 'demo_pair',
+                                        'wall_s')):
+        solo, pair = res.get(solo_k), res.get(pair_k)
+        if solo is None or pair is None:
+            continue
+        err = _fail(solo) or next(filter(None, map(_fail, pair)), None)
+        if err:
+            d[key] = (None, err)
+            continue
+        ratios = [p[field] / solo[field] for p in pair]
+        unit = 's/iteration' if key == 'loop' else 's'
+        d[key] = (max(ratios), ' / '.join(f'{x:.2f}x' for x in ratios) +
+                  f' ({" & ".join(f"{p[field]:.2f}" for p in pair)} vs '
+                  f'{solo[field]:.2f} {unit})')
+    r = res.get('first')
+    err = _fail(r)
+    if err:
+        d['first_s'] = (None, err)
+    elif r:
+        again = res.get('first_again') or {}
+        note = (f'; {again["first_s"]:.2f} s in the next process'
+                if 'first_s' in again else '')
+        d['first_s'] = (r['first_s'], f'{r["first_s"]:.1f} s (import '
+                        f'{r["import_s"]:.1f} s; then the first plain '
+                        f'selective_scan {r["first_plain_scan_s"]:.1f} s'
+                        f'{note})')
+    return d
+
+
+ROW_LABELS = [
+    ('fwd', '{fwd} forward / "sgemm floor" (MACs / sgemm rate)', '<= 2.5x'),
+    ('train', 'forward+backward, batch {train} / (3 x its forward floor)',
+     '<= 2.5x'),
+    ('train_rss_gb', 'peak RSS of that training step', '<= 4 GB'),
+    ('big_rss_gb', '{big} untiled forward (no_grad): peak RSS, time',
+     '<= 6 GB'),
+    ('scan_fwd_ns', 'selective_scan call (dim {sdim}, L {slen}, N {sn}; '
+     'default CPU backend) fwd, ns per (channel, step, state) element and '
+     'thread', '<= 0.35'),
+    ('scan_fwdbwd_ns', 'scan fwd+bwd, ns per element and thread', '<= 1.2'),
+    ('ss2d_fwd_ns', 'SS2D layer {ss2d} (projections + 4-direction scan), '
+     'fwd, ns per (direction, channel, step, state) and thread', '<= 0.35'),
+    ('ss2d_fwdbwd_ns', 'SS2D layer, fwd+bwd, ns per element and thread',
+     '<= 1.2'),
+    ('loop', 'two concurrent small training loops (batch {loop}), each vs '
+     'solo', '<= 2.5x'),
+    ('demo', 'two concurrent semillie_demo.py trainings ({demo} iterations),'
+     ' each vs solo', '<= 2.5x'),
+    ('first_s', 'first CPU scan in a fresh process (s)', '<= 5 s'),
+]
+
+
+def _fmt_shape(t):
+    b, h, w = t
+    return f'{b} x {h}x{w}' if b > 1 else f'{h}x{w}'
+
+
+def table(results, prof, rate):
+    names = [n for n in ('new', 'old') if n in results['variants']]
+    derived = {n: derive(results['variants'][n], rate) for n in names}
+    fill = dict(fwd=_fmt_shape(prof['fwd']),
+                train=_fmt_shape(prof['train']),
+                big=f'{prof["big"][2]}x{prof["big"][1]}',
+                ss2d=f'E={prof["ss2d"]["channels"]}, {prof["ss2d"]["h"]}x'
+                f'{prof["ss2d"]["w"]}',
+                sdim=prof['scan']['dim'], slen=prof['scan']['length'],
+                sn=prof['scan']['d_state'],
+                loop=f'{prof["loop"]["batch"]}, {prof["loop"]["size"]}x'
+                f'{prof["loop"]["size"]}',
+                demo=prof['demo_iters'])
+    heads = [f'{n} ({results["commits"][n]})' for n in names]
+    met_of = names[0] if names else '-'
+    lines = ['| figure | target | ' + ' | '.join(heads) +
+             f' | met ({met_of}) |',
+             '|---|---|' + '---|' * len(names) + '---|']
+    for key, label, target in ROW_LABELS:
+        if not any(key in derived[n] for n in names):
+            continue
+        cells = [derived[n].get(key, (None, '-'))[1] for n in names]
+        v = derived[names[0]].get(key, (None, ''))[0] if names else None
+        met = '-' if v is None else ('yes' if v <= TARGETS[key] else 'no')
+        lines.append(f'| {label.format(**fill)} | {target} | ' +
+                     ' | '.join(cells) + f' | {met} |')
+    return '\n'.join(lines), derived
+
+
+def peer_table(results, rate):
+    lines = ['| scan backend | fwd: ns/element/thread | fwd+bwd: ns/element/'
+             'thread | fwd / fwd+bwd extra peak memory (GB) | note |',
+             '|---|---|---|---|---|']
+    rows = []
+    for n in ('new', 'old'):
+        if n in results['variants']:
+            rows.append((f'{n} ({results["commits"][n]}), default CPU backend',
+                         results['variants'][n]))
+    for p, res in results.get('peers', {}).items():
+        rows.append((p, res))
+    for name, res in rows:
+        cells, mems, notes = [], [], []
+        for mode in ('fwd', 'fwd+bwd'):
+            r = res.get(f'scan_{mode}')
+            if r is None or _fail(r) or 'stopped' in r:
+                cells.append(_fail(r) or 'not run')
+                mems.append('-')
+                continue
+            ns = r['seconds'] * r['threads'] / r['elements'] * 1e9
+            cpu_ns = r['cpu_seconds'] / r['elements'] * 1e9
+            cells.append(f'{ns:.2f} (CPU {cpu_ns:.2f})')
+            mems.append(f'{r["extra_gb"]:.2f}')
+            if r.get('note', 'measured') != 'measured':
+                notes.append(f'{mode}: {r["note"]}')
+        if 'mambapy_missing' in res:
+            notes.append(res['mambapy_missing'])
+        if 'mambapy_check' in res and 'max_abs_diff' in res['mambapy_check']:
+            c = res['mambapy_check']
+            notes.append(f'max abs diff vs reference (float64, small) '
+                         f'{c["max_abs_diff"]:.1e} of {c["scale"]:.1e}')
+        lines.append(f'| {name} | {cells[0]} | {cells[1]} | '
+                     f'{" / ".join(mems)} | {"; ".join(notes) or "measured"} |')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--quick', action='store_true',
+                   help='smaller sizes (minutes)')
+    g.add_argument('--dry-run', action='store_true',
+                   help='tiny sizes: checks that every measurement runs')
+    p.add_argument('--rows', default=','.join(ALL_ROWS),
+                   help=f'subset of {",".join(ALL_ROWS)}')
+    p.add_argument('--new-root', default=ROOT,
+                   help='repository measured as "new" (default: this one)')
+    p.add_argument('--old-root', default=osp.join(osp.dirname(ROOT),
+                                                  'wt-old'),
+                   help='git worktree of the old commit (e.g. git worktree '
+                   'add /work/wt-old bc62985)')
+    p.add_argument('--no-old', action='store_true')
+    p.add_argument('--no-new', action='store_true',
+                   help='measure only the old commit (and the peers)')
+    p.add_argument('--peers', default='reference,mambapy')
+    p.add_argument('--rss-cap-gb', type=float, default=20.0,
+                   help='stop a child whose RSS passes this')
+    p.add_argument('--reserve-gb', type=float, default=1.0,
+                   help='stop a child when the machine has less available')
+    p.add_argument('--out', help='also write the results as JSON')
+    p.add_argument('--keep-scratch', action='store_true')
+    p.add_argument('--child', help=argparse.SUPPRESS)
+    p.add_argument('--params', default='{}', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return run_child_main(args.child, json.loads(args.params))
+
+    rows = [r for r in args.rows.split(',') if r]
+    bad = [r for r in rows if r not in ALL_ROWS]
+    if bad:
+        p.error(f'unknown rows {bad}; choose from {",".join(ALL_ROWS)}')
+    mode = 'dry-run' if args.dry_run else 'quick' if args.quick else 'full'
+    prof = PROFILES[mode]
+    peers = [x for x in args.peers.split(',') if x] if 'scan' in rows else []
+    variants = {} if args.no_new else {'new': args.new_root}
+    if args.no_new and args.no_old:
+        p.error('--no-new and --no-old leave nothing to measure')
+    if not args.no_old:
+        if not osp.isdir(osp.join(args.old_root, 'semillie_mm')):
+            p.error(f'{args.old_root}: no semillie_mm checkout there (git '
+                    'worktree add <dir> <commit>, or --no-old)')
+        variants['old'] = args.old_root
+
+    m = machine_summary()
+    load0 = os.getloadavg()
+    cmdline = ' '.join([osp.relpath(sys.executable, os.getcwd())
+                        if sys.executable.startswith(os.getcwd()) else
+                        sys.executable, 'benchmarks/bench_cpu_path.py'] +
+                       (argv if argv is not None else sys.argv[1:]))
+    print(f'# CPU path benchmark ({mode} sizes)\n')
+    print(f'command: {cmdline}')
+    print(f'machine: {m["model"]}, {m["cpus"]} CPUs '
+          f'({m.get("threads_per_core", "?")} thread(s) per core), '
+          f'L2 {m.get("l2", "?")}, {m["mem_gb"]:.1f} GB RAM')
+    print(f'SIMD flags: {m["flags"]}')
+    print(f'load average before (1/5/15 min): '
+          f'{" ".join(f"{x:.2f}" for x in load0)}', flush=True)
+
+    scratch = tempfile.mkdtemp(prefix='bench_cpu_path_')
+    cap, reserve = args.rss_cap_gb * GiB, args.reserve_gb * GiB
+    results = dict(mode=mode, command=cmdline, machine=m, load_before=load0,
+                   profile=prof, rows=rows, variants={}, commits={},
+                   peers={}, sgemm=[])
+    try:
+        runners = {}
+        numba_cold = tempfile.mkdtemp(prefix='numba_cold_', dir=scratch)
+        for name, root in variants.items():
+            # the old commit's set-up did not compile the numba kernels:
+            # its children share one numba cache, empty at its first scan
+            extra = dict(NUMBA_CACHE_DIR=numba_cold) if name == 'old' else {}
+            runners[name] = Runner(name, root, scratch, cap, reserve, extra)
+            results['commits'][name] = git_describe(root)
+        print('variants: ' + '; '.join(
+            f'{n} = {results["commits"][n]} at {variants[n]}'
+            for n in runners))
+        base = next(iter(runners.values()))
+        log('sgemm')
+        results['sgemm'].append(base.run('sgemm', dict(n=prof['sgemm'])))
+        s0 = results['sgemm'][0]
+        if 'error' in s0:
+            raise SystemExit(f'the sgemm child failed: {s0["error"]}')
+        print(f'torch {s0["torch"]}, {s0["threads"]} torch threads',
+              flush=True)
+        for name, run in runners.items():
+            res = results['variants'].setdefault(name, {})
+            measure_variant(run, prof, rows, res)
+        for peer in peers:
+            measure_peers(base, prof, [peer],
+                          results['peers'].setdefault(peer, {}))
+        log('sgemm (again)')
+        results['sgemm'].append(base.run('sgemm', dict(n=prof['sgemm'])))
+    finally:
+        if not args.keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    rates = [s['gmacs'] for s in results['sgemm'] if 'gmacs' in s]
+    if not rates:
+        raise SystemExit('sgemm measurement failed: '
+                         f'{results["sgemm"][0].get("error")}')
+    rate = max(rates) * 1e9
+    results['sgemm_gmacs'] = max(rates)
+    results['load_after'] = os.getloadavg()
+    n = prof['sgemm']
+    print(f'sgemm {n}^3 float32: ' +
+          ', '.join(f'{r:.1f}' for r in rates) +
+          f' GMAC/s (start, end) with {results["sgemm"][0]["threads"]} '
+          'threads; the floor uses the best')
+    fwd_macs = results['variants'][base.name].get('fwd', {}).get('macs')
+    if fwd_macs:
+        print(f'model MACs at {_fmt_shape(prof["fwd"])} (counted by forward '
+              f'hooks): {fwd_macs / 1e9:.2f} G')
+    print()
+    text, derived = table(results, prof, rate)
+    results['derived'] = {
+        n: {k: dict(value=v, text=t) for k, (v, t) in d.items()}
+        for n, d in derived.items()
+    }
+    print(text)
+    if peers:
+        print()
+        print(peer_table(results, rate))
+    print(f'\nload average after (1/5/15 min): '
+          f'{" ".join(f"{x:.2f}" for x in results["load_after"])} '
+          '(a shared machine: other jobs inflate the wall times)')
+    if args.out:
+        tmp = args.out + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(results, f, indent=1, default=str)
+        os.replace(tmp, args.out)
+    return results
+
+
+if __name__ == '__main__':
+    main()
