@@ -10,11 +10,11 @@ carried wheels, compiles mmcv 2.1.0 (CPU ops) and mamba-ssm's selective-scan ext
   GPU: forward, last state and every gradient, float32 / float16 / bfloat16, grouped
   and 3-d B/C, odd lengths; the kernel's speed at an SS2D size;
 - ``net``: the default SemiLLIENet on CUDA (forward at 256x256 and 1920x1080,
-  forward + backward at batch 16 x 256x256 in float32 and with AMP);
+  forward + backward at batch 16 x 256x256 in float32 and with AMP), and the same
+  weights through 'reference' and 'cuda' (output agreement);
 - ``train_step``: one ``SemiLLIE.train_step`` of the paper configuration (random
   Swin-L RAM encoder, 8 + 8 images at 256x256);
-- ``net_reference``: SemiLLIENet through the 'reference' backend, for speed ratios,
-  and the same weights through 'reference' and 'cuda' (output agreement).
+- ``net_reference``: SemiLLIENet through the 'reference' backend, for speed ratios.
 
 Every step runs in its own process with its own time limit, all within ``--budget``;
 results are written as they come to ``OUT/gpu_check.json`` (all numbers) and
@@ -84,7 +84,10 @@ def plan(dry_run: bool) -> dict:
                       dtypes=['float32', 'float16', 'bfloat16'],
                       speed=dict(batch=1, dim=512, N=16, groups=4, L=65536,
                                  dtypes=['float32', 'bfloat16'], repeat=10)),
-            net=dict(device='cuda', backend='cuda', cases=[
+            net=dict(device='cuda', backend='cuda',
+                     agreement=dict(h=64, w=64,
+                                    backends=['reference', 'cuda']),
+                     cases=[
                 _net_case('fwd_256', 'forward', 1, 256, 256, 2, 5),
                 _net_case('fwd_1080p', 'forward', 1, 1080, 1920, 1, 3),
                 _net_case('fwd_bwd_b16_256', 'fwd_bwd', 16, 256, 256, 1, 3),
@@ -98,9 +101,7 @@ def plan(dry_run: bool) -> dict:
                                 dict(name='fp32'),
                                 dict(name='amp_fp16', amp='float16')]),
             net_reference=dict(device='cuda', backend='reference',
-                               cases=ratio_cases,
-                               agreement=dict(h=64, w=64,
-                                              backends=['reference', 'cuda'])),
+                               cases=ratio_cases),
         )
     cases = [_named(dict(c, L=DRY_L.get(c['L'], c['L']),
                          dim=64 if c['dim'] == 512 else c['dim']))
@@ -113,7 +114,9 @@ def plan(dry_run: bool) -> dict:
     ]
     return dict(
         scan=dict(cases=cases, dtypes=['float32', 'bfloat16'], speed=None),
-        net=dict(device='cpu', backend='cpu', net_kwargs=tiny, cases=small + [
+        net=dict(device='cpu', backend='cpu', net_kwargs=tiny,
+                 agreement=dict(h=16, w=24, backends=['reference', 'cpu']),
+                 cases=small + [
             _net_case('fwd_24x40', 'forward', 1, 24, 40, 0, 1),
             _net_case('fwd_bwd_b2_32_amp_fp16', 'fwd_bwd', 2, 32, 32, 0, 1,
                       'float16')]),
@@ -127,9 +130,7 @@ def plan(dry_run: bool) -> dict:
                         variants=[dict(name='fp32'),
                                   dict(name='amp_fp16', amp='float16')]),
         net_reference=dict(device='cpu', backend='reference', cases=small,
-                           net_kwargs=tiny,
-                           agreement=dict(h=16, w=24,
-                                          backends=['reference', 'cpu'])),
+                           net_kwargs=tiny),
     )
 
 
@@ -205,22 +206,112 @@ def setup_install(ctx, emit):
 
 def _torch_key():
     import torch
-    return f'{torch.__version__} cuda {torch.version.cuda} py{sys.version_info[:2]}'
+    return (f'torch {torch.__version__} cuda {torch.version.cuda} '
+            f'python {sys.version_info[0]}.{sys.version_info[1]}')
+
+
+# Prebuilt binaries: a device run returns what it compiled as OUT/prebuilt_*.tar.gz
+# (shared libraries stripped of debug sections: mmcv's _ext goes from ~80 MB to ~2 MB);
+# copied into CARRY/prebuilt/, they let the next fresh machine skip both builds.
+PREBUILT = dict(mmcv='prebuilt_mmcv.tar.gz',
+                selective_scan='prebuilt_selective_scan.tar.gz')
+
+
+def _strip(path):
+    strip = shutil.which('strip')
+    if strip:
+        subprocess.run([strip, '--strip-debug', path], capture_output=True)
+
+
+def _export_prebuilt(ctx, name, folder, key):
+    """Pack FOLDER (with KEY in PREBUILT_KEY) as OUT/prebuilt_NAME.tar.gz.
+
+    Returns:
+        str: a note for the report.
+    """
+    import tarfile
+    out = ctx.get('out')
+    if not out:
+        return 'not exported (no report folder)'
+    stage = folder + '.export'
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.copytree(folder, stage, ignore=shutil.ignore_patterns(
+        'src', '*.o', '*.ninja', '.ninja_*', 'build.ninja', '__pycache__'))
+    for dirpath, _, files in os.walk(stage):
+        for f in files:
+            if f.endswith('.so'):
+                _strip(osp.join(dirpath, f))
+    with open(osp.join(stage, 'PREBUILT_KEY'), 'w') as f:
+        f.write(key)
+    dest = osp.join(out, PREBUILT[name])
+    with tarfile.open(dest + '.tmp', 'w:gz') as tar:
+        tar.add(stage, arcname='.')
+    os.replace(dest + '.tmp', dest)
+    shutil.rmtree(stage, ignore_errors=True)
+    size = osp.getsize(dest)
+    if size > 15 * 2**20:  # the device tool returns files up to 16 MiB
+        os.remove(dest)
+        return f'not exported: {size / 2**20:.1f} MiB packed'
+    return f'exported {PREBUILT[name]} ({size / 2**20:.1f} MiB)'
+
+
+def _import_prebuilt(ctx, name, folder, key):
+    """Unpack CARRY/prebuilt/prebuilt_NAME.tar.gz into FOLDER if its key
+    matches.
+
+    Returns:
+        str | None: None if used, else why not.
+    """
+    import tarfile
+    path = osp.join(ctx['carry'], 'prebuilt', PREBUILT[name])
+    if not osp.isfile(path):
+        return 'none carried'
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    with tarfile.open(path) as tar:
+        tar.extractall(folder, filter='data')
+    key_file = osp.join(folder, 'PREBUILT_KEY')
+    found = open(key_file).read() if osp.isfile(key_file) else None
+    if found != key:
+        shutil.rmtree(folder, ignore_errors=True)
+        return f'built for {found!r}, this machine has {key!r}'
+    return None
+
+
+def _mmcv_imports(ctx):
+    check = subprocess.run(
+        [sys.executable, '-c', 'import mmcv, mmcv.ops; '
+         'from mmcv.ops import nms; print(mmcv.__version__)'],
+        env=ctx['env'], capture_output=True, text=True)
+    return check.returncode == 0, check.stderr.strip()[-800:]
 
 
 def setup_build_mmcv(ctx, emit):
     """Compile mmcv 2.1.0 with CPU ops (as tools/setup_env.sh does: C++20 flag,
-    setuptools < 81), with CUDA hidden so that its setup.py builds no CUDA ops."""
+    setuptools < 81), with CUDA hidden so that its setup.py builds no CUDA ops.
+    A matching prebuilt copy from an earlier device run is used instead."""
     import tarfile
     work = osp.join(ctx['work'], 'mmcv')
     target = ctx['mmcv_site']
     stamp = osp.join(target, '.mmcv-stamp')
     key = _torch_key()
     if osp.isfile(stamp) and open(stamp).read() == key:
-        emit(dict(kind='build_mmcv', reused=True, torch=key))
+        emit(dict(kind='build_mmcv', reused=True, how='built earlier on '
+                  'this machine', torch=key))
         return
+    why = _import_prebuilt(ctx, 'mmcv', target, key)
+    if why is None:
+        ok, err = _mmcv_imports(ctx)
+        if ok:
+            with open(stamp, 'w') as f:
+                f.write(key)
+            emit(dict(kind='build_mmcv', reused=True, how='prebuilt',
+                      torch=key))
+            return
+        why = f'prebuilt copy does not import: {err}'
+        shutil.rmtree(target, ignore_errors=True)
+    emit(dict(kind='build_mmcv_note', prebuilt_not_used=why))
     shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(target, ignore_errors=True)
     os.makedirs(work)
     with tarfile.open(osp.join(ctx['carry'], 'src', MMCV_SDIST)) as tar:
         tar.extractall(work, filter='data')
@@ -247,26 +338,40 @@ def setup_build_mmcv(ctx, emit):
                       target, osp.join(work, 'dist', wheel)], ctx['log'])
     if rc != 0:
         raise RuntimeError(f'installing the built mmcv wheel failed ({rc})')
-    check = subprocess.run(
-        [sys.executable, '-c', 'import mmcv, mmcv.ops; '
-         'from mmcv.ops import nms; print(mmcv.__version__)'],
-        env=ctx['env'], capture_output=True, text=True)
-    if check.returncode != 0:
-        raise RuntimeError('the built mmcv does not import: ' +
-                           check.stderr.strip()[-800:])
+    ok, err = _mmcv_imports(ctx)
+    if not ok:
+        raise RuntimeError('the built mmcv does not import: ' + err)
     with open(stamp, 'w') as f:
         f.write(key)
+    note = _export_prebuilt(ctx, 'mmcv', target, key)
     emit(dict(kind='build_mmcv', reused=False, compile_s=compile_s,
-              wheel=wheel, jobs=ctx['jobs'], torch=key))
+              wheel=wheel, jobs=ctx['jobs'], torch=key, export=note))
 
 
 def setup_build_scan(ctx, emit):
-    """Compile mamba-ssm's selective_scan_cuda extension (sm_90)."""
+    """Compile mamba-ssm's selective_scan_cuda extension (sm_90), or use a
+    matching prebuilt copy from an earlier device run."""
     from gpu.build_selective_scan import build
     sdist = [f for f in os.listdir(osp.join(ctx['carry'], 'src'))
              if f.startswith('mamba_ssm-')][0]
-    result = build(osp.join(ctx['carry'], 'src', sdist), ctx['scan_build'],
+    key = f"{_torch_key()} arch {ctx['arch']}"
+    folder = ctx['scan_build']
+    stamp = osp.join(folder, 'PREBUILT_KEY')
+    how = 'built earlier on this machine'
+    if not (osp.isfile(stamp) and open(stamp).read() == key):
+        why = _import_prebuilt(ctx, 'selective_scan', folder, key)
+        how = 'prebuilt' if why is None else None
+        if why is not None:
+            emit(dict(kind='build_scan_note', prebuilt_not_used=why))
+    result = build(osp.join(ctx['carry'], 'src', sdist), folder,
                    arch=ctx['arch'], jobs=min(ctx['jobs'], 10))
+    if not result['reused']:
+        with open(stamp, 'w') as f:
+            f.write(key)
+        result['export'] = _export_prebuilt(ctx, 'selective_scan', folder,
+                                            key)
+    elif how:
+        result['how'] = how
     emit(dict(result, kind='build_scan', sdist=sdist))
 
 
@@ -354,6 +459,46 @@ def machine_info(dry_run):
     return info
 
 
+def _descendants(pid):
+    """Process ids below ``pid`` (from /proc). ninja starts each compiler in a
+    process group of its own, so killing the step's group does not reach them."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(')', 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(proc):
+    """SIGKILL a step's process, its group and every process below it."""
+    for _ in range(3):  # again, for anything started meanwhile
+        pids = _descendants(proc.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        if not pids:
+            break
+    proc.wait()
+
+
 def _write_atomic(path, text):
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
@@ -408,6 +553,7 @@ class Orchestrator:
         env.pop('SEMILLIE_SCAN_BACKEND', None)
         self.env = env
         self.ctx = dict(carry=osp.abspath(args.carry), work=self.work,
+                        out=self.out,
                         site=site, mmcv_site=mmcv_site, scan_build=scan_build,
                         jobs=args.jobs or os.cpu_count() or 1, arch=args.arch,
                         env=env, log=None)
@@ -442,13 +588,20 @@ class Orchestrator:
                    elapsed_s=round(self.elapsed(), 1), dry_run=self.dry,
                    command=' '.join([osp.relpath(sys.argv[0], ROOT)] +
                                     sys.argv[1:]),
-                   steps={n: {k: v for k, v in s.items()
-                              if k not in ('proc', 'fh')}
-                          for n, s in self.steps.items()})
+                   steps={n: self._public(s) for n, s in self.steps.items()})
         _write_atomic(osp.join(self.out, 'gpu_check.json'),
                       json.dumps(doc, indent=1, default=str))
         from gpu.report import markdown
         _write_atomic(osp.join(self.out, 'gpu_check.md'), markdown(doc))
+
+    @staticmethod
+    def _public(st):
+        out = {k: v for k, v in st.items()
+               if k not in ('proc', 'fh', 'start_mono', 'records_path')}
+        if st['status'] == 'running':  # what it has measured so far
+            out['records'] = _read_records(st['records_path'])
+            out['seconds'] = round(time.monotonic() - st['start_mono'], 1)
+        return out
 
     def append_log(self, st):
         path = st.get('log')
@@ -510,8 +663,7 @@ class Orchestrator:
         ran = time.monotonic() - st['start_mono']
         if rc is None:
             if ran > st['effective_limit_s']:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_tree(proc)
                 self.finish(st, 'timeout', f'stopped after {ran:.0f} s '
                             '(its limit); the records it wrote are kept')
                 return True
@@ -531,6 +683,7 @@ class Orchestrator:
 
     def run(self):
         self.report()
+        last_report = time.monotonic()
         while True:
             changed = False
             running = [s for s in self.steps.values()
@@ -563,8 +716,9 @@ class Orchestrator:
                 changed = True
                 if st['exclusive'] and st['status'] == 'running':
                     busy_exclusive = True
-            if changed:
-                self.report()
+            if changed or time.monotonic() - last_report > 5:
+                self.report()  # also while steps run: the call may be cut
+                last_report = time.monotonic()
             if not any(s['status'] in ('pending', 'running')
                        for s in self.steps.values()):
                 break

@@ -9,7 +9,9 @@
 #   wheels/*.whl                 benchmarks/gpu/carry_requirements.txt, for CPython 3.12 x86_64
 #   src/mmcv-2.1.0.tar.gz        compiled there with CPU ops (mmdet/mmagic import mmcv._ext)
 #   src/mamba_ssm-*.tar.gz       only its csrc/selective_scan is compiled there
-#   MANIFEST.txt                 sha256 and size of every file
+#   MANIFEST.txt                 sha256 of every file above
+#   prebuilt/                    optional: prebuilt_*.tar.gz returned by an earlier device run
+#                                (kept when this script runs again)
 # Wheels come from the package index with `pip download` (binary wheels for cp312 manylinux;
 # a package that has only a source package, e.g. adamp, is built into a pure-Python wheel
 # here). The folder is written next to DEST and moved into place when complete.
@@ -70,6 +72,8 @@ size_mib=$(( $(du -sb "$TMP" | cut -f1) / 1048576 ))
 log "$(ls "$TMP/wheels" | wc -l) wheels, $(ls "$TMP/src" | wc -l) source packages, ${size_mib} MiB"
 [ "$size_mib" -le "$LIMIT_MIB" ] || { log "${size_mib} MiB is over ${LIMIT_MIB} MiB"; exit 1; }
 
+# binaries returned by an earlier device run (docs/benchmarks.md) are kept
+[ ! -d "$DEST/prebuilt" ] || cp -a "$DEST/prebuilt" "$TMP/prebuilt"
 rm -rf "$DEST.old"
 [ ! -e "$DEST" ] || mv "$DEST" "$DEST.old"
 mv "$TMP" "$DEST"

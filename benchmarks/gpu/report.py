@@ -44,8 +44,18 @@ def markdown(doc) -> str:
         note = st.get('reason', '')
         for r in st.get('records', []):
             if r.get('kind') in ('build_mmcv', 'build_scan', 'install'):
-                note = (note + ' ' + ('reused' if r.get('reused') else
-                                      f"compiled in {_fmt(r.get('compile_s') or r.get('seconds'), 0)} s")).strip()
+                if r.get('reused'):
+                    what = f"reused ({r.get('how') or 'installed earlier'})"
+                else:
+                    secs = r.get('compile_s') or r.get('seconds')
+                    what = (f'compiled in {_fmt(secs, 0)} s' if secs else
+                            'installed')
+                    if r.get('export'):
+                        what += f"; {r['export']}"
+                note = (note + ' ' + what).strip()
+            if r.get('kind') in ('build_mmcv_note', 'build_scan_note'):
+                note = (note + f" prebuilt not used: "
+                        f"{r['prebuilt_not_used'][:120]};").strip()
         lines.append(f"| {name} | {st['status']} | {_fmt(st.get('seconds'), 1)}"
                      f" | {note.replace('|', '/')[:300]} |")
 
@@ -112,7 +122,7 @@ def markdown(doc) -> str:
         peak_note = ('peak = torch.cuda.max_memory_allocated over the timed '
                      'repeats (weights and inputs included)')
         lines += ['', peak_note + '; on CPU the process peak RSS.']
-    agree = _records(doc, 'net_reference', 'net_agreement')
+    agree = _records(doc, 'net', 'net_agreement')
     for r in agree:
         lines += ['', f"Network output, same weights, {r['compare']} at "
                   f"{r['h']}x{r['w']}: rel {_fmt(r['rel_l2'])}, max abs "

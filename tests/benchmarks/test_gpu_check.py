@@ -1,0 +1,133 @@
+"""benchmarks/gpu_check.py: its --dry-run on this CPU machine, and the carry check.
+
+The dry run goes through the same orchestrator, step processes and reports as the
+device run; on CPU it compares the 'cpu' selective-scan backend with the float64
+reference (the 'cuda' comparisons are reported as skipped).
+"""
+import hashlib
+import io
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+
+import gpu_check  # noqa: E402
+from gpu.build_selective_scan import SOURCES  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('gpu_check')
+    env = dict(os.environ)
+    env.pop('OUT', None)
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'gpu_check.py'),
+         '--dry-run', '--out', str(out), '--carry', str(out / 'no_carry'),
+         # net_reference is step_net with backend='reference': left out for time
+         '--steps', 'scan,net,train_step'],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    with open(out / 'gpu_check.json') as f:
+        doc = json.load(f)
+    return proc, doc, out
+
+
+def test_dry_run_completes(dry_run):
+    proc, doc, out = dry_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    steps = doc['steps']
+    for name in ('scan', 'net', 'train_step'):
+        assert steps[name]['status'] == 'ok', (name, steps[name])
+    assert steps['net_reference']['reason'] == 'not in --steps'
+    for name in gpu_check.DEVICE_ONLY:
+        assert steps[name]['status'] == 'skipped'
+        assert 'dry run' in steps[name]['reason']
+    assert 'not prepared' in steps['carry']['reason']
+    md = (out / 'gpu_check.md').read_text()
+    for heading in ('## Steps', '## selective_scan errors',
+                    '## SemiLLIENet', '## SemiLLIE.train_step'):
+        assert heading in md
+    assert (out / 'gpu_check.log').is_file()
+
+
+def test_dry_run_scan_matches_float64_reference(dry_run):
+    _, doc, _ = dry_run
+    records = [r for r in doc['steps']['scan']['records']
+               if r['kind'] == 'scan_error']
+    cases = gpu_check.plan(dry_run=True)['scan']['cases']
+    for case in cases:
+        for dtype in ('float32', 'bfloat16'):
+            mine = [r for r in records
+                    if r['case'] == case['name'] and r['dtype'] == dtype]
+            cpu = [r for r in mine if r['compare'] == 'cpu~ref64']
+            cuda = [r for r in mine if r['compare'] == 'cuda~ref64']
+            assert len(cpu) == 1 and len(cuda) == 1
+            assert 'no CUDA' in cuda[0]['skipped']
+            errs = cpu[0]['errors']
+            expected = {'out', 'last_state', 'du', 'ddelta', 'dA', 'dB', 'dC',
+                        'dD', 'ddelta_bias'} | ({'dz'} if case['z'] else set())
+            assert set(errs) == expected
+            assert cpu[0]['ok'], cpu[0]
+            # float32 arithmetic against float64: far below the tolerance
+            if dtype == 'float32':
+                assert cpu[0]['worst_rel_l2'] < 1e-5
+
+
+def test_dry_run_network_and_train_step(dry_run):
+    _, doc, _ = dry_run
+    nets = [r for r in doc['steps']['net']['records'] if r['kind'] == 'net']
+    timed = [r for r in nets if 'median_s' in r]
+    assert {r['case'] for r in timed} == {'fwd_32', 'fwd_bwd_b2_32',
+                                          'fwd_24x40'}
+    assert all(r['finite'] and r['median_s'] > 0 for r in timed)
+    assert [r for r in nets if r.get('amp')] == [] and any(
+        'CUDA only' in r.get('skipped', '') for r in nets)
+    agree = [r for r in doc['steps']['net']['records']
+             if r['kind'] == 'net_agreement']
+    assert agree and agree[0]['rel_l2'] < 1e-5
+    train = [r for r in doc['steps']['train_step']['records']
+             if r['kind'] == 'train_step' and 'median_s' in r]
+    assert len(train) == 1 and train[0]['finite']
+    assert 'loss' in train[0]['losses']
+
+
+def _fake_carry(root):
+    os.makedirs(root / 'wheels')
+    os.makedirs(root / 'src')
+    (root / 'wheels' / 'demo-1.0-py3-none-any.whl').write_bytes(b'wheel')
+    with tarfile.open(root / 'src' / 'mamba_ssm-0.0.tar.gz', 'w:gz') as tar:
+        for name in SOURCES:
+            data = f'// {name}\n'.encode()
+            info = tarfile.TarInfo(f'mamba_ssm-0.0/csrc/selective_scan/{name}')
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    lines = []
+    for rel in ('src/mamba_ssm-0.0.tar.gz',
+                'wheels/demo-1.0-py3-none-any.whl'):
+        digest = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        lines.append(f'{digest}  {rel}\n')
+    (root / 'MANIFEST.txt').write_text(''.join(lines))
+
+
+def test_carry_check(tmp_path):
+    carry = tmp_path / 'carry'
+    _fake_carry(carry)
+    records = []
+    ctx = dict(carry=str(carry), work=str(tmp_path / 'work'))
+    gpu_check.setup_carry(ctx, records.append)
+    assert records[0]['files'] == 2
+    assert records[0]['wheels'] == ['demo-1.0-py3-none-any.whl']
+    # a changed file is caught
+    (carry / 'wheels' / 'demo-1.0-py3-none-any.whl').write_bytes(b'other')
+    with pytest.raises(ValueError, match='sha256 differs'):
+        gpu_check.setup_carry(ctx, records.append)
+    # no MANIFEST: the error says how to make one
+    os.remove(carry / 'MANIFEST.txt')
+    with pytest.raises(FileNotFoundError, match='prepare_gpu_carry'):
+        gpu_check.setup_carry(ctx, records.append)
