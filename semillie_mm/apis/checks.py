@@ -10,11 +10,12 @@ from typing import Optional
 from semillie_mm.utils.cli import UserError, check_checkpoint, load_config
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, flag: str = '--device') -> None:
     """Check a ``--device`` value.
 
     Args:
         device (str): ``cpu``, ``cuda`` or ``cuda:N``.
+        flag (str): The option's name, for the message.
 
     Raises:
         UserError: Another value, or CUDA asked for where there is none.
@@ -22,15 +23,15 @@ def check_device(device: str) -> None:
     if device.startswith('cuda'):
         import torch
         if not torch.cuda.is_available():
-            raise UserError(f'--device {device}: CUDA is not available on '
+            raise UserError(f'{flag} {device}: CUDA is not available on '
                             'this machine; use --device cpu')
         index = device.partition(':')[2]
         if index and (not index.isdigit()
                       or int(index) >= torch.cuda.device_count()):
-            raise UserError(f'--device {device}: this machine has '
+            raise UserError(f'{flag} {device}: this machine has '
                             f'{torch.cuda.device_count()} CUDA device(s)')
     elif device != 'cpu':
-        raise UserError(f'--device {device}: use cpu, cuda or cuda:N')
+        raise UserError(f'{flag} {device}: use cpu, cuda or cuda:N')
 
 
 def build_inferencer_checked(config: str,

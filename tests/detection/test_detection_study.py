@@ -1,4 +1,5 @@
-"""Tests of tools/detection_study.py.
+"""Tests of the detection study (semillie_mm.detection.study) and its command line
+(tools/detection_study.py: arguments and one-line errors).
 
 The end-to-end test runs the whole study on a tiny generated VisDrone-style set: conversion to
 COCO, three methods (the night images, a folder of brightened PNGs, a small random-weight
@@ -11,6 +12,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import warnings
 
 import numpy as np
 import pytest
@@ -26,8 +28,13 @@ def _load(rel, name):
     return module
 
 
-study = _load('tools/detection_study.py', 'detection_study')
-v2c = _load('tools/dataset_converters/visdrone2coco.py', 'visdrone2coco_for_study')
+from semillie_mm.detection import study  # noqa: E402
+
+tool = _load('tools/detection_study.py', 'detection_study_tool')
+try:  # the converter's package module (issue #12 moves it there)
+    from semillie_mm.datasets.converters import visdrone2coco as v2c
+except ImportError:
+    v2c = _load('tools/dataset_converters/visdrone2coco.py', 'visdrone2coco_for_study')
 
 
 def test_parse_method():
@@ -49,7 +56,7 @@ def test_parse_method():
 
 def test_cli_arguments():
     pytest.importorskip('mmengine')
-    args = study.parse_args(['--images', 'img', '--ann-dir', 'ann', '--method', 'Original=none',
+    args = tool.parse_args(['--images', 'img', '--ann-dir', 'ann', '--method', 'Original=none',
                              '--method', 'G=folder:g', '--img-scale', '128', '96', '--epochs',
                              '1', '--cfg-options', 'model.backbone.depth=18',
                              'model.neck.in_channels=[64,128,256,512]'])
@@ -59,7 +66,7 @@ def test_cli_arguments():
     assert args.cfg_options == {'model.backbone.depth': 18,
                                 'model.neck.in_channels': [64, 128, 256, 512]}
     with pytest.raises(SystemExit):
-        study.parse_args(['--images', 'img'])  # no annotations
+        tool.parse_args(['--images', 'img'])  # no annotations
 
 
 def test_metrics_to_row_and_tables(tmp_path):
@@ -217,12 +224,8 @@ def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
     _brighten_folder(data['img_dir'], bright)
     methods = [study.parse_method('Original=none'),
                study.parse_method(f'Gamma=folder:{bright}')]
-    try:
-        import semillie_mm.apis  # noqa: F401
-        cfg_path, ckpt = _tiny_semillie(tmp_path)
-        methods.append(study.parse_method(f'Semi-LLIE (tiny)=semillie:{cfg_path},{ckpt}'))
-    except ImportError:  # the enhancement API is not there
-        pass
+    cfg_path, ckpt = _tiny_semillie(tmp_path)
+    methods.append(study.parse_method(f'Semi-LLIE (tiny)=semillie:{cfg_path},{ckpt}'))
     work_dir = str(tmp_path / 'study')
     kwargs = dict(
         epochs=1, img_scale=(128, 96), batch_size=4, num_workers=0, seed=0,
@@ -257,9 +260,17 @@ def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
         assert 'coco/bbox_mAP' in r['raw_metrics'], r['raw_metrics']
         assert all(v is None or 0 <= v <= 100 for v in r['metrics'].values())
         assert osp.isfile(osp.join(work_dir, 'rows', study.slugify(r['name']), 'result.json'))
-    if len(methods) == 3:
-        enhanced = osp.join(work_dir, 'rows', 'semi-llie-tiny', 'images')
-        assert sorted(os.listdir(enhanced)) == sorted(os.listdir(data['img_dir']))
+    enhanced = osp.join(work_dir, 'rows', 'semi-llie-tiny', 'images')
+    assert sorted(os.listdir(enhanced)) == sorted(os.listdir(data['img_dir']))
+    # the enhanced images are the inferencer's outputs of the night images
+    from semillie_mm.apis import SemiLLIEInferencer, read_image
+    inferencer = SemiLLIEInferencer(cfg_path, ckpt, device='cpu', show_progress=False)
+    name = sorted(os.listdir(data['img_dir']))[0]
+    expected = inferencer(osp.join(data['img_dir'], name))['predictions'][0]
+    got = read_image(osp.join(enhanced, name))
+    assert got.shape == expected.shape
+    # JPEG re-encoding of the same array: close, not equal
+    assert np.abs(got.astype(int) - expected.astype(int)).mean() < 3
     with open(osp.join(work_dir, 'table_vii.md')) as f:
         md = f.read()
     for m in methods:
@@ -279,6 +290,42 @@ def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
     assert [r['metrics'] for r in again] == [r['metrics'] for r in results]
     assert osp.isfile(osp.join(work_dir, 'table_vii.md'))
     # other settings for a stored row: an error, not a silent reuse
-    with pytest.raises(RuntimeError, match='other settings'):
+    with pytest.raises(study.StoredResultMismatch, match='other settings'):
         study.run_study(methods[:1], data['img_dir'], osp.join(ann_dir, 'train.json'),
                         osp.join(ann_dir, 'test.json'), work_dir, **dict(kwargs, epochs=2))
+
+
+def test_cli_one_line_errors(tmp_path, visdrone_factory, capsys):
+    """User mistakes: one line on stderr naming the file, exit status 2."""
+    pytest.importorskip('mmdet')
+    from semillie_mm.utils.cli import run_cli
+    data = visdrone_factory(str(tmp_path / 'vd'), num_images=3)
+    ann_dir = str(tmp_path / 'coco')
+    v2c.convert(data['img_dir'], data['ann_dir'], ann_dir, seed=0)
+    cfg_path, ckpt = _tiny_semillie(tmp_path)
+    truncated = tmp_path / 'truncated.pth'
+    blob = open(ckpt, 'rb').read()
+    truncated.write_bytes(blob[:len(blob) // 2])
+    base = ['--images', data['img_dir'], '--ann-dir', ann_dir, '--work-dir',
+            str(tmp_path / 'wd')]
+    cases = [
+        (['--images', str(tmp_path / 'no_images'), '--ann-dir', ann_dir], 'no_images'),
+        (['--images', data['img_dir'], '--ann-dir', str(tmp_path / 'no_ann')],
+         'train.json'),
+        (base + ['--method', 'A=zerodce:x'], 'unknown kind'),
+        (base + ['--method', f'G=folder:{tmp_path / "no_folder"}'], 'no_folder'),
+        (base + ['--method', f'S=semillie:{tmp_path / "no_cfg.py"}'], 'no_cfg.py'),
+        (base + ['--method', f'S=semillie:{cfg_path},{tmp_path / "no.pth"}'], 'no.pth'),
+        (base + ['--method', f'S=semillie:{cfg_path},{truncated}'], 'truncated.pth'),
+        (base + ['--det-config', str(tmp_path / 'no_det.py')], 'no_det.py'),
+        (base + ['--enhance-device', 'tpu'], '--enhance-device tpu'),
+    ]
+    for argv, needle in cases:
+        # (third-party import warnings are not this test's subject)
+        with warnings.catch_warnings(), pytest.raises(SystemExit) as exc:
+            warnings.simplefilter('ignore')
+            run_cli(tool.main, argv, prog='detection_study.py')
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2, (argv, err)
+        assert len(err) == 1 and err[0].startswith('detection_study.py: error:'), err
+        assert needle in err[0], (needle, err)
