@@ -45,6 +45,18 @@ ROWS: Dict[str, tuple] = {
     'full': ('configs/ablation/target_full.py', 'full method (+ GAN)'),
 }
 DEFAULT_ROWS = list(ROWS)
+#: Diagnostics (docs/semi_supervised.md, section 4); not Table III rows.
+DIAGNOSTIC_ROWS: Dict[str, tuple] = {
+    'oracle': ('configs/ablation/target_oracle.py',
+               'diagnostic: supervised on the TARGET pairs (oracle)'),
+    'sup_ema_fast': ('configs/ablation/target_sup_ema_fast.py',
+                     'diagnostic: supervised only, teacher momentum 0.02'),
+    'mt_ema_fast': ('configs/ablation/target_mt_ema_fast.py',
+                    'diagnostic: + mean teacher, teacher momentum 0.02'),
+    'mt_noaug': ('configs/ablation/target_mt_noaug.py',
+                 'diagnostic: + mean teacher, student view = teacher view'),
+}
+ROWS.update(DIAGNOSTIC_ROWS)
 BASELINES = ('identity', 'gamma', 'he', 'clahe')
 BASELINE_LABELS = dict(
     identity='input (identity)',

@@ -61,8 +61,9 @@ def test_ablation_rows_switch_parts_off():
     documented parts."""
     from mmengine.config import Config
     abl = _load('benchmarks/ablation.py')
-    m = {r: Config.fromfile(osp.join(REPO, c)).model
-         for r, (c, _) in abl.ROWS.items()}
+    m = {r: Config.fromfile(osp.join(REPO, abl.ROWS[r][0])).model
+         for r in abl.DEFAULT_ROWS}
+    assert abl.DEFAULT_ROWS == ['sup', 'mt', 'mt_scl', 'mt_scl_rp', 'full']
     assert m['sup'].unsup_weight == 0 and m['mt'].unsup_weight == 0.2
     on = lambda r, k: m[r].get(k) is not None  # noqa: E731
     table = dict(sup=(0, 0, 0), mt=(0, 0, 0), mt_scl=(1, 0, 0),
@@ -73,3 +74,20 @@ def test_ablation_rows_switch_parts_off():
         assert on(row, 'discriminator') == bool(gan), row
         assert on(row, 'gan_loss') == bool(gan), row
         assert m[row].generator == m['full'].generator
+
+
+def test_diagnostic_rows_differ_only_where_documented():
+    from mmengine.config import Config
+    abl = _load('benchmarks/ablation.py')
+    cfg = {r: Config.fromfile(osp.join(REPO, abl.ROWS[r][0]))
+           for r in ('sup', 'mt', 'oracle', 'mt_ema_fast', 'mt_noaug')}
+    paired = cfg['oracle'].train_dataloader.dataset.paired
+    assert (paired.input_dir, paired.gt_dir) == ('unlabeled/input',
+                                                 'unlabeled_oracle/GT')
+    assert cfg['oracle'].model == cfg['sup'].model
+    assert cfg['mt_ema_fast'].model.teacher.momentum == 0.02
+    assert cfg['mt'].model.teacher.momentum == 0.004
+    types = [t.type for t in
+             cfg['mt_noaug'].train_dataloader.dataset.unpaired.pipeline]
+    assert types == ['LoadImageFromFile', 'Resize', 'CopyValues']
+    assert cfg['mt_noaug'].model == cfg['mt'].model
