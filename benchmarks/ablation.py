@@ -92,17 +92,7 @@ def run_settings(row: str, seed: int, args) -> dict:
 # --------------------------------------------------------------- data
 def load_val(data_root: str, split: str = 'val') -> List[tuple]:
     """``[(stem, low, gt)]`` uint8 RGB tiles of a paired split."""
-    import cv2
-    from semillie_mm.datasets.folder_utils import index_by_stem
-    in_dir = osp.join(data_root, split, 'input')
-    gt_dir = osp.join(data_root, split, 'GT')
-    ins, gts = index_by_stem(in_dir), index_by_stem(gt_dir)
-    out = []
-    for stem in sorted(ins):
-        low = cv2.imread(osp.join(in_dir, ins[stem]))[..., ::-1]
-        gt = cv2.imread(osp.join(gt_dir, gts[stem]))[..., ::-1]
-        out.append((stem, low.copy(), gt.copy()))
-    return out
+    return _load_pairs(data_root, f'{split}/input', f'{split}/GT')
 
 
 def stitch(tiles: Dict[str, 'np.ndarray']) -> Dict[str, 'np.ndarray']:
@@ -282,6 +272,77 @@ def worker(row: str, seed: int, args) -> None:
         package=semillie_mm.__file__,
         checkpoint=ckpt)
     _atomic_json(osp.join(work_dir, 'metrics.json'), res)
+
+
+def diagnose(args) -> dict:
+    """Post-hoc diagnostics of finished runs (``--diagnose``).
+
+    For each finished (row, seed): teacher and student on the TARGET val at
+    the half-way checkpoint and at the end (does validation fall while
+    lambda1 ramps up?), and on the unpaired TARGET images against their
+    clean versions (``unlabeled_oracle/GT``): how good the consistency
+    targets (the teacher's outputs) are.
+
+    Args:
+        args (argparse.Namespace): the command line.
+
+    Returns:
+        dict: ``row -> seed -> results``; also written to
+        ``OUT/diagnose.json``.
+    """
+    import numpy as np  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import load_checkpoint
+    from mmagic.registry import MODELS
+    val = load_val(args.data_root, 'val')
+    unl = _load_pairs(args.data_root, 'unlabeled/input',
+                      'unlabeled_oracle/GT')
+    out = {}
+    for row in args.rows:
+        for seed in args.seeds:
+            run = osp.join(args.out_dir, 'runs', row, f'seed{seed}')
+            if not _finished(osp.join(run, 'metrics.json'),
+                             run_settings(row, seed, args)):
+                continue
+            cfg = Config.fromfile(osp.join(REPO, ROWS[row][0]))
+            set_iters(cfg, args.iters)
+            res = {}
+            for it in (args.iters // 2, args.iters):
+                ckpt = osp.join(run, f'iter_{it}.pth')
+                if not osp.isfile(ckpt):
+                    continue
+                with DefaultScope.overwrite_default_scope('mmagic'):
+                    model = MODELS.build(cfg.model)
+                load_checkpoint(model, ckpt, map_location='cpu',
+                                logger='silent')
+                model.eval()
+                for name, net in (('teacher', model.teacher.module),
+                                  ('student', model.student)):
+                    res[f'val_{name}_iter{it}'] = score(
+                        _enhance_all(net, val), val)
+                    if it == args.iters:
+                        res[f'unlabeled_{name}'] = score(
+                            _enhance_all(net, unl), unl)
+            out.setdefault(row, {})[seed] = res
+            print(f'[diagnose] {row} seed {seed}: ' + ', '.join(
+                f'{k} {v["PSNR"]:.2f}' for k, v in res.items()), flush=True)
+    res_all = dict(iters=args.iters, rows=out,
+                   unlabeled_identity=score({s: lo for s, lo, _ in unl},
+                                            unl))
+    _atomic_json(osp.join(args.out_dir, 'diagnose.json'), res_all)
+    return res_all
+
+
+def _load_pairs(data_root: str, in_rel: str, gt_rel: str) -> List[tuple]:
+    """Like :func:`load_val` for any two folders of matching tiles."""
+    import cv2
+    from semillie_mm.datasets.folder_utils import index_by_stem
+    in_dir, gt_dir = osp.join(data_root, in_rel), osp.join(data_root, gt_rel)
+    ins, gts = index_by_stem(in_dir), index_by_stem(gt_dir)
+    return [(stem, cv2.imread(osp.join(in_dir, ins[stem]))[..., ::-1].copy(),
+             cv2.imread(osp.join(gt_dir, gts[stem]))[..., ::-1].copy())
+            for stem in sorted(ins)]
 
 
 # --------------------------------------------------------------- parent
@@ -506,6 +567,9 @@ def parse_args(argv=None):
     p.add_argument('--jobs', type=int, default=2)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--nice', type=int, default=15)
+    p.add_argument('--diagnose', action='store_true',
+                   help='only evaluate finished runs (half-way and final '
+                   'checkpoints, unpaired images vs their clean versions)')
     p.add_argument('--worker', nargs=2, metavar=('ROW', 'SEED'),
                    help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -522,6 +586,9 @@ def main(argv=None):
         raise UserError('--iters must be >= 2, --jobs and --threads >= 1')
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args)
+        return 0
+    if args.diagnose:
+        diagnose(args)
         return 0
     from semillie_mm.datasets.target_domain_data import \
         prepare_target_domain_data
