@@ -16,7 +16,8 @@ carried wheels, compiles mmcv 2.1.0 (CPU ops) and mamba-ssm's selective-scan ext
   Swin-L RAM encoder, 8 + 8 images at 256x256);
 - ``net_reference``: SemiLLIENet through the 'reference' backend, for speed ratios.
 
-Every step runs in its own process with its own time limit, all within ``--budget``;
+(``numba_warmup`` compiles the 'cpu' backend's numba kernels meanwhile.) Every step
+runs in its own process with its own time limit, all within ``--budget``;
 results are written as they come to ``OUT/gpu_check.json`` (all numbers) and
 ``OUT/gpu_check.md`` (summary), logs to ``OUT/gpu_check.log``. OUT is ``--out``, else
 ``$OUT`` (the device tool's folder), else ``work_dirs/gpu_check``.
@@ -379,16 +380,18 @@ SETUP = dict(carry=setup_carry, install=setup_install,
              build_mmcv=setup_build_mmcv, build_scan=setup_build_scan)
 
 # ------------------------------------------------------------------ the steps
-#: name, dependencies, time limit (s), exclusive (one at a time, GPU timing)
+#: name, dependencies (must succeed), steps to wait for (any outcome), time limit
+#: (s), exclusive (one at a time: the GPU timings)
 STEP_TABLE = [
-    ('carry', (), 60, False),
-    ('install', ('carry', ), 120, False),
-    ('build_scan', ('carry', ), 360, False),
-    ('build_mmcv', ('install', ), 420, False),
-    ('scan', ('build_scan', ), 300, True),
-    ('net', ('build_scan', 'build_mmcv'), 180, True),
-    ('train_step', ('build_scan', 'build_mmcv'), 180, True),
-    ('net_reference', ('build_scan', 'build_mmcv'), 240, True),
+    ('carry', (), (), 60, False),
+    ('numba_warmup', (), (), 240, False),
+    ('install', ('carry', ), (), 120, False),
+    ('build_scan', ('carry', ), (), 360, False),
+    ('build_mmcv', ('install', ), (), 420, False),
+    ('scan', ('build_scan', ), ('numba_warmup', ), 240, True),
+    ('net', ('build_scan', 'build_mmcv'), (), 180, True),
+    ('train_step', ('build_scan', 'build_mmcv'), (), 150, True),
+    ('net_reference', ('build_scan', 'build_mmcv'), (), 150, True),
 ]
 DEVICE_ONLY = ('install', 'build_scan', 'build_mmcv')
 
@@ -558,18 +561,19 @@ class Orchestrator:
                         jobs=args.jobs or os.cpu_count() or 1, arch=args.arch,
                         env=env, log=None)
         wanted = set(args.steps.split(',')) if args.steps else None
+        if wanted and 'scan' in wanted:
+            wanted.add('numba_warmup')
         self.steps = {}
-        for name, deps, limit, excl in STEP_TABLE:
-            st = dict(name=name, deps=deps, limit=limit, exclusive=excl,
-                      status='pending', records=[])
-            if wanted is not None and name not in wanted and not (
-                    name in ('carry', 'install', 'build_scan', 'build_mmcv')
-                    and not self.dry):
-                st.update(status='skipped', reason='not in --steps')
-            elif self.dry and name in DEVICE_ONLY:
+        for name, deps, after, limit, excl in STEP_TABLE:
+            st = dict(name=name, deps=deps, after=after, limit=limit,
+                      exclusive=excl, status='pending', records=[])
+            if self.dry and name in DEVICE_ONLY:
                 st.update(status='skipped', reason='dry run: uses this '
                           "machine's environment; installs and builds run on "
                           'the device only')
+            elif wanted is not None and name not in wanted and not (
+                    name in ('carry', ) + DEVICE_ONLY and not self.dry):
+                st.update(status='skipped', reason='not in --steps')
             self.steps[name] = st
         if self.dry and not osp.isfile(osp.join(args.carry, 'MANIFEST.txt')):
             self.steps['carry'].update(
@@ -708,6 +712,9 @@ class Orchestrator:
                     continue
                 ready = all(s == 'ok' or (self.dry and d in DEVICE_ONLY + (
                     'carry', )) for d, s in zip(st['deps'], dep_states))
+                ready = ready and all(
+                    self.steps[a]['status'] not in ('pending', 'running')
+                    for a in st['after'])
                 if not ready:
                     continue
                 if st['exclusive'] and busy_exclusive:

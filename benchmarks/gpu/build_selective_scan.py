@@ -5,7 +5,8 @@ and pulls in more than the project needs. This builds only its
 ``selective_scan_cuda`` module from the ``csrc/selective_scan`` folder of
 mamba-ssm's source package, for the architectures in ``--arch`` (default 9.0,
 the H100/H200), with the compiler flags of mamba-ssm's setup.py, through
-``torch.utils.cpp_extension.load`` (ninja, ``MAX_JOBS`` parallel jobs).
+``torch.utils.cpp_extension.load`` (ninja, ``MAX_JOBS`` parallel jobs), and by
+default for real A only (``--complex`` builds the complex-A kernels too).
 ``semillie_mm.ops.selective_scan.cuda`` imports the result when the mamba_ssm
 package is absent.
 
@@ -22,6 +23,8 @@ import glob
 import json
 import os
 import os.path as osp
+import re
+import shutil
 import sys
 import tarfile
 import time
@@ -86,6 +89,52 @@ def extract_sources(sdist: str, dest: str) -> str:
     return dest
 
 
+#: the kernels for complex A: never used here (SS2D's A is real), about half of
+#: the compile time and of the library (35 MiB packed with them, over the 16 MiB
+#: a device call returns per file)
+COMPLEX_SOURCES = tuple(s for s in SOURCES if s.endswith('_complex.cu'))
+
+_COMPLEX_BRANCH = re.compile(
+    r'\} else if \(WTYPE == at::ScalarType::ComplexFloat\) \{\s*\\\n'
+    r'\s*using weight_t = c10::complex<float>;\s*\\\n'
+    r'\s*__VA_ARGS__\(\);\s*\\\n\s*')
+_COMPLEX_INSTANCE = re.compile(r'^template void selective_scan_fwd_cuda<[^>]*'
+                               r'complex_t>\(.*$\n?', re.M)
+
+
+def drop_complex(src: str) -> tuple:
+    """Edit the extracted sources to build the real-A kernels only.
+
+    Removes the complex branch of the weight-type dispatch in
+    ``selective_scan.cpp`` (a complex A then raises "not implemented for
+    weight type") and the complex instantiations of the forward files.
+
+    Args:
+        src (str): folder from :func:`extract_sources`.
+
+    Returns:
+        tuple[str]: the sources to compile.
+    """
+    cpp = osp.join(src, 'selective_scan.cpp')
+    text = open(cpp).read()
+    text, n = _COMPLEX_BRANCH.subn('', text)
+    if n != 1:
+        raise ValueError(f'{cpp}: expected one complex dispatch branch, '
+                         f'found {n}')
+    with open(cpp, 'w') as f:
+        f.write(text)
+    for name in SOURCES:
+        if name.startswith('selective_scan_fwd_'):
+            path = osp.join(src, name)
+            text, n = _COMPLEX_INSTANCE.subn('', open(path).read())
+            if n != 1:
+                raise ValueError(f'{path}: expected one complex '
+                                 f'instantiation, found {n}')
+            with open(path, 'w') as f:
+                f.write(text)
+    return tuple(s for s in SOURCES if s not in COMPLEX_SOURCES)
+
+
 def find_cuda_home() -> str:
     """A CUDA toolkit folder with ``bin/nvcc`` and ``include/cuda_runtime.h``.
 
@@ -119,7 +168,8 @@ def build_info() -> dict:
 
 
 def build(sdist: str, build_dir: str, arch: str = '9.0',
-          jobs: int = 0, verbose: bool = True) -> dict:
+          jobs: int = 0, verbose: bool = True,
+          complex_kernels: bool = False) -> dict:
     """Compile (or reuse) the extension; import it to check it loads.
 
     Args:
@@ -128,6 +178,8 @@ def build(sdist: str, build_dir: str, arch: str = '9.0',
         arch (str): ``TORCH_CUDA_ARCH_LIST`` value. Defaults to '9.0'.
         jobs (int): parallel compile jobs; 0 = all cores.
         verbose (bool): show the compiler commands.
+        complex_kernels (bool): also build the complex-A kernels (mamba-ssm's
+            full extension). Defaults to False (see :func:`drop_complex`).
 
     Returns:
         dict: ``path`` of the module, ``seconds``, ``reused``, versions.
@@ -138,7 +190,8 @@ def build(sdist: str, build_dir: str, arch: str = '9.0',
     os.makedirs(build_dir, exist_ok=True)
     so_path = osp.join(build_dir, 'selective_scan_cuda.so')
     info_path = osp.join(build_dir, 'build_info.json')
-    info = dict(build_info(), arch=arch, cuda_home=os.environ['CUDA_HOME'])
+    info = dict(build_info(), arch=arch, cuda_home=os.environ['CUDA_HOME'],
+                complex_kernels=complex_kernels)
     reused = False
     if osp.isfile(so_path) and osp.isfile(info_path):
         with open(info_path) as f:
@@ -148,12 +201,15 @@ def build(sdist: str, build_dir: str, arch: str = '9.0',
         if not cpp_extension.is_ninja_available():
             raise RuntimeError('ninja is not available: a serial build would '
                                'take far too long (pip install ninja)')
-        src = extract_sources(sdist, osp.join(build_dir, 'src'))
+        src = osp.join(build_dir, 'src')
+        shutil.rmtree(src, ignore_errors=True)
+        extract_sources(sdist, src)
+        sources = SOURCES if complex_kernels else drop_complex(src)
         os.environ['TORCH_CUDA_ARCH_LIST'] = arch
         os.environ['MAX_JOBS'] = str(jobs or os.cpu_count() or 1)
         cpp_extension.load(
             name='selective_scan_cuda',
-            sources=[osp.join(src, s) for s in SOURCES],
+            sources=[osp.join(src, s) for s in sources],
             extra_cflags=list(CXX_FLAGS),
             extra_cuda_cflags=list(NVCC_FLAGS),
             extra_include_paths=[src],
@@ -177,8 +233,11 @@ def main():
     parser.add_argument('--build-dir', required=True)
     parser.add_argument('--arch', default='9.0')
     parser.add_argument('--jobs', type=int, default=0)
+    parser.add_argument('--complex', action='store_true',
+                        help='also build the complex-A kernels')
     args = parser.parse_args()
-    print(json.dumps(build(args.sdist, args.build_dir, args.arch, args.jobs)))
+    print(json.dumps(build(args.sdist, args.build_dir, args.arch, args.jobs,
+                           complex_kernels=args.complex)))
 
 
 if __name__ == '__main__':

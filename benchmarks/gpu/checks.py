@@ -222,6 +222,23 @@ def step_scan(cfg, emit):
             emit(dict(kind='scan_speed', skipped='needs the cuda backend'))
 
 
+def step_numba_warmup(cfg, emit):
+    """Compile (or load from numba's cache) the 'cpu' backend's kernels with a
+    tiny float32 scan, so that the scan step does not pay the JIT."""
+    import torch
+    mod = load_scan_package()
+    if 'cpu' not in mod.available_backends('cpu'):
+        emit(dict(kind='numba_warmup', skipped='numba is not installed'))
+        return
+    t0 = time.perf_counter()
+    case = dict(batch=1, dim=4, N=2, groups=2, L=5, D=True, z=True,
+                bias=True, softplus=True)
+    x = _scan_inputs(case, seed=0)
+    x['softplus'] = True
+    _run_scan(mod, x, 'cpu', 'cpu', torch.float32)
+    emit(dict(kind='numba_warmup', seconds=time.perf_counter() - t0))
+
+
 def _cuda_import_error(mod):
     try:
         cuda = importlib.import_module(mod.__name__ + '.cuda')
@@ -514,4 +531,5 @@ def _train_variant(model, wrapper_cfg, variant, cfg, device, hub, torch,
                 finite=all(math.isfinite(v) for v in losses.values()), **mem)
 
 
-STEPS = dict(scan=step_scan, net=step_net, train_step=step_train)
+STEPS = dict(numba_warmup=step_numba_warmup, scan=step_scan, net=step_net,
+             train_step=step_train)
