@@ -19,6 +19,10 @@ import os
 import os.path as osp
 import sys
 
+# Nothing is fetched at run time: albumentations (imported by mmagic) asks PyPI for its newest
+# version when it is imported, unless told not to.
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from semillie_mm.apis import (DEFAULT_TILE_OVERLAP,  # noqa: E402

@@ -10,9 +10,15 @@ page says so). Nothing is fetched from the network. The page is built by
 semillie_mm.apis.webui; see docs/enhance.md.
 """
 import argparse
+import os
 import os.path as osp
 import socket
 import sys
+
+# Nothing is fetched at run time: albumentations (imported by mmagic) asks PyPI for its newest
+# version when it is imported, unless told not to.
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 

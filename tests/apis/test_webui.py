@@ -2,10 +2,12 @@
 chromedriver through selenium).
 
 The server is the real command line (demo config, no checkpoint: random
-weights). The browser may reach 127.0.0.1 only (every other host name is
-mapped to an unresolvable address), and every request it made is read from
-its performance log: the page must load, enhance an uploaded photo and offer
-the PNG without fetching anything from another host.
+weights), run under a Python audit hook that records every name lookup and
+connection to a host other than this machine. The browser may reach 127.0.0.1
+only (every other host name is mapped to an unresolvable address), and every
+request it made is read from its performance log: the page must load, enhance
+an uploaded photo and offer the PNG without the server or the browser
+reaching for another host.
 """
 import os
 import os.path as osp
@@ -37,6 +39,29 @@ def test_strip_external_references():
     assert strip_external_references(html) == (
         b'<head><script type="module" src="./assets/index.js"></script>'
         b'<link rel="stylesheet" href="./assets/index.css"></head>')
+
+
+# Runs tools/webui.py (argv[2:]) with an audit hook writing every look-up of /
+# connection to a non-local host to the file argv[1].
+SERVER_WRAPPER = r"""
+import runpy, sys
+log = open(sys.argv[1], 'a', buffering=1)
+LOCAL = {'127.0.0.1', 'localhost', '::1', '0.0.0.0', ''}
+def hook(event, args):
+    if event == 'socket.getaddrinfo':
+        host = args[0]
+    elif event == 'socket.connect':
+        host = args[1][0] if isinstance(args[1], tuple) else None
+    else:
+        return
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host is not None and host not in LOCAL:
+        log.write(f'{event} {host}\n')
+sys.addaudithook(hook)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
 
 
 def _browser_or_skip():
@@ -93,8 +118,13 @@ def test_webui_in_browser(tmp_path):
     base = f'http://127.0.0.1:{port}'
     env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp_path / 'gradio'),
                PYTHONWARNINGS='ignore::FutureWarning')
+    for name in ('NO_ALBUMENTATIONS_UPDATE', 'GRADIO_ANALYTICS_ENABLED'):
+        env.pop(name, None)  # the tool must set what keeps it offline
+    net_log = tmp_path / 'server_network.log'
+    net_log.write_text('')
     server = subprocess.Popen(
-        [sys.executable, osp.join(ROOT, 'tools', 'webui.py'),
+        [sys.executable, '-c', SERVER_WRAPPER, str(net_log),
+         osp.join(ROOT, 'tools', 'webui.py'),
          osp.join(ROOT, 'configs', 'semillie_demo.py'), '--port', str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     driver = None
@@ -162,6 +192,8 @@ def test_webui_in_browser(tmp_path):
             (base, 'data:', 'blob:', 'chrome://', 'chrome-untrusted://',
              'about:')))
         assert not foreign, foreign
+        # ... and the server looked up or connected to no other host
+        assert net_log.read_text() == '', net_log.read_text()
     finally:
         if driver is not None:
             driver.quit()
