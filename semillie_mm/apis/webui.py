@@ -123,7 +123,8 @@ def build_demo(inferencer, checkpoint: Optional[str] = None):
                            interactive=False, elem_id='output-image')
         with gr.Row():
             network = gr.Radio(
-                networks, value='teacher', label='Network',
+                networks, value=inferencer.network if inferencer.has_teacher
+                else 'teacher', label='Network',
                 info='teacher: the mean teacher (what the paper evaluates)'
                 if inferencer.has_teacher else 'this model has one network',
                 elem_id='network')

@@ -1,4 +1,5 @@
-"""Enhancement API (tiling, arrays, networks): tiled == untiled for a local network, dtypes/channels,
+"""Enhancement API (tiling, arrays, networks): tiled == untiled for a local
+network, dtypes/channels,
 network selection and checkpoint loading."""
 import numpy as np
 import pytest
