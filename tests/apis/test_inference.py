@@ -1,6 +1,5 @@
 """Enhancement API (tiling, arrays, networks): tiled == untiled for a local
-network, dtypes/channels,
-network selection and checkpoint loading."""
+network, dtypes/channels, network selection and checkpoint loading."""
 import numpy as np
 import pytest
 import torch

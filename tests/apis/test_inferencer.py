@@ -163,3 +163,22 @@ def test_config_from_checkpoint_and_errors(model_files, tmp_path):
         SemiLLIEInferencer(DEMO_CFG, str(tmp_path / 'nothing.pth'))
     with pytest.raises(ValueError, match='network'):
         SemiLLIEInferencer(DEMO_CFG, network='ema')
+
+
+@pytest.mark.parametrize('name', ['semillie_demo', 'semillie_lsrw',
+                                  'semillie_visdrone'])
+def test_configs_carry_inference_pipeline(name):
+    """Every model config has a pipeline without ground truth, and its
+    transforms build."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from mmagic.registry import TRANSFORMS
+    from semillie_mm.apis.inferencer import DEFAULT_INFERENCE_PIPELINE
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py'))
+    pipeline = [dict(t) for t in cfg.inference_pipeline]
+    assert pipeline == DEFAULT_INFERENCE_PIPELINE
+    assert not any('gt' in str(t) for t in pipeline)
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        for t in pipeline:
+            TRANSFORMS.build(t)
