@@ -96,6 +96,8 @@ def plan(dry_run: bool) -> dict:
                           1, 3, 'float16'),
                 _net_case('fwd_bwd_b16_256_amp_bf16', 'fwd_bwd', 16, 256, 256,
                           1, 3, 'bfloat16'),
+                # a number even if batch 16 does not fit in float32
+                _net_case('fwd_bwd_b8_256', 'fwd_bwd', 8, 256, 256, 1, 2),
             ] + ratio_cases),
             train_step=dict(device='cuda', batch=8, size=256, warmup=1,
                             repeat=2, variants=[
@@ -561,6 +563,10 @@ class Orchestrator:
                         jobs=args.jobs or os.cpu_count() or 1, arch=args.arch,
                         env=env, log=None)
         wanted = set(args.steps.split(',')) if args.steps else None
+        known = [row[0] for row in STEP_TABLE]
+        if wanted and wanted - set(known):
+            raise SystemExit(f'gpu_check: unknown step(s) in --steps: '
+                             f'{sorted(wanted - set(known))}; steps: {known}')
         if wanted and 'scan' in wanted:
             wanted.add('numba_warmup')
         self.steps = {}
@@ -580,6 +586,8 @@ class Orchestrator:
                 status='skipped', reason=f'{args.carry} not prepared (run '
                 'tools/prepare_gpu_carry.sh); the device run needs it')
         self.machine = machine_info(self.dry)
+        if args.label:
+            self.machine['label'] = args.label
         self.log_path = osp.join(self.out, 'gpu_check.log')
         _write_atomic(self.log_path, '')
 
@@ -761,6 +769,8 @@ def main(argv=None):
                         help='compile jobs (default: all cores)')
     parser.add_argument('--arch', default='9.0',
                         help='TORCH_CUDA_ARCH_LIST of the kernel build')
+    parser.add_argument('--label', help='recorded in the report, e.g. the '
+                        'commit (the device copy has no .git)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--child-cfg', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

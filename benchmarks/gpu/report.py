@@ -30,7 +30,8 @@ def markdown(doc) -> str:
     m = doc['machine']
     lines = ['# GPU check' + (' (dry run)' if doc.get('dry_run') else ''), '',
              f"Command: `{doc.get('command')}`; budget {doc['budget_s']:.0f} s, "
-             f"elapsed {doc['elapsed_s']:.0f} s; git {m.get('git')}.", '',
+             f"elapsed {doc['elapsed_s']:.0f} s; git {m.get('git')}"
+             + (f"; label {m['label']}" if m.get('label') else '') + '.', '',
              f"Machine: {m.get('gpu', 'no GPU')}"
              + (f" ({m.get('gpu_memory_gib', 0):.0f} GiB, capability "
                 f"{m.get('capability')})" if m.get('gpu') else '')
