@@ -27,6 +27,7 @@ installs or builds) and says why the rest is skipped.
 """
 import argparse
 import datetime
+import glob
 import hashlib
 import json
 import os
@@ -218,6 +219,7 @@ def _torch_key():
 # copied into CARRY/prebuilt/, they let the next fresh machine skip both builds.
 PREBUILT = dict(mmcv='prebuilt_mmcv.tar.gz',
                 selective_scan='prebuilt_selective_scan.tar.gz')
+PART_BYTES = 15 * 2**20
 
 
 def _strip(path):
@@ -247,15 +249,29 @@ def _export_prebuilt(ctx, name, folder, key):
     with open(osp.join(stage, 'PREBUILT_KEY'), 'w') as f:
         f.write(key)
     dest = osp.join(out, PREBUILT[name])
-    with tarfile.open(dest + '.tmp', 'w:gz') as tar:
+    packed = osp.join(ctx['work'], PREBUILT[name])
+    with tarfile.open(packed, 'w:gz') as tar:
         tar.add(stage, arcname='.')
-    os.replace(dest + '.tmp', dest)
     shutil.rmtree(stage, ignore_errors=True)
-    size = osp.getsize(dest)
-    if size > 15 * 2**20:  # the device tool returns files up to 16 MiB
-        os.remove(dest)
+    size = osp.getsize(packed)
+    if size > 3 * PART_BYTES:
+        os.remove(packed)
         return f'not exported: {size / 2**20:.1f} MiB packed'
-    return f'exported {PREBUILT[name]} ({size / 2**20:.1f} MiB)'
+    if size <= PART_BYTES:
+        shutil.move(packed, dest + '.tmp')
+        os.replace(dest + '.tmp', dest)
+        return f'exported {PREBUILT[name]} ({size / 2**20:.1f} MiB)'
+    # the device tool returns files of at most 16 MiB: split into parts
+    names = []
+    with open(packed, 'rb') as f:
+        for i, chunk in enumerate(iter(lambda: f.read(PART_BYTES), b'')):
+            part = f'{dest}.part{i}'
+            with open(part + '.tmp', 'wb') as g:
+                g.write(chunk)
+            os.replace(part + '.tmp', part)
+            names.append(osp.basename(part))
+    os.remove(packed)
+    return f'exported {", ".join(names)} ({size / 2**20:.1f} MiB)'
 
 
 def _import_prebuilt(ctx, name, folder, key):
@@ -267,6 +283,15 @@ def _import_prebuilt(ctx, name, folder, key):
     """
     import tarfile
     path = osp.join(ctx['carry'], 'prebuilt', PREBUILT[name])
+    parts = sorted(glob.glob(path + '.part*'),
+                   key=lambda p: int(p.rsplit('.part', 1)[1]))
+    if not osp.isfile(path) and parts:  # join the parts of a split export
+        joined = osp.join(ctx['work'], PREBUILT[name])
+        with open(joined, 'wb') as f:
+            for part in parts:
+                with open(part, 'rb') as g:
+                    shutil.copyfileobj(g, f)
+        path = joined
     if not osp.isfile(path):
         return 'none carried'
     shutil.rmtree(folder, ignore_errors=True)

@@ -131,3 +131,35 @@ def test_carry_check(tmp_path):
     os.remove(carry / 'MANIFEST.txt')
     with pytest.raises(FileNotFoundError, match='prepare_gpu_carry'):
         gpu_check.setup_carry(ctx, records.append)
+
+
+@pytest.mark.parametrize('part_bytes', [1 << 20, 700])
+def test_prebuilt_round_trip(tmp_path, monkeypatch, part_bytes):
+    # a build folder -> OUT/prebuilt_*.tar.gz (split into parts when large)
+    # -> CARRY/prebuilt/ -> unpacked only on a machine with the same key
+    monkeypatch.setattr(gpu_check, 'PART_BYTES', part_bytes)
+    build = tmp_path / 'build'
+    os.makedirs(build / 'src')
+    payload = os.urandom(1500)  # incompressible: 2-3 parts of 700 bytes
+    (build / 'module.bin').write_bytes(payload)
+    (build / 'src' / 'big.cu').write_text('left out of the export')
+    out, carry, work = tmp_path / 'out', tmp_path / 'carry', tmp_path / 'work'
+    for d in (out, carry / 'prebuilt', work):
+        os.makedirs(d)
+    ctx = dict(out=str(out), carry=str(carry), work=str(work))
+    note = gpu_check._export_prebuilt(ctx, 'selective_scan', str(build), 'K1')
+    files = sorted(os.listdir(out))
+    assert note.startswith('exported') and files
+    assert (len(files) > 1) == (part_bytes < 1500)
+    for f in files:
+        (carry / 'prebuilt' / f).write_bytes((out / f).read_bytes())
+    target = tmp_path / 'unpacked'
+    assert gpu_check._import_prebuilt(ctx, 'selective_scan', str(target),
+                                      'K1') is None
+    assert (target / 'module.bin').read_bytes() == payload
+    assert not (target / 'src').exists()
+    why = gpu_check._import_prebuilt(ctx, 'selective_scan',
+                                     str(tmp_path / 'other'), 'K2')
+    assert "built for 'K1'" in why and not (tmp_path / 'other').exists()
+    assert gpu_check._import_prebuilt(ctx, 'mmcv', str(tmp_path / 'm'),
+                                      'K1') == 'none carried'
