@@ -32,6 +32,9 @@ model = dict(
     discriminator=dict(base_channels=16),
     unsup_ramp=dict(length=max_iters // 2, by='iter'))
 
+# iteration-based: the train loader cycles through the data without epoch ends
+# (DefaultSampler would log "Reach the end of the dataloader" at every pass)
+train_dataloader = dict(sampler=dict(type='InfiniteSampler', shuffle=True))
 train_cfg = dict(
     _delete_=True,
     type='IterBasedTrainLoop',

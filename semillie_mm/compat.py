@@ -19,14 +19,66 @@ says why it exists. The measured facts behind them are in ``docs/install.md``.
 3. MMEngine's PyTorch launcher calls ``torch.cuda.set_device`` unconditionally, so
    ``tools/dist_train.sh`` cannot start on a machine without CUDA. On such a machine
    (and only with the gloo backend) the process group is initialised without it.
+4. Third-party deprecation warnings that importing mmagic 1.2.0 prints on every run
+   (and that a user can do nothing about) are silenced where they come from; see
+   :func:`filter_third_party_warnings`. Warnings raised by semillie_mm's own code,
+   and every other warning of these libraries, are left alone.
 """
 import os.path as osp
+import warnings
 
 import numpy as np
 import torch
 
 if not hasattr(np, 'bool8'):
     np.bool8 = np.bool_  # removed in numpy 2; mmagic 1.2.0 still uses it
+
+#: (message regex, category, module regex, why) of the filtered warnings. The
+#: module is the one the warning is attributed to (``warnings`` matches it against
+#: the ``__name__`` of the module at the warning's ``stacklevel``).
+THIRD_PARTY_WARNINGS = (
+    # mmagic 1.2.0 (models/archs/__init__.py register_diffusers_models, and
+    # editors/vico/vico_utils.py) imports diffusers classes from their pre-0.26
+    # module paths (diffusers.models.unet_2d_condition, .dual_transformer_2d,
+    # .transformer_2d); diffusers' deprecate() warns from those shim modules.
+    (r'.* is deprecated and will be removed in version', FutureWarning,
+     r'diffusers\.models\.', 'mmagic 1.2.0 imports diffusers classes from '
+     'their old module paths'),
+)
+
+#: Warnings that can only be told apart by who triggered them: torch attributes
+#: ``torch.jit.script``'s FutureWarning to its own module (torch.jit._script), so
+#: a process-wide filter would hide it for every caller, ours included. It is
+#: filtered only while mmagic's model registry is imported, which is where it is
+#: triggered: mmagic's register_diffusers_models() touches every diffusers pipeline,
+#: audioldm2's imports transformers' VITS, whose module decorates functions with
+#: ``@torch.jit.script``.
+IMPORT_TIME_WARNINGS = (
+    (r'`torch\.jit\.script` is deprecated', FutureWarning,
+     r'torch\.jit\._script', 'transformers VITS, imported by mmagic via '
+     'diffusers AudioLDM2, uses @torch.jit.script at import time'),
+)
+
+
+def filter_third_party_warnings():
+    """Silence the known third-party deprecation warnings at their source.
+
+    Installs one ``warnings.filterwarnings('ignore', message, category, module)``
+    per entry of :data:`THIRD_PARTY_WARNINGS` (all narrow: a message, a category
+    and the library module that emits it), then imports mmagic's model registry
+    with the entries of :data:`IMPORT_TIME_WARNINGS` ignored for the duration of
+    that import only. The filters are inserted in front of those given with
+    ``-W`` or ``PYTHONWARNINGS``, so these few warnings stay silent even under
+    ``-W error``; every other warning keeps the user's settings.
+    """
+    for message, category, module, _why in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings(
+            'ignore', message=message, category=category, module=module)
+    with warnings.catch_warnings():
+        for message, category, module, _why in IMPORT_TIME_WARNINGS:
+            warnings.filterwarnings(
+                'ignore', message=message, category=category, module=module)
+        import mmagic.models  # noqa: F401  (imports every diffusers pipeline)
 
 _PATCHED = False
 
@@ -84,5 +136,6 @@ def patch_mmengine_cpu_launcher():
     dist_utils._init_dist_pytorch = init_dist_pytorch
 
 
+filter_third_party_warnings()
 patch_mmengine_checkpoint_loader()
 patch_mmengine_cpu_launcher()
