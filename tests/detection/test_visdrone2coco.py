@@ -1,21 +1,26 @@
-import importlib.util
 import json
+import os
 import os.path as osp
+import runpy
+import sys
 
 import pytest
 
+import semillie_mm.datasets.converters.visdrone2coco as v2c
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(ROOT, 'tools', 'dataset_converters', 'visdrone2coco.py')
 
 
-def _load_tool():
-    path = osp.join(ROOT, 'tools', 'dataset_converters', 'visdrone2coco.py')
-    spec = importlib.util.spec_from_file_location('visdrone2coco', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-v2c = _load_tool()
+def _run_tool(args, monkeypatch, capsys):
+    """Run the command line as ``__main__``; exit status and stderr lines."""
+    monkeypatch.delenv('SEMILLIE_DEBUG', raising=False)
+    monkeypatch.setattr(sys, 'argv', ['visdrone2coco.py', *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(TOOL, run_name='__main__')
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err.strip().splitlines()
 
 
 def test_parse_line():
@@ -120,16 +125,30 @@ def test_convert_loads_in_pycocotools(tmp_path, visdrone_factory):
     assert len(coco.getAnnIds(iscrowd=True)) == 4 * 10
 
 
-def test_cli(tmp_path, visdrone_factory, capsys):
+def test_cli(tmp_path, visdrone_factory, capsys, monkeypatch):
     data = visdrone_factory(str(tmp_path / 'vd'), num_images=3, malformed=True)
     out = str(tmp_path / 'coco')
     args = ['--img-dir', data['img_dir'], '--ann-dir', data['ann_dir'], '--out-dir', out]
-    assert v2c.main(args) == 1
+    code, _, err = _run_tool(args, monkeypatch, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith('visdrone2coco.py: error: ') and '--skip-bad' in err[0]
+    assert 'night_' in err[0] and '.txt' in err[0]  # names the file
     assert not osp.exists(osp.join(out, 'all.json'))
-    assert v2c.main(args + ['--skip-bad', '--num-train', '2']) == 0
-    summary = json.loads(capsys.readouterr().out)
+    code, stdout, _ = _run_tool(args + ['--skip-bad', '--num-train', '2'], monkeypatch, capsys)
+    assert code == 0
+    summary = json.loads(stdout)
     assert summary['num_train'] == 2 and summary['bad_lines'] == 1
+    bad_split = tmp_path / 'split.json'
+    bad_split.write_text('{"train": [')
+    code, _, err = _run_tool(args + ['--skip-bad', '--split-file', str(bad_split)],
+                             monkeypatch, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert str(bad_split) in err[0] and 'not a split.json' in err[0]
     # missing annotation file
-    import os
     os.remove(osp.join(data['ann_dir'], 'night_0002.txt'))
-    assert v2c.main(args + ['--skip-bad']) == 1
+    code, _, err = _run_tool(args + ['--skip-bad'], monkeypatch, capsys)
+    assert code == 2 and len(err) == 1 and 'no annotation file' in err[0], err
+    # missing folder, broken split file
+    code, _, err = _run_tool(['--img-dir', str(tmp_path / 'nope'), '--ann-dir', data['ann_dir'],
+                              '--out-dir', out], monkeypatch, capsys)
+    assert code == 2 and len(err) == 1 and str(tmp_path / 'nope') in err[0], err

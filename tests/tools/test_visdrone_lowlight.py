@@ -1,25 +1,34 @@
-"""VisDrone low-light converter on a tiny synthetic VisDrone-style folder."""
+"""VisDrone low-light converter on a tiny synthetic VisDrone-style folder.
+
+The logic is tested through the package
+(:mod:`semillie_mm.datasets.converters.visdrone_lowlight`), the command line
+through ``tools/dataset_converters/visdrone_lowlight.py``."""
 import filecmp
 import importlib.util
 import json
 import os
 import os.path as osp
+import runpy
+import sys
 
 import numpy as np
 import pytest
 
+import semillie_mm.datasets.converters.visdrone_lowlight as vl
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(ROOT, 'tools', 'dataset_converters', 'visdrone_lowlight.py')
 
 
 def _load_tool():
-    path = osp.join(ROOT, 'tools', 'dataset_converters', 'visdrone_lowlight.py')
-    spec = importlib.util.spec_from_file_location('visdrone_lowlight', path)
+    spec = importlib.util.spec_from_file_location('visdrone_lowlight_tool',
+                                                  TOOL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-vl = _load_tool()
+tool = _load_tool()
 
 
 @pytest.fixture
@@ -74,7 +83,7 @@ def test_split_counts_rule():
 
 def test_convert_and_rebuild_from_manifest(tmp_path, visdrone):
     out = tmp_path / 'out'
-    report = vl.main([str(visdrone), str(out), '--seed', '3',
+    report = tool.main([str(visdrone), str(out), '--seed', '3',
                       '--no-progress'])
     # 8 day -> 7 train + 1 val; 5 night -> 3 unpaired + 2 test
     assert report['counts'] == dict(paired_train=7, val=1, unpaired_train=3,
@@ -112,7 +121,7 @@ def test_convert_and_rebuild_from_manifest(tmp_path, visdrone):
 
     # rebuild from the manifest: byte-identical files
     out2 = tmp_path / 'rebuilt'
-    report2 = vl.main([str(visdrone), str(out2), '--from-manifest',
+    report2 = tool.main([str(visdrone), str(out2), '--from-manifest',
                        str(out / 'manifest.json'), '--no-progress'])
     assert not report2['failed'] and not report2['mismatched']
     f1, f2 = _files(out), _files(out2)
@@ -140,7 +149,7 @@ def test_override_file_and_explicit_counts(tmp_path, visdrone):
                   '000010_night_n.jpg exclude\n'
                   'no_such_file.jpg night\n')
     out = tmp_path / 'out'
-    report = vl.main([str(visdrone), str(out), '--override', str(ov),
+    report = tool.main([str(visdrone), str(out), '--override', str(ov),
                       '--paired-train', '3', '--val', '2', '--no-progress'])
     assert report['counts'] == dict(paired_train=3, val=2, unpaired_train=3,
                                     test=1)
@@ -153,12 +162,46 @@ def test_override_file_and_explicit_counts(tmp_path, visdrone):
 
 def test_rebuild_detects_changed_source(tmp_path, visdrone):
     out = tmp_path / 'out'
-    vl.main([str(visdrone), str(out), '--no-progress'])
+    tool.main([str(visdrone), str(out), '--no-progress'])
     manifest = json.loads((out / 'manifest.json').read_text())
     victim = visdrone / manifest['files'][0]['source']
     victim.write_bytes(victim.read_bytes() + b'\0')
-    report = vl.main([str(visdrone), str(tmp_path / 'again'),
+    report = tool.main([str(visdrone), str(tmp_path / 'again'),
                       '--from-manifest', str(out / 'manifest.json'),
                       '--no-progress'])
     assert len(report['failed']) == 1
     assert 'differs' in report['failed'][0]['error']
+
+
+def _run_tool(args, monkeypatch, capsys):
+    monkeypatch.delenv('SEMILLIE_DEBUG', raising=False)
+    monkeypatch.setattr(sys, 'argv', ['visdrone_lowlight.py', *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(TOOL, run_name='__main__')
+    return exc.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_cli_user_errors(tmp_path, visdrone, monkeypatch, capsys):
+    out = str(tmp_path / 'out')
+    cases = [
+        ([str(tmp_path / 'nope'), out], str(tmp_path / 'nope')),
+        ([str(visdrone), str(visdrone)], 'is SRC'),
+        ([str(visdrone), out, '--ranges', '{exposure: 1}'], '--ranges'),
+        ([str(visdrone), out, '--from-manifest', str(tmp_path / 'm.json')],
+         'm.json'),
+        ([str(visdrone), out, '--override', str(tmp_path / 'ov.txt')],
+         'ov.txt'),
+        ([str(visdrone), out, '--workers', 'two'], "invalid int value"),
+    ]
+    for args, expected in cases:
+        code, err = _run_tool(args + ['--no-progress'], monkeypatch, capsys)
+        assert code == 2 and len(err) == 1, (args, err)
+        assert err[0].startswith('visdrone_lowlight.py: error: ')
+        assert expected in err[0], (args, err)
+    bad = tmp_path / 'ov.txt'
+    bad.write_text('000020_dusk.jpg sometimes\n')
+    code, err = _run_tool([str(visdrone), out, '--override', str(bad),
+                           '--no-progress'], monkeypatch, capsys)
+    assert code == 2 and len(err) == 1 and f'{bad}:1' in err[0], err
+    assert not osp.exists(out)
