@@ -214,3 +214,17 @@ def test_prepare_demo_data_errors(tmp_path, monkeypatch, capsys):
     code, err = run_main('prepare_demo_data.py', '--seed', 'x',
                          monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2 and len(err) == 1 and "invalid int value: 'x'" in err[0]
+
+
+@pytest.mark.parametrize('args,expected', [
+    (['tools/dist_train.sh', 'nope.py', '2'], 'config nope.py does not exist'),
+    (['tools/dist_train.sh', DEMO_CFG, 'two'], "NUM_PROCS 'two'"),
+    (['tools/dist_test.sh', DEMO_CFG, 'nope.pth', '1'],
+     'checkpoint nope.pth does not exist'),
+])
+def test_dist_scripts_check_arguments(args, expected):
+    proc = subprocess.run(['bash', *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
