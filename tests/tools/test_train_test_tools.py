@@ -228,3 +228,17 @@ def test_dist_scripts_check_arguments(args, expected):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_test_tool_missing_data_folder(tmp_path, monkeypatch, capsys):
+    good, _, _ = _checkpoints(tmp_path)
+    missing = str(tmp_path / 'no_data')
+    code, err = run_main(
+        'test.py', DEMO_CFG, str(good), '--work-dir', str(tmp_path / 'w'),
+        '--cfg-options', f'test_dataloader.dataset.data_root={missing}',
+        'test_dataloader.dataset.prepare=None',
+        'test_dataloader.persistent_workers=False',
+        'test_dataloader.num_workers=0',
+        monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and len(err) == 1, err
+    assert missing in err[0] and 'fix the path' in err[0]
