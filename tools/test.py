@@ -24,7 +24,7 @@ import semillie_mm  # noqa: E402,F401
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 
-from semillie_mm.apis.inference import write_image_atomic  # noqa: E402
+from semillie_mm.apis import write_image_atomic  # noqa: E402
 from semillie_mm.evaluation import format_table1, group_metrics  # noqa: E402
 from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
                                    check_checkpoint, check_config_files,
