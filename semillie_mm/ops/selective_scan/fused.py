@@ -7,19 +7,19 @@ computes -- per direction ``k`` the projections ``x_proj`` / ``dt_proj``,
 direction's pixel order, and the sum of the four outputs in row-major order
 -- without materialising any flipped or transposed copy:
 
-- the projections are pointwise, so they are computed on the channels-last
-  (batch, H*W, E) map in row-major order (plain GEMMs), and the kernel reads
-  u, dt, B and C at the position of each step of the direction
-  (index arithmetic) and adds its output into one row-major buffer;
-- directions run one after another, and within a direction the channels
-  are processed in groups (the scan is independent per channel; B and C are
-  shared), so the largest temporary is one group's ``dt`` -- a
-  (batch, H*W, group) map of at most about 64 MiB unless the thread count
-  asks for wider groups;
-- for training only the states entering every chunk of ``K`` steps are
-  kept (``batch * E * N * H*W / K`` numbers per direction); the backward
-  recomputes the projections and dt per (direction, group) and the states
-  per chunk.
+- the projections are pointwise, so ``x_proj`` is one GEMM on the
+  channels-last (batch, H*W, E) map in row-major order, giving per pixel
+  ``[dt_low | B | C]`` (``dt_rank + 2N`` numbers); the kernel reads that
+  row and u at the position of each step of the direction (index
+  arithmetic), computes ``dt_proj``, its bias and softplus itself (``dt_rank``
+  multiply-adds per channel and step), and adds its output into one
+  row-major buffer -- no (batch, H*W, E) dt map exists;
+- directions run one after another, so the only per-direction temporary is
+  that (batch, H*W, dt_rank + 2N) row buffer (and, in the backward, its
+  gradient);
+- for training only the input map and the states entering every chunk of
+  ``K`` steps are kept (``batch * E * N * H*W / K`` numbers per direction);
+  the backward recomputes ``x_proj`` per direction and the states per chunk.
 
 The result is a (B, E, H, W) tensor in channels-last memory format (a
 permuted view of the (B, H, W, E) buffer), which is what SS2D's caller
@@ -39,10 +39,9 @@ from . import ext
 #: directions, in the order of SS2D's parameters: row-major, column-major,
 #: row-major reversed, column-major reversed
 NUM_DIRECTIONS = 4
-#: largest d_state the kernel takes (its per-thread state arrays)
+#: largest d_state / dt_rank the kernel takes (its per-thread arrays)
 MAX_STATE = 64
-#: channels per kernel call are chosen so one group's dt stays below this
-GROUP_BYTES = 64 << 20
+MAX_RANK = 64
 
 
 def chunk_size(length: int) -> int:
@@ -58,33 +57,29 @@ def chunk_size(length: int) -> int:
     return max(1, min(128, math.isqrt(max(length - 1, 0)) + 1))
 
 
-def channel_groups(batch: int, length: int, channels: int, itemsize: int,
-                   threads: int) -> List[Tuple[int, int]]:
-    """Channel ranges of the kernel calls of one direction.
-
-    Groups are multiples of 16 channels (one kernel block) with
-    ``batch * length * group * itemsize <= GROUP_BYTES``, but wide enough to
-    give every thread a block.
+def num_slots(batch: int, channels: int, dtype: torch.dtype,
+              threads: int) -> int:
+    """Partial dxdbl buffers of the backward: enough (slot, batch) work
+    items for ``threads``, at most one per block of channels; 1 (no extra
+    buffer) whenever ``batch >= threads``.
 
     Args:
         batch (int): batch size.
-        length (int): H * W.
         channels (int): E.
-        itemsize (int): bytes per number.
+        dtype (torch.dtype): float32 (16-lane blocks) or float64 (8).
         threads (int): torch's intra-op threads.
 
     Returns:
-        list[tuple[int, int]]: ``(start, stop)`` ranges covering
-        ``[0, channels)``.
+        int: S >= 1.
     """
-    fit = GROUP_BYTES // max(1, batch * length * itemsize)
-    need = 16 * max(1, -(-threads // batch))
-    g = max(fit // 16 * 16, need, 16)
-    return [(c, min(c + g, channels)) for c in range(0, channels, g)]
+    lanes = 16 if dtype == torch.float32 else 8
+    return max(1, min(-(-channels // lanes), -(-threads // batch)))
 
 
-def _slots(batch: int, blocks: int, threads: int) -> int:
-    return max(1, min(blocks, -(-threads // batch)))
+def _direction_params(k, E, dt_proj_weight, dt_proj_bias, A, D):
+    e = slice(k * E, (k + 1) * E)
+    return (dt_proj_weight[k].contiguous(), dt_proj_bias[k].contiguous(),
+            A[e].contiguous(), D[e].contiguous())
 
 
 class SS2DScanFusedFn(torch.autograd.Function):
@@ -93,106 +88,77 @@ class SS2DScanFusedFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log,
-                D, dt_rank: int, need_grad: bool):
+                D, need_grad: bool):
         mod = ext.load()
         Bsz, E, H, W = x.shape
         L = H * W
         N = A_log.shape[1]
-        R = dt_rank
+        X = x_proj_weight.shape[1]
         K = chunk_size(L)
-        threads = torch.get_num_threads()
+        # a view when x is channels-last already, else one copy
         x_cl = x.permute(0, 2, 3, 1).contiguous().view(Bsz, L, E)
         x2d = x_cl.view(Bsz * L, E)
         A = -torch.exp(A_log)
-        groups = channel_groups(Bsz, L, E, x.element_size(), threads)
         y = torch.zeros(Bsz, L, E, dtype=x.dtype)
         ckpts = []
         empty = x.new_empty(0)
         for k in range(NUM_DIRECTIONS):
-            xdbl = x2d @ x_proj_weight[k].t()  # (B*L, R + 2N)
-            Bk = xdbl[:, R:R + N].view(Bsz, L, N)
-            Ck = xdbl[:, R + N:].view(Bsz, L, N)
-            for c0, c1 in groups:
-                e = slice(k * E + c0, k * E + c1)
-                dt = F.softplus(
-                    torch.addmm(dt_proj_bias[k, c0:c1], xdbl[:, :R],
-                                dt_proj_weight[k, c0:c1].t())).view(
-                                    Bsz, L, c1 - c0)
-                ck = (x.new_empty(Bsz, -(-L // K), N, c1 - c0)
-                      if need_grad else empty)
-                mod.fwd(x_cl[:, :, c0:c1], dt, Bk, Ck, A[e].contiguous(),
-                        D[e].contiguous(), y[:, :, c0:c1], ck, H, W, k, K)
-                ckpts.append(ck)
-                del dt
-            del xdbl, Bk, Ck
+            # x_proj on the row-major map: [dt_low | B | C] per pixel
+            xdbl = (x2d @ x_proj_weight[k].t()).view(Bsz, L, X)
+            ck = (x.new_empty(Bsz, -(-L // K), N, E) if need_grad else empty)
+            mod.fwd(x_cl, xdbl,
+                    *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
+                                       D), y, ck, H, W, k, K)
+            ckpts.append(ck)
+            del xdbl
         if need_grad:
-            ctx.save_for_backward(x_proj_weight, dt_proj_weight,
+            # x, not x_cl: the channels-last copy is remade in the backward
+            # instead of being kept alive until then
+            ctx.save_for_backward(x, x_proj_weight, dt_proj_weight,
                                   dt_proj_bias, A_log, D)
-            ctx.x_cl = x_cl
             ctx.ckpts = ckpts
-            ctx.meta = (Bsz, E, H, W, N, R, K, groups)
+            ctx.K = K
         return y.view(Bsz, H, W, E).permute(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx, dy):
         mod = ext.load()
-        x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = \
+        x, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = \
             ctx.saved_tensors
-        x_cl = ctx.x_cl
-        Bsz, E, H, W, N, R, K, groups = ctx.meta
+        Bsz, E, H, W = x.shape
         L = H * W
-        threads = torch.get_num_threads()
-        dtype = x_cl.dtype
-        dy_cl = dy.permute(0, 2, 3, 1).to(dtype).contiguous().view(Bsz, L, E)
+        X = x_proj_weight.shape[1]
+        K = ctx.K
+        dtype = x.dtype
+        x_cl = x.permute(0, 2, 3, 1).contiguous().view(Bsz, L, E)
         x2d = x_cl.view(Bsz * L, E)
+        dy_cl = dy.to(dtype).permute(0, 2, 3, 1).contiguous().view(Bsz, L, E)
+        S = num_slots(Bsz, E, dtype, torch.get_num_threads())
         A = -torch.exp(A_log)
         dx = torch.zeros(Bsz, L, E, dtype=dtype)
         dWx = torch.empty_like(x_proj_weight)
-        dWdt = torch.empty_like(dt_proj_weight)
-        dbias = torch.empty_like(dt_proj_bias)
+        dWdt = torch.empty(dt_proj_weight.shape, dtype=torch.float64)
+        dbias = torch.empty(dt_proj_bias.shape, dtype=torch.float64)
         dA = torch.empty(A_log.shape, dtype=torch.float64)
         dD = torch.empty(D.shape, dtype=torch.float64)
-        ckpts = iter(ctx.ckpts)
         for k in range(NUM_DIRECTIONS):
-            xdbl = x2d @ x_proj_weight[k].t()
-            Bk = xdbl[:, R:R + N].view(Bsz, L, N)
-            Ck = xdbl[:, R + N:].view(Bsz, L, N)
-            dxdbl = torch.zeros_like(xdbl)
-            dR = dxdbl[:, :R]
-            for c0, c1 in groups:
-                Eg = c1 - c0
-                e = slice(k * E + c0, k * E + c1)
-                raw = torch.addmm(dt_proj_bias[k, c0:c1], xdbl[:, :R],
-                                  dt_proj_weight[k, c0:c1].t())
-                dt = F.softplus(raw).view(Bsz, L, Eg)
-                S = _slots(Bsz, -(-Eg // (16 if dtype == torch.float32
-                                           else 8)), threads)
-                dBp = torch.empty(S, Bsz, L, N, dtype=dtype)
-                dCp = torch.empty(S, Bsz, L, N, dtype=dtype)
-                ddt = torch.empty(Bsz, L, Eg, dtype=dtype)
-                dA_g, dD_g = mod.bwd(x_cl[:, :, c0:c1], dt, Bk, Ck,
-                                     A[e].contiguous(), D[e].contiguous(),
-                                     dy_cl[:, :, c0:c1], next(ckpts),
-                                     dx[:, :, c0:c1], ddt, dBp, dCp, H, W, k,
-                                     K)
-                dA[e] = dA_g
-                dD[e] = dD_g
-                # through softplus (torch's threshold 20, like F.softplus)
-                draw = torch.ops.aten.softplus_backward(
-                    ddt.view(Bsz * L, Eg), raw, 1.0, 20.0)
-                del raw, dt, ddt
-                dbias[k, c0:c1] = draw.sum(0)
-                dWdt[k, c0:c1] = draw.t() @ xdbl[:, :R]
-                dR.addmm_(draw, dt_proj_weight[k, c0:c1])
-                dxdbl[:, R:R + N] += dBp.sum(0).view(Bsz * L, N)
-                dxdbl[:, R + N:] += dCp.sum(0).view(Bsz * L, N)
-                del draw, dBp, dCp
-            dWx[k] = dxdbl.t() @ x2d
-            dx.view(Bsz * L, E).addmm_(dxdbl, x_proj_weight[k])
-            del xdbl, dxdbl, Bk, Ck
+            xdbl = (x2d @ x_proj_weight[k].t()).view(Bsz, L, X)
+            dxp = torch.empty(S, Bsz, L, X, dtype=dtype)
+            e = slice(k * E, (k + 1) * E)
+            dWdt[k], dbias[k], dA[e], dD[e] = mod.bwd(
+                x_cl, xdbl,
+                *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A, D),
+                dy_cl, ctx.ckpts[k], dx, dxp, H, W, k, K)
+            del xdbl
+            dxd = (dxp[0] if S == 1 else dxp.sum(0)).view(Bsz * L, X)
+            del dxp
+            dWx[k] = dxd.t() @ x2d
+            dx.view(Bsz * L, E).addmm_(dxd, x_proj_weight[k])
+            del dxd
         dA_log = (dA * A.to(torch.float64)).to(A_log.dtype)
         dx = dx.view(Bsz, H, W, E).permute(0, 3, 1, 2)
-        return dx, dWx, dWdt, dbias, dA_log, dD.to(D.dtype), None, None
+        return (dx, dWx, dWdt.to(dtype), dbias.to(dtype), dA_log,
+                dD.to(D.dtype), None)
 
 
 def fused_available() -> bool:
@@ -248,14 +214,14 @@ def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
                              f'{tuple(got[name].shape)}')
         if got[name].device.type != 'cpu':
             raise ValueError(f'ss2d_scan_fused: {name} must be on the CPU')
-    if N > MAX_STATE:
-        raise ValueError(f'ss2d_scan_fused: d_state {N} exceeds the '
-                         f'kernel\'s {MAX_STATE}')
+    if N > MAX_STATE or dt_rank > MAX_RANK:
+        raise ValueError(f'ss2d_scan_fused: d_state {N} / dt_rank {dt_rank} '
+                         f'exceed the kernel\'s {MAX_STATE} / {MAX_RANK}')
     dtype_in = x.dtype
     cdt = torch.float64 if dtype_in == torch.float64 else torch.float32
     params = [p.to(cdt) for p in (x_proj_weight, dt_proj_weight,
                                   dt_proj_bias, A_log, D)]
     args = [x.to(cdt)] + params
     need_grad = torch.is_grad_enabled() and any(a.requires_grad for a in args)
-    y = SS2DScanFusedFn.apply(*args, int(dt_rank), need_grad)
+    y = SS2DScanFusedFn.apply(*args, need_grad)
     return y if dtype_in == cdt else y.to(dtype_in)
