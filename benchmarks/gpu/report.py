@@ -80,7 +80,7 @@ def markdown(doc) -> str:
                 f"{_fmt(r['worst_rel_l2'])} ({worst_k}) | "
                 f"{_fmt(out.get('rel_l2'))} | {_fmt(out.get('max_abs'))} | "
                 f"{_fmt(r['tolerance'])} | {'yes' if r['ok'] else 'NO'} |")
-    speed = _records(doc, 'scan', 'scan_speed')
+    speed = _records(doc, 'scan_speed', 'scan_speed')
     if speed:
         lines += ['', '## selective_scan kernel speed (cuda, median of CUDA-event '
                   'timings)', '', '| dtype | shape | forward (ms) | fwd+bwd (ms) |',
