@@ -481,8 +481,9 @@ def machine_info(dry_run):
         try:
             out = subprocess.run(cmd, capture_output=True, text=True,
                                  timeout=20)
-            info[key] = out.stdout.strip().splitlines()[-1] if out.stdout \
-                else out.stderr.strip()[:200]
+            lines = out.stdout.strip().splitlines()
+            release = [ln for ln in lines if 'release' in ln]  # nvcc
+            info[key] = (release or lines or [out.stderr.strip()[:200]])[-1]
         except Exception as exc:
             info[key] = f'unavailable: {exc}'
     try:
