@@ -1,6 +1,7 @@
 """Multi-scale state-space block (MSSB)."""
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 
 from .cab import CAB
@@ -17,6 +18,10 @@ class MSSB(nn.Module):
         multiscale (str): 'parallel' or 'serial' (see :class:`MSSM`).
         drop_path (float): stochastic-depth rate of the MSSM branch. Default: 0.
         scan_backend (str | None): selective-scan backend override.
+        with_cp (bool): checkpoint ``MSSM(LN(x))`` when training: its
+            activations (most of the backbone's) are not kept but recomputed
+            in the backward, which costs one more forward of the branch.
+            Default: False.
     """
 
     def __init__(self,
@@ -25,8 +30,10 @@ class MSSB(nn.Module):
                  expand: int = 2,
                  multiscale: str = 'parallel',
                  drop_path: float = 0.,
-                 scan_backend=None):
+                 scan_backend=None,
+                 with_cp: bool = False):
         super().__init__()
+        self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(channels)
         self.mssm = MSSM(
             channels,
@@ -40,6 +47,9 @@ class MSSB(nn.Module):
         self.cab = CAB(channels)
         self.skip_scale2 = nn.Parameter(torch.ones(channels))
 
+    def _mssm_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mssm(self.norm1(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
             x (Tensor): (B, H, W, C).
@@ -47,6 +57,11 @@ class MSSB(nn.Module):
         Returns:
             Tensor: (B, H, W, C).
         """
-        x = x * self.skip_scale1 + self.drop_path(self.mssm(self.norm1(x)))
+        if self.with_cp and torch.is_grad_enabled() and x.requires_grad:
+            branch = cp.checkpoint(
+                self._mssm_branch, x, use_reentrant=False)
+        else:
+            branch = self._mssm_branch(x)
+        x = x * self.skip_scale1 + self.drop_path(branch)
         y = self.cab(self.norm2(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x * self.skip_scale2 + y

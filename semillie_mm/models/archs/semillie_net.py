@@ -38,6 +38,9 @@ class SemiLLIENet(BaseModule):
         iem_groups (int): groups of the IEM's 5x5 conv. Default: 4.
         rgb_mean (Sequence[float]): mean subtracted from the input.
         scan_backend (str | None): force a selective-scan backend.
+        with_cp (bool): checkpoint every MSSB's state-space branch in
+            training (less memory, one more forward of it; see
+            :class:`MSSB`). Default: False.
         init_cfg (dict | None): mmengine initialisation config.
     """
 
@@ -53,6 +56,7 @@ class SemiLLIENet(BaseModule):
                  iem_groups: int = 4,
                  rgb_mean: Sequence[float] = (0.4488, 0.4371, 0.4040),
                  scan_backend: Optional[str] = None,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.register_buffer(
@@ -74,7 +78,8 @@ class SemiLLIENet(BaseModule):
                 d_state=d_state,
                 expand=expand,
                 multiscale=multiscale,
-                scan_backend=scan_backend) for i in range(num_groups)
+                scan_backend=scan_backend,
+                with_cp=with_cp) for i in range(num_groups)
         ])
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
