@@ -357,9 +357,12 @@ def setup_build_mmcv(ctx, emit):
     env = dict(ctx['env'], CUDA_VISIBLE_DEVICES='', MMCV_WITH_OPS='1',
                FORCE_CUDA='0', MAX_JOBS=str(ctx['jobs']))
     t0 = time.perf_counter()
+    # from inside the source folder, as tools/setup_env.sh (its setup.py reads
+    # relative paths)
     rc = _run_logged([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
                       '--no-build-isolation', '--no-index', '-w',
-                      osp.join(work, 'dist'), src], ctx['log'], env=env)
+                      osp.join(work, 'dist'), '.'], ctx['log'], env=env,
+                     cwd=src)
     if rc != 0:
         raise RuntimeError(f'mmcv build failed ({rc}); see gpu_check.log')
     compile_s = time.perf_counter() - t0
