@@ -505,8 +505,10 @@ def picture_grid(args, rows: List[str], n_tiles: int = 4) -> Optional[str]:
     import cv2
     import numpy as np
     val = load_val(args.data_root, 'val')
-    idx = sorted({round(i * (len(val) - 1) / max(1, n_tiles - 1))
-                  for i in range(n_tiles)})
+    # the tiles with the most detail in their ground truth (chosen from the
+    # GT alone, before looking at any output), in file order
+    detail = [float(gt.astype(np.float64).std()) for _, _, gt in val]
+    idx = sorted(np.argsort(detail)[::-1][:n_tiles].tolist())
     seed = args.seeds[0]
     cols = [('input', None), ('gamma', None), ('CLAHE', None)]
     cols += [(r, r) for r in rows]
@@ -542,11 +544,29 @@ def picture_grid(args, rows: List[str], n_tiles: int = 4) -> Optional[str]:
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
                     cv2.LINE_AA)
     grid = np.concatenate([head, grid], axis=0)
-    path = osp.join(args.out_dir, 'grid.jpg')
-    tmp = osp.join(args.out_dir, 'grid.part.jpg')
+    path = osp.join(args.out_dir, f'{_prefix(args)}grid.jpg')
+    tmp = osp.join(args.out_dir, f'{_prefix(args)}grid.part.jpg')
     cv2.imwrite(tmp, grid[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), 92])
     os.replace(tmp, path)
     return path
+
+
+def _machine() -> str:
+    """CPU model and core count, as ``lscpu`` reports them."""
+    name = ''
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    name = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f'{name or "unknown CPU"}, {os.cpu_count()} cores'
+
+
+def _prefix(args) -> str:
+    return f'{args.name}_' if args.name else ''
 
 
 def parse_args(argv=None):
@@ -567,6 +587,9 @@ def parse_args(argv=None):
     p.add_argument('--jobs', type=int, default=2)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--nice', type=int, default=15)
+    p.add_argument('--name', default='',
+                   help='prefix of the summary files (NAME_results.json, '
+                   'NAME_table.md, NAME_grid.jpg), e.g. for diagnostic rows')
     p.add_argument('--diagnose', action='store_true',
                    help='only evaluate finished runs (half-way and final '
                    'checkpoints, unpaired images vs their clean versions)')
@@ -599,16 +622,20 @@ def main(argv=None):
     base = baselines(args)
     summary = summarise(results, base, args)
     summary['wall_seconds'] = time.time() - start
-    _atomic_json(osp.join(args.out_dir, 'results.json'), summary)
+    summary['machine'] = _machine()
+    summary['model'] = ('SemiLLIENet C=16, 1 group x 1 MSSB, N=8, 64x64 '
+                        'crops, batch 4 paired + 4 unpaired')
+    pre = _prefix(args)
+    _atomic_json(osp.join(args.out_dir, f'{pre}results.json'), summary)
     table = markdown(summary)
-    tmp = osp.join(args.out_dir, 'table.md.part')
+    tmp = osp.join(args.out_dir, f'{pre}table.md.part')
     with open(tmp, 'w', encoding='utf-8') as f:
         f.write(table)
-    os.replace(tmp, osp.join(args.out_dir, 'table.md'))
+    os.replace(tmp, osp.join(args.out_dir, f'{pre}table.md'))
     grid = picture_grid(args, [r for r in args.rows if results.get(r)])
     print('\n' + table)
-    print(f'[ablation] results: {args.out_dir}/results.json, table.md, '
-          f'{grid}')
+    print(f'[ablation] results: {args.out_dir}/{pre}results.json, '
+          f'{pre}table.md, {grid}')
     return 0
 
 
