@@ -20,6 +20,7 @@ against; put ``BUILD_DIR`` on ``PYTHONPATH`` to use it. A build folder whose
 """
 import argparse
 import glob
+import importlib
 import json
 import os
 import os.path as osp
@@ -219,6 +220,10 @@ def build(sdist: str, build_dir: str, arch: str = '9.0',
             json.dump(info, f)
         os.replace(info_path + '.tmp', info_path)
     seconds = time.perf_counter() - t0
+    # the folder may be on PYTHONPATH and have been missing or empty when this
+    # interpreter first looked: drop the cached finder for it
+    sys.path_importer_cache.pop(build_dir, None)
+    importlib.invalidate_caches()
     sys.path.insert(0, build_dir)
     import selective_scan_cuda
     assert hasattr(selective_scan_cuda, 'fwd') and hasattr(
