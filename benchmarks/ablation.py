@@ -480,22 +480,23 @@ def markdown(summary: dict) -> str:
     fmt = dict(PSNR='{:.2f}', SSIM='{:.4f}', LOE='{:.1f}', NIQE='{:.3f}')
     lines = [
         '| method | seeds | PSNR (dB) ↑ | SSIM ↑ | LOE ↓ | NIQE ↓ | '
-        'PSNR on SOURCE-degraded val |',
-        '|---|---:|---:|---:|---:|---:|---:|'
+        'student PSNR | PSNR on SOURCE-degraded val |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|'
     ]
     for name in BASELINES:
         r = summary['baselines'][name]
         cells = [fmt[m].format(r[m]) for m in METRICS]
         lines.append(f'| {BASELINE_LABELS[name]} | - | ' + ' | '.join(cells) +
-                     ' | |')
+                     ' | | |')
     for row, s in summary['rows'].items():
         cells = []
         for m in METRICS:
             mean, std = s['teacher'][m]
             cells.append(f'{fmt[m].format(mean)} ± {fmt[m].format(std)}')
         src = s['teacher_val_source']['PSNR']
+        stu = s['student']['PSNR']
         lines.append(f'| {ROWS[row][1]} | {len(s["seeds"])} | ' +
-                     ' | '.join(cells) +
+                     ' | '.join(cells) + f' | {stu[0]:.2f} ± {stu[1]:.2f}'
                      f' | {src[0]:.2f} ± {src[1]:.2f} |')
     return '\n'.join(lines) + '\n'
 
