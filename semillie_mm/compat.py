@@ -23,12 +23,20 @@ says why it exists. The measured facts behind them are in ``docs/install.md``.
    (and that a user can do nothing about) are silenced where they come from; see
    :func:`filter_third_party_warnings`. Warnings raised by semillie_mm's own code,
    and every other warning of these libraries, are left alone.
+5. albumentations (imported by mmagic) asks PyPI for its newest version when it
+   is imported, unless ``NO_ALBUMENTATIONS_UPDATE`` is set: nothing is fetched at
+   run time, so the variable is set (``setdefault``: a user's value wins) before
+   mmagic is imported.
 """
+import os
 import os.path as osp
 import warnings
 
 import numpy as np
 import torch
+
+# fix 5 (before anything imports mmagic, and so albumentations)
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 
 if not hasattr(np, 'bool8'):
     np.bool8 = np.bool_  # removed in numpy 2; mmagic 1.2.0 still uses it
