@@ -31,10 +31,7 @@ def _load(rel, name):
 from semillie_mm.detection import study  # noqa: E402
 
 tool = _load('tools/detection_study.py', 'detection_study_tool')
-try:  # the converter's package module (issue #12 moves it there)
-    from semillie_mm.datasets.converters import visdrone2coco as v2c
-except ImportError:
-    v2c = _load('tools/dataset_converters/visdrone2coco.py', 'visdrone2coco_for_study')
+from semillie_mm.datasets.converters import visdrone2coco as v2c  # noqa: E402
 
 
 def test_parse_method():
