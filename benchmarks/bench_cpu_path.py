@@ -215,16 +215,19 @@ def child_sgemm(n, repeat=3):
     a = torch.randn(n, n, generator=g)
     b = torch.randn(n, n, generator=g)
     torch.mm(a, b)
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         torch.mm(a, b)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     return dict(
         n=n,
         torch=torch.__version__,
         times=times,
+        cpu_times=cpu,
         gmacs=n**3 / min(times) / 1e9,
+        gmacs_per_cpu_s=n**3 / min(cpu) / 1e9,
         threads=torch.get_num_threads())
 
 
@@ -742,10 +745,11 @@ def git_describe(root):
 
 
 def extrapolate(r1, r2, l1, l2, length, key):
-    """Linear in L through the two measurements (fixed costs are not
-    multiplied); a non-positive slope gives the value at l2."""
-    slope = (r2[key] - r1[key]) / (l2 - l1)
-    return r2[key] + max(slope, 0.0) * (length - l2)
+    """Proportional to L from the longer measurement (time and memory of
+    the peers are linear in L with a negligible constant; on a shared
+    machine the slope between two noisy points is not reliable). ``r1`` at
+    ``l1`` is kept for the record only."""
+    return r2[key] * length / l2
 
 
 def measure_variant(run, prof, rows, out, scan_backend='auto'):
@@ -836,7 +840,7 @@ def run_demo(run, prof):
 
 def measure_peers(run, prof, peers, out):
     """Reference and mambapy on the scan call, at shorter lengths,
-    extrapolated linearly to the full length."""
+    extrapolated in proportion to the full length."""
     shape = dict(prof['scan'])
     length = shape.pop('length')
     for peer in peers:
@@ -870,7 +874,8 @@ def measure_peers(run, prof, peers, out):
                         r[key] = extrapolate(r1, r2, l1, l2, length, key)
                     r['elements'] = r2['elements'] * length // l2
                     r['note'] = (
-                        f'extrapolated linearly from L={l1} '
+                        f'extrapolated in proportion to L from L={l2}; '
+                        f'measured at L={l1} '
                         f'({r1["seconds"]:.2f} s, {r1["extra_gb"]:.2f} GB) '
                         f'and L={l2} ({r2["seconds"]:.2f} s, '
                         f'{r2["extra_gb"]:.2f} GB)')
@@ -889,12 +894,20 @@ def _fail(r):
     return None
 
 
-def derive(res, rate):
+def derive(res, rate, cpu_rate):
     """The table's figures of one variant from its raw results.
+
+    The timing rows' values (compared with the targets) are wall-clock
+    ratios, except the per-element scan rows, which are per thread: CPU
+    seconds of the process / elements. Every text also gives the other
+    reading: on a machine shared with other jobs the wall time includes
+    waiting for a core, the CPU time does not (it includes spin-waiting of
+    the thread pool).
 
     Args:
         res (dict): raw results of :func:`measure_variant`.
-        rate (float): sgemm rate, MACs per second.
+        rate (float): sgemm rate, MACs per second (wall).
+        cpu_rate (float): sgemm MACs per CPU second (all threads).
 
     Returns:
         dict: key -> (value or None, text).
@@ -907,8 +920,10 @@ def derive(res, rate):
     elif r:
         floor = r['macs'] / rate
         ratio = r['best_s'] / floor
+        cpu_ratio = r['cpu_s'] / (r['macs'] / cpu_rate)
         d['fwd'] = (ratio, f'{r["best_s"]:.2f} s / {floor:.2f} s = '
-                    f'{ratio:.1f}x (CPU time {r["cpu_s"]:.2f} s)')
+                    f'{ratio:.1f}x (CPU time: {r["cpu_s"]:.2f} s = '
+                    f'{cpu_ratio:.1f}x)')
     r = res.get('train')
     err = _fail(r)
     if err:
@@ -917,8 +932,10 @@ def derive(res, rate):
     elif r:
         floor = 3 * r['macs'] / rate
         ratio = r['best_s'] / floor
+        cpu_ratio = r['cpu_s'] / (3 * r['macs'] / cpu_rate)
         d['train'] = (ratio, f'{r["best_s"]:.1f} s / {floor:.2f} s = '
-                      f'{ratio:.1f}x (CPU time {r["cpu_s"]:.1f} s)')
+                      f'{ratio:.1f}x (CPU time: {r["cpu_s"]:.1f} s = '
+                      f'{cpu_ratio:.1f}x)')
         gb = r['rusage_maxrss_gb']
         d['train_rss_gb'] = (gb, f'{gb:.2f} GB')
     r = res.get('big')
@@ -941,9 +958,9 @@ def derive(res, rate):
         elif r:
             ns = r['seconds'] * r['threads'] / r['elements'] * 1e9
             cpu_ns = r['cpu_seconds'] / r['elements'] * 1e9
-            d[key] = (ns, f'{ns:.2f} ns (CPU time {cpu_ns:.2f} ns; '
-                      f'{r["seconds"]:.2f} s x {r["threads"]} threads; '
-                      f'+{r["extra_gb"]:.2f} GB)')
+            d[key] = (cpu_ns, f'{cpu_ns:.2f} ns (CPU time; wall x '
+                      f'threads: {r["seconds"]:.2f} s x {r["threads"]} = '
+                      f'{ns:.2f} ns; +{r["extra_gb"]:.2f} GB)')
     for key, solo_k, pair_k, field in (('loop', 'loop_solo', 'loop_pair',
                                         'per_iter_s'),
                                        ('demo', 'demo_solo', 'demo_pair',
@@ -1003,9 +1020,10 @@ def _fmt_shape(t):
     return f'{b} x {h}x{w}' if b > 1 else f'{h}x{w}'
 
 
-def table(results, prof, rate):
+def table(results, prof, rate, cpu_rate):
     names = [n for n in ('new', 'old') if n in results['variants']]
-    derived = {n: derive(results['variants'][n], rate) for n in names}
+    derived = {n: derive(results['variants'][n], rate, cpu_rate)
+               for n in names}
     fill = dict(fwd=_fmt_shape(prof['fwd']),
                 train=_fmt_shape(prof['train']),
                 big=f'{prof["big"][2]}x{prof["big"][1]}',
@@ -1033,8 +1051,8 @@ def table(results, prof, rate):
 
 
 def peer_table(results, rate):
-    lines = ['| scan backend | fwd: ns/element/thread | fwd+bwd: ns/element/'
-             'thread | fwd / fwd+bwd extra peak memory (GB) | note |',
+    lines = ['| scan backend | fwd: CPU ns/element | fwd+bwd: CPU ns/element'
+             ' | fwd / fwd+bwd extra peak memory (GB) | note |',
              '|---|---|---|---|---|']
     rows = []
     for n in ('new', 'old'):
@@ -1053,7 +1071,7 @@ def peer_table(results, rate):
                 continue
             ns = r['seconds'] * r['threads'] / r['elements'] * 1e9
             cpu_ns = r['cpu_seconds'] / r['elements'] * 1e9
-            cells.append(f'{ns:.2f} (CPU {cpu_ns:.2f})')
+            cells.append(f'{cpu_ns:.2f} (wall x threads {ns:.2f})')
             mems.append(f'{r["extra_gb"]:.2f}')
             if r.get('note', 'measured') != 'measured':
                 notes.append(f'{mode}: {r["note"]}')
@@ -1172,18 +1190,22 @@ def main(argv=None):
                          f'{results["sgemm"][0].get("error")}')
     rate = max(rates) * 1e9
     results['sgemm_gmacs'] = max(rates)
+    cpu_rate = max(s['gmacs_per_cpu_s'] for s in results['sgemm']
+                   if 'gmacs' in s) * 1e9
+    results['sgemm_gmacs_per_cpu_s'] = cpu_rate / 1e9
     results['load_after'] = os.getloadavg()
     n = prof['sgemm']
     print(f'sgemm {n}^3 float32: ' +
           ', '.join(f'{r:.1f}' for r in rates) +
           f' GMAC/s (start, end) with {results["sgemm"][0]["threads"]} '
-          'threads; the floor uses the best')
+          f'threads; the floor uses the best; {cpu_rate / 1e9:.1f} GMAC '
+          'per CPU second (the CPU-time ratios)')
     fwd_macs = results['variants'][base.name].get('fwd', {}).get('macs')
     if fwd_macs:
         print(f'model MACs at {_fmt_shape(prof["fwd"])} (counted by forward '
               f'hooks): {fwd_macs / 1e9:.2f} G')
     print()
-    text, derived = table(results, prof, rate)
+    text, derived = table(results, prof, rate, cpu_rate)
     results['derived'] = {
         n: {k: dict(value=v, text=t) for k, (v, t) in d.items()}
         for n, d in derived.items()
