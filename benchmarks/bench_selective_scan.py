@@ -20,6 +20,8 @@ is measured in a subprocess with an empty numba cache directory.
 Usage::
 
     python benchmarks/bench_selective_scan.py            # full size
+    python benchmarks/bench_selective_scan.py --fused-kernel --dim 128 \
+        --length 16384                                   # SS2D C++ kernel
     python benchmarks/bench_selective_scan.py --length 4096 --ref-length 512
 """
 import argparse
@@ -147,6 +149,85 @@ def machine():
             f'{torch.get_num_threads()} torch threads')
 
 
+def fused_kernel(args):
+    """Per-element cost of the fused SS2D kernel (C++ extension) alone.
+
+    One SS2D direction at a time on an SS2D-shaped input (``--batch``,
+    E = ``--dim`` channels, an H x W map with H * W = ``--length``, N =
+    ``--d-state``, dt_rank 4), on ``--threads`` threads (default 1). Prints
+    wall and process-CPU nanoseconds per (channel, step, state) element and
+    thread for the forward (no checkpoints), the forward that stores the
+    backward's checkpoints, and the backward, per direction and averaged.
+    """
+    import math
+
+    import torch
+    from semillie_mm.ops.selective_scan import ext, fused
+    mod = ext.load()
+    if mod is None:
+        print(f'fused kernel not available: {ext.unavailable_reason()}')
+        return 1
+    torch.set_num_threads(args.threads or 1)
+    threads = torch.get_num_threads()
+    side = math.isqrt(args.length)
+    H, W = side, args.length // side
+    nb, E, N, R = args.batch, args.dim, args.d_state, 4
+    L = H * W
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(nb, L, E, generator=g)
+    xdbl = 0.3 * torch.randn(nb, L, R + 2 * N, generator=g)
+    Wdt = 0.3 * torch.randn(E, R, generator=g)
+    dt = torch.exp(torch.rand(E, generator=g) * (math.log(0.1) - math.log(
+        1e-3)) + math.log(1e-3))
+    bias = dt + torch.log(-torch.expm1(-dt))
+    A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)
+    D = torch.ones(E)
+    y = torch.zeros(nb, L, E)
+    K = fused.chunk_size(L)
+    ckpt = torch.empty(nb, -(-L // K), N, E)
+    none = torch.empty(0)
+    dy = torch.randn(nb, L, E, generator=g)
+    du = torch.zeros(nb, L, E)
+    S = fused.num_slots(nb, E, torch.float32, threads)
+    dxp = torch.empty(S, nb, L, R + 2 * N)
+    elements = nb * E * L * N
+
+    def timed(fn, repeats=3):
+        best_wall, best_cpu = float('inf'), float('inf')
+        for _ in range(repeats):
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            best_wall = min(best_wall, time.perf_counter() - w)
+            best_cpu = min(best_cpu, time.process_time() - c)
+        return (best_wall * threads * 1e9 / elements,
+                best_cpu * 1e9 / elements)
+
+    print(f'Fused SS2D kernel: batch {nb}, E {E}, {H}x{W}, N {N}, '
+          f'dt_rank {R}, float32, {threads} thread(s)')
+    print(f'Machine: {machine()}')
+    print('| direction | fwd | fwd + checkpoints | bwd | fwd+ckpt + bwd |')
+    print('|---|---|---|---|---|')
+    sums = [0.0] * 6
+    for d in range(4):
+        args_d = (u, xdbl, Wdt, bias, A, D)
+        mod.fwd(*args_d, y, none, H, W, d, K)  # warm caches
+        f = timed(lambda: mod.fwd(*args_d, y, none, H, W, d, K))
+        fc = timed(lambda: mod.fwd(*args_d, y, ckpt, H, W, d, K))
+        b = timed(lambda: mod.bwd(*args_d, dy, ckpt, du, dxp, H, W, d, K),
+                  2)
+        vals = f + fc + b
+        sums = [a + v / 4 for a, v in zip(sums, vals)]
+        print(f'| {d} | {f[0]:.3f} ({f[1]:.3f}) | {fc[0]:.3f} ({fc[1]:.3f}) '
+              f'| {b[0]:.3f} ({b[1]:.3f}) | {fc[0] + b[0]:.3f} '
+              f'({fc[1] + b[1]:.3f}) |')
+    print(f'| mean | {sums[0]:.3f} ({sums[1]:.3f}) | {sums[2]:.3f} '
+          f'({sums[3]:.3f}) | {sums[4]:.3f} ({sums[5]:.3f}) | '
+          f'{sums[2] + sums[4]:.3f} ({sums[3] + sums[5]:.3f}) |')
+    print('(ns per channel x step x state element and thread: wall-clock, '
+          'process CPU time in parentheses)')
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--batch', type=int, default=1)
@@ -166,7 +247,12 @@ def main():
                    help=argparse.SUPPRESS)
     p.add_argument('--backend', help=argparse.SUPPRESS)
     p.add_argument('--mode', help=argparse.SUPPRESS)
+    p.add_argument('--fused-kernel', action='store_true',
+                   help='time the fused SS2D C++ kernel alone (per-element '
+                   'ns; use e.g. --dim 128 --length 16384)')
     args = p.parse_args()
+    if args.fused_kernel:
+        return fused_kernel(args)
     if args.worker:
         return worker(args)
     if args.jit_worker:

@@ -28,10 +28,8 @@ permutes to anyway. The kernels run on torch's intra-op thread pool
 nothing changes the thread count.
 """
 import math
-from typing import List, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import ext
