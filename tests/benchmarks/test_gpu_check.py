@@ -67,7 +67,7 @@ def test_dry_run_scan_matches_float64_reference(dry_run):
                     if r['case'] == case['name'] and r['dtype'] == dtype]
             cpu = [r for r in mine if r['compare'] == 'cpu~ref64']
             cuda = [r for r in mine if r['compare'] == 'cuda~ref64']
-            assert len(cpu) == 1 and len(cuda) == 1
+            assert len(cpu) == 1 and len(cuda) == 1, mine
             assert 'no CUDA' in cuda[0]['skipped']
             errs = cpu[0]['errors']
             expected = {'out', 'last_state', 'du', 'ddelta', 'dA', 'dB', 'dC',
@@ -76,7 +76,7 @@ def test_dry_run_scan_matches_float64_reference(dry_run):
             assert cpu[0]['ok'], cpu[0]
             # float32 arithmetic against float64: far below the tolerance
             if dtype == 'float32':
-                assert cpu[0]['worst_rel_l2'] < 1e-5
+                assert cpu[0]['worst_rel_l2'] < 1e-5, cpu[0]
 
 
 def test_dry_run_network_and_train_step(dry_run):
