@@ -25,7 +25,8 @@ results are written as they come to ``OUT/gpu_check.json`` (all numbers) and
 ``$OUT`` (the device tool's folder), else ``work_dirs/gpu_check``.
 
 ``--dry-run`` runs every step that can run here (small sizes, CPU backends, no
-installs or builds) and says why the rest is skipped.
+installs or builds) and says why the rest is skipped; its ``imports`` step checks that
+every package ``import semillie_mm`` loads is carried or on the device image.
 """
 import argparse
 import datetime
@@ -418,6 +419,7 @@ SETUP = dict(carry=setup_carry, install=setup_install,
 #: (s), exclusive (one at a time: the GPU timings)
 STEP_TABLE = [
     ('carry', (), (), 60, False),
+    ('imports', (), (), 120, False),
     ('numba_warmup', (), (), 240, False),
     ('install', ('carry', ), (), 120, False),
     ('build_scan', ('carry', ), (), 360, False),
@@ -433,6 +435,9 @@ STEP_TABLE = [
      True),
 ]
 DEVICE_ONLY = ('install', 'build_scan', 'build_mmcv')
+#: dry-run-only steps: the imports are checked against the device's package list
+#: here; on the device the measuring steps import for real
+DRY_ONLY = ('imports', )
 #: measuring steps that a dry run skips, and why
 DRY_SKIP = dict(scan_speed='times the cuda kernel: needs CUDA')
 
@@ -619,8 +624,11 @@ class Orchestrator:
                           'the device only')
             elif self.dry and name in DRY_SKIP:
                 st.update(status='skipped', reason=DRY_SKIP[name])
+            elif not self.dry and name in DRY_ONLY:
+                st.update(status='skipped', reason='dry-run check')
             elif wanted is not None and name not in wanted and not (
-                    name in ('carry', ) + DEVICE_ONLY and not self.dry):
+                    name in ('carry', ) +
+                    (DRY_ONLY if self.dry else DEVICE_ONLY)):
                 st.update(status='skipped', reason='not in --steps')
             self.steps[name] = st
         if self.dry and not osp.isfile(osp.join(args.carry, 'MANIFEST.txt')):

@@ -554,5 +554,53 @@ def _train_variant(model, wrapper_cfg, variant, cfg, device, hub, torch,
                 finite=all(math.isfinite(v) for v in losses.values()), **mem)
 
 
-STEPS = dict(numba_warmup=step_numba_warmup, scan=step_scan,
+def _names(path):
+    """Normalised distribution names of a requirements-like file."""
+    import re
+    out = set()
+    with open(path) as f:
+        for line in f:
+            line = line.split('#', 1)[0].strip()
+            if line:
+                out.add(re.split(r'[=<>!~ ;\[]', line, 1)[0].lower().replace(
+                    '_', '-').replace('.', '-'))
+    return out
+
+
+def step_imports(cfg, emit):
+    """Which distributions ``import semillie_mm`` + mmagic's
+    ``register_all_modules()`` load, and whether each is carried or on the
+    device image (``device_packages.txt``); run by the dry run, so a new
+    dependency is caught before device time is spent."""
+    import importlib.metadata as md
+    import semillie_mm  # noqa: F401
+    from mmagic.utils import register_all_modules
+    register_all_modules()
+    here = osp.dirname(__file__)
+    carried = _names(osp.join(here, 'carry_requirements.txt'))
+    device = _names(osp.join(here, 'device_packages.txt'))
+    built = {'mmcv', 'semillie-mm'}  # compiled there / the working tree
+    have = carried | device | built
+    dists = md.packages_distributions()
+    loaded, missing = set(), set()
+
+    def norm(d):
+        return d.lower().replace('_', '-').replace('.', '-')
+
+    for top in {m.split('.')[0] for m in list(sys.modules)}:
+        names = {norm(d) for d in dists.get(top, [])}
+        loaded |= names
+        # a module several distributions provide (cv2: opencv-python and
+        # opencv-python-headless) needs one of them
+        if names and not names & have:
+            missing |= names
+    missing = sorted(missing)
+    emit(dict(kind='imports', loaded=sorted(loaded), missing=missing))
+    if missing:
+        raise RuntimeError(
+            f'loaded but neither carried nor on the device image: {missing}; '
+            'add them to benchmarks/gpu/carry_requirements.txt')
+
+
+STEPS = dict(imports=step_imports, numba_warmup=step_numba_warmup, scan=step_scan,
              scan_speed=step_scan_speed, net=step_net, train_step=step_train)

@@ -42,7 +42,7 @@ def test_dry_run_completes(dry_run):
     proc, doc, out = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = doc['steps']
-    for name in ('scan', 'net', 'train_step'):
+    for name in ('imports', 'scan', 'net', 'train_step'):
         assert steps[name]['status'] == 'ok', (name, steps[name])
     assert steps['net_reference']['reason'] == 'not in --steps'
     for name in gpu_check.DEVICE_ONLY:
