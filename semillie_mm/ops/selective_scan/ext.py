@@ -2,7 +2,8 @@
 """Build and load the C++ extension of the fused SS2D scan (``csrc/``).
 
 The extension is compiled once, by ``tools/setup_env.sh`` (which runs
-``python -m semillie_mm.ops.selective_scan.ext --build``), with
+``python semillie_mm/ops/selective_scan/ext.py --build``, which imports
+only torch), with
 ``-O3 -march=native -ffp-contract=fast``; it is never compiled at run time.
 The binary is stored under ``$SEMILLIE_CACHE`` (default
 ``~/.cache/semillie-mm``) in ``ss2d_scan/<key>/``, where ``key`` hashes the
@@ -113,7 +114,7 @@ def load():
     path = binary_path()
     if not os.path.isfile(path):
         _error = (f'no compiled binary at {path}; run tools/setup_env.sh '
-                  '(or python -m semillie_mm.ops.selective_scan.ext --build)')
+                  '(or python semillie_mm/ops/selective_scan/ext.py --build)')
         return None
     try:
         name = module_name()
