@@ -139,7 +139,8 @@ def _shipped_supervised():
                  for m, v in row['teacher'].items()},
         std={m: v[1]
              for m, v in row['teacher'].items()},
-        note=(f'shipped result of benchmarks/ablation.py '
+        note=(f'shipped result of benchmarks/ablation.py, a smaller model '
+              f'than the demo\'s, so not the same budget '
               f'({res.get("model", "demo-sized model")}, '
               f'{res.get("iters")} iterations, mean of '
               f'{len(row["seeds"])} seeds, {res.get("machine", "")})'))
