@@ -49,11 +49,19 @@ class CAB(nn.Module):
             nn.Conv2d(mid, channels, 3, padding=1),
             ChannelAttention(channels, squeeze_factor))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """Args:
             x (Tensor): (B, C, H, W).
+            inplace (bool): without gradients only: free the intermediate
+                maps as soon as possible and re-weight in place (same
+                numbers). Default: False.
 
         Returns:
             Tensor: (B, C, H, W).
         """
-        return self.body(x)
+        if not inplace or torch.is_grad_enabled():
+            return self.body(x)
+        conv1, act, conv2, ca = self.body
+        h = act(conv1(x))
+        h = conv2(h)
+        return h.mul_(ca.attention(h))

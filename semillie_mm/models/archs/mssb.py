@@ -48,7 +48,7 @@ class MSSB(nn.Module):
         self.skip_scale2 = nn.Parameter(torch.ones(channels))
 
     def _mssm_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mssm(self.norm1(x))
+        return self.mssm(x, norm=self.norm1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -57,6 +57,9 @@ class MSSB(nn.Module):
         Returns:
             Tensor: (B, H, W, C).
         """
+        if not torch.is_grad_enabled() and not torch.jit.is_tracing() and (
+                not self.training or isinstance(self.drop_path, nn.Identity)):
+            return self._forward_lean(x)
         if self.with_cp and torch.is_grad_enabled() and x.requires_grad:
             branch = cp.checkpoint(
                 self._mssm_branch, x, use_reentrant=False)
@@ -65,3 +68,15 @@ class MSSB(nn.Module):
         x = x * self.skip_scale1 + self.drop_path(branch)
         y = self.cab(self.norm2(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x * self.skip_scale2 + y
+
+    @torch.no_grad()
+    def _forward_lean(self, x: torch.Tensor) -> torch.Tensor:
+        """No-grad forward with in-place residuals and without keeping the
+        normalised maps (see :class:`MSSM`); same numbers as the standard
+        path up to float rounding."""
+        h = self.mssm(x, norm=self.norm1)
+        h.addcmul_(x, self.skip_scale1)  # x * s1 + branch
+        n = self.norm2(h)
+        y = self.cab(n.permute(0, 3, 1, 2), inplace=True).permute(0, 2, 3, 1)
+        del n
+        return h.mul_(self.skip_scale2).add_(y)
