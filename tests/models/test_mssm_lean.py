@@ -111,3 +111,21 @@ def test_lean_network_matches_training_path(small_chunks):
         lean = net(x)
     ref = net(x.clone().requires_grad_())
     torch.testing.assert_close(lean, ref.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('grad', [True, False])
+def test_autocast_uses_module_path(grad):
+    """Under autocast (AMP) MSSB runs the module-by-module forward: mixed
+    dtypes work and both gradient modes give the same output."""
+    torch.manual_seed(7)
+    m = MSSB(8, d_state=3, scan_backend='reference').eval()
+    x = torch.randn(1, 5, 6, 8)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = m(x.clone().requires_grad_(grad))
+        with torch.no_grad():
+            ref = m(x)
+    assert out.dtype == ref.dtype
+    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=0)
+    if grad:
+        out.float().sum().backward()
+        assert all(p.grad is not None for p in m.mssm.parameters())

@@ -5,7 +5,7 @@ import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 
 from .cab import CAB
-from .mssm import MSSM
+from .mssm import MSSM, plain_path_needed
 
 
 class MSSB(nn.Module):
@@ -57,7 +57,7 @@ class MSSB(nn.Module):
         Returns:
             Tensor: (B, H, W, C).
         """
-        if not torch.is_grad_enabled() and not torch.jit.is_tracing() and (
+        if not torch.is_grad_enabled() and not plain_path_needed(x) and (
                 not self.training or isinstance(self.drop_path, nn.Identity)):
             return self._forward_lean(x)
         if self.with_cp and torch.is_grad_enabled() and x.requires_grad:

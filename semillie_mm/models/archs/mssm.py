@@ -28,6 +28,14 @@ def _silu_fuse_fwd(a, b, wa, wb, bias):
     return out.view(B, H, W, -1)
 
 
+def plain_path_needed(x: torch.Tensor) -> bool:
+    """Whether the module-by-module forward must be used: under ``torch.jit``
+    (FLOP counters see every layer) and under autocast (mixed precision keeps
+    its per-op dtype choices; the lean paths assume one dtype)."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.is_autocast_enabled(x.device.type))
+
+
 class _SiLUFuse(torch.autograd.Function):
     """The 1x1 ``fuse`` conv over ``cat(SiLU(a), SiLU(b))``, without the
     concatenation and without saving the SiLU outputs (recomputed, element-wise,
@@ -120,7 +128,8 @@ class MSSM(nn.Module):
     pass through SiLU, are concatenated and projected back to E by a 1x1 conv,
     then SS2D, LayerNorm, multiplied by ``SiLU(z)`` and projected back to C.
 
-    Memory: the concatenation is never built (the 1x1 ``fuse`` conv is applied
+    Memory (except under autocast or ``torch.jit``, which use the
+    module-by-module forward): the concatenation is never built (the 1x1 ``fuse`` conv is applied
     to its two halves and summed), ``x`` and ``z`` come from separate products
     with the two halves of ``in_proj``'s weight, and in training only the
     inputs of element-wise steps are saved (the SiLU outputs, the normalised
@@ -188,7 +197,7 @@ class MSSM(nn.Module):
         Returns:
             Tensor: (B, H, W, C).
         """
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
+        if plain_path_needed(x):
             return self._forward_plain(x if norm is None else norm(x))
         if not torch.is_grad_enabled():
             return self._forward_lean(x, norm)
