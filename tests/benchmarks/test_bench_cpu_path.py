@@ -61,6 +61,35 @@ def test_mac_counter_ss2d():
     assert counter.macs == fc.get_total_flops() // 2 + scan
 
 
+def test_count_macs_sees_every_layer_of_the_lean_paths():
+    """MSSM/MSSB's no-grad paths apply layers through their weights (no
+    module hooks): count_macs must still count every Conv2d/Linear once, and
+    leave the lean path switched back on afterwards."""
+    from semillie_mm.models.archs import SemiLLIENet, mssm
+    net = SemiLLIENet(embed_dim=8, num_groups=1, blocks_per_group=1,
+                      d_state=4).eval()
+    x = torch.rand(1, 3, 12, 10)
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    seen = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.add(id(m)))
+             for m in layers]
+    with torch.no_grad():
+        net(x)
+    lean_missing = len(layers) - len(seen)
+    seen.clear()
+    macs = bench.count_macs(net, x)
+    assert len(seen) == len(layers)
+    for h in hooks:
+        h.remove()
+    assert lean_missing > 0  # the lean path really hides layers from hooks
+    assert not mssm.plain_path_needed(x)  # restored
+    counter = bench.MacCounter(net)
+    with torch.no_grad():
+        net(x)
+    assert 0 < counter.macs < macs  # the plain hook count would under-count
+    counter.remove()
+
+
 def test_watchdog_stops_a_growing_child(tmp_path):
     grow = ('import time\nx = []\nfor _ in range(40):\n'
             '    x.append(bytearray(50 * 2**20)); time.sleep(0.05)\n')
