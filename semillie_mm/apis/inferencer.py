@@ -405,7 +405,10 @@ class SemiLLIEInferencer(BaseInferencer):
                                    if k in missing]
         unexpected = [k for k in unexpected
                       if not any(k.startswith(d + '.') for d in dropped)]
-        if unexpected:
+        # a checkpoint that fits no network is reported by one error later
+        # (get_network / check_inference_model), not by a warning first
+        fits = any(not m for m in self._missing.values())
+        if unexpected and fits:
             logger.warning('ignored %d checkpoint keys not in the model, '
                            'e.g. %s', len(unexpected), unexpected[:3])
 
