@@ -132,7 +132,12 @@ def test_enhance_ext_and_single_file(tmp_path, model_files, messy_folder):
 
 def _run_cli(tool, argv, capsys):
     """The tool's ``__main__`` path: run_cli(main) -> exit status, stderr."""
+    from mmengine.logging import MMLogger
     from semillie_mm.utils.cli import run_cli
+    # mmengine logs through the newest MMLogger; one made by an earlier test
+    # writes to that test's (closed) captured stream, and logging's error
+    # report would land in this test's stderr. A fresh one writes here.
+    MMLogger.get_instance(f'enhance_test_{len(MMLogger._instance_dict)}')
     with pytest.raises(SystemExit) as exc:
         run_cli(tool.main, argv, prog='enhance.py')
     return exc.value.code, capsys.readouterr().err
