@@ -5,14 +5,15 @@
 # (docs/semi_supervised.md): SOURCE-degraded pairs, TARGET-degraded unpaired
 # images, evaluated on the TARGET val pairs. RAM weights cannot ship, so the
 # RAM losses use a small randomly initialised Swin (the log says so).
-# Budget: 15 minutes on 2 CPU cores. Measured 2026-12-01 on the 2-core AMD
-# EPYC (Zen 5) VM with the fused SS2D kernel, 2 torch threads, load average
-# ~4.5 from other work: 13-14 s per iteration (batch 4 paired + 4 unpaired,
-# 64x64), so 60 iterations (~14 min with start-up and evaluation). That is a
-# very short training; see docs/semi_supervised.md, section 5.
+# Budget: 15 minutes on 2 idle CPU cores. Measured 2026-12-01 on the 2-core
+# AMD EPYC (Zen 5, AVX-512) VM, fused SS2D kernel, 2 torch threads, idle:
+# 2.17 s per iteration (batch 4 paired + 4 unpaired, 64x64), so 300
+# iterations (~11 min of training plus start-up and evaluation). Under load
+# (other jobs on the cores) it was 13-17 s per iteration. Still a short
+# training; see docs/semi_supervised.md, section 5.
 _base_ = ['./ablation/target_full.py']
 work_dir = './work_dirs/semillie_demo_target'
-max_iters = 60
+max_iters = 300
 
 model = dict(
     generator=dict(
