@@ -26,7 +26,11 @@ Rows (``--rows`` picks a subset, comma separated):
   thread = wall time x torch threads / (batch * dim * L * N), forward
   (no_grad) and forward+backward; the peers on the same inputs;
 - ``loop``: two concurrent copies of a small training loop (default model,
-  Adam, batch 2, 64x64), per-iteration time of each vs the same loop alone;
+  Adam, batch 2, 64x64) that call ``CPUThreadGovernor.update()`` before each
+  step (what ``CPUThreadsHook`` does in the runner; a plain loop where the
+  variant has no governor), per-iteration time of each vs the same loop
+  alone;
+- ``loop_raw``: the same without the governor (torch's default threads);
 - ``demo``: two concurrent ``tools/train.py configs/semillie_demo.py``
   trainings of 60 iterations (separate work dirs), wall time of each vs one
   alone;
@@ -77,6 +81,7 @@ TARGETS = {
     'ss2d_fwd_ns': 0.35,
     'ss2d_fwdbwd_ns': 1.2,
     'loop': 2.5,
+    'loop_raw': None,
     'demo': 2.5,
     'first_s': 5.0,
 }
@@ -125,7 +130,8 @@ PROFILES = {
         demo_iters=2,
         sgemm=256),
 }
-ALL_ROWS = ('fwd', 'train', 'big', 'scan', 'loop', 'demo', 'first')
+ALL_ROWS = ('fwd', 'train', 'big', 'scan', 'loop', 'loop_raw', 'demo',
+            'first')
 
 
 # --------------------------------------------------------------------------
@@ -480,11 +486,21 @@ def child_check_peer(batch, dim, length, d_state, groups):
     return dict(max_abs_diff=diff, scale=scale)
 
 
-def child_loop(batch, size, iters, ready, go):
+def child_loop(batch, size, iters, ready, go, governor=False):
     """A small training loop; waits for ``go`` (a file) after a warm-up
-    iteration so that concurrent copies time the same interval."""
+    iteration so that concurrent copies time the same interval. With
+    ``governor`` every step starts with ``CPUThreadGovernor.update()`` (the
+    call ``CPUThreadsHook`` makes in the runner), where the variant has it."""
     torch, SemiLLIENet = _import_model()
     threads0 = torch.get_num_threads()
+    gov = None
+    if governor:
+        try:
+            from semillie_mm.utils.cpu_threads import CPUThreadGovernor
+        except ImportError:
+            governor = 'absent'
+        else:
+            gov = CPUThreadGovernor()
     torch.manual_seed(0)
     net = SemiLLIENet().train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
@@ -492,6 +508,8 @@ def child_loop(batch, size, iters, ready, go):
     target = torch.rand(batch, 3, size, size)
 
     def step():
+        if gov is not None:
+            gov.update()
         opt.zero_grad(set_to_none=True)
         (net(x) - target).abs().mean().backward()
         opt.step()
@@ -511,7 +529,8 @@ def child_loop(batch, size, iters, ready, go):
         seconds=seconds,
         per_iter_s=seconds / iters,
         threads_before=threads0,
-        threads_after=torch.get_num_threads())
+        threads_after=torch.get_num_threads(),
+        governor=governor)
 
 
 def child_first(d_state=16, groups=4):
@@ -814,20 +833,25 @@ def measure_variant(run, prof, rows, out, scan_backend='auto'):
             out[f'ss2d_{mode}'] = run.run('ss2d',
                                           dict(mode=mode, **prof['ss2d']))
     if 'loop' in rows:
-        out['loop_solo'] = run_loops(run, prof, 1)[0]
-        out['loop_pair'] = run_loops(run, prof, 2)
+        out['loop_solo'] = run_loops(run, prof, 1, True)[0]
+        out['loop_pair'] = run_loops(run, prof, 2, True)
+    if 'loop_raw' in rows:
+        out['loop_raw_solo'] = run_loops(run, prof, 1, False)[0]
+        out['loop_raw_pair'] = run_loops(run, prof, 2, False)
     if 'demo' in rows:
         out.update(run_demo(run, prof))
 
 
-def run_loops(run, prof, copies):
-    log(f'[{run.name}] training loop x{copies}')
+def run_loops(run, prof, copies, governor):
+    log(f'[{run.name}] training loop x{copies}'
+        f'{" (CPUThreadGovernor)" if governor else ""}')
     tag = f'{run.name}-loop{copies}-{time.time_ns()}'
     go = osp.join(run.scratch, tag + '.go')
     readies = [osp.join(run.scratch, f'{tag}.{i}.ready')
                for i in range(copies)]
     jobs = [
-        run.start('loop', dict(ready=r, go=go, **prof['loop']))
+        run.start('loop',
+                  dict(ready=r, go=go, governor=governor, **prof['loop']))
         for r in readies
     ]
 
@@ -994,6 +1018,8 @@ def derive(res, rate, cpu_rate):
                       f'{ns:.2f} ns; +{r["extra_gb"]:.2f} GB)')
     for key, solo_k, pair_k, field in (('loop', 'loop_solo', 'loop_pair',
                                         'per_iter_s'),
+                                       ('loop_raw', 'loop_raw_solo',
+                                        'loop_raw_pair', 'per_iter_s'),
                                        ('demo', 'demo_solo', 'demo_pair',
                                         'wall_s')):
         solo, pair = res.get(solo_k), res.get(pair_k)
@@ -1004,10 +1030,13 @@ def derive(res, rate, cpu_rate):
             d[key] = (None, err)
             continue
         ratios = [p[field] / solo[field] for p in pair]
-        unit = 's/iteration' if key == 'loop' else 's'
+        unit = 's/iteration' if key.startswith('loop') else 's'
+        note = ''
+        if key == 'loop' and solo.get('governor') == 'absent':
+            note = '; this commit has no CPUThreadGovernor: plain loop'
         d[key] = (max(ratios), ' / '.join(f'{x:.2f}x' for x in ratios) +
                   f' ({" & ".join(f"{p[field]:.2f}" for p in pair)} vs '
-                  f'{solo[field]:.2f} {unit})')
+                  f'{solo[field]:.2f} {unit}{note})')
     r = res.get('first')
     err = _fail(r)
     if err:
@@ -1038,8 +1067,11 @@ ROW_LABELS = [
      'fwd, ns per (direction, channel, step, state) and thread', '<= 0.35'),
     ('ss2d_fwdbwd_ns', 'SS2D layer, fwd+bwd, ns per element and thread',
      '<= 1.2'),
-    ('loop', 'two concurrent small training loops (batch {loop}), each vs '
+    ('loop', 'two concurrent small training loops (batch {loop}; '
+     'CPUThreadGovernor.update() per step, as CPUThreadsHook does), each vs '
      'solo', '<= 2.5x'),
+    ('loop_raw', 'the same two loops without the governor (a plain torch '
+     'loop), each vs solo', '(none)'),
     ('demo', 'two concurrent semillie_demo.py trainings ({demo} iterations),'
      ' each vs solo', '<= 2.5x'),
     ('first_s', 'first CPU scan in a fresh process (s)', '<= 5 s'),
@@ -1075,7 +1107,9 @@ def table(results, prof, rate, cpu_rate):
             continue
         cells = [derived[n].get(key, (None, '-'))[1] for n in names]
         v = derived[names[0]].get(key, (None, ''))[0] if names else None
-        met = '-' if v is None else ('yes' if v <= TARGETS[key] else 'no')
+        goal = TARGETS.get(key)
+        met = ('-' if v is None or goal is None else
+               ('yes' if v <= goal else 'no'))
         lines.append(f'| {label.format(**fill)} | {target} | ' +
                      ' | '.join(cells) + f' | {met} |')
     return '\n'.join(lines), derived

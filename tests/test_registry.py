@@ -14,7 +14,8 @@ EXPECTED = [
     (DATASETS, 'SemiSupervisedDataset'), (TRANSFORMS, 'PackSemiInputs'),
     (TRANSFORMS, 'LowLightSynthesis'), (TRANSFORMS, 'PairedRandomCropWithPad'),
     (METRICS, 'LOE'), (METRICS, 'PSNR'), (METRICS, 'SSIM'), (METRICS, 'NIQE'),
-    (HOOKS, 'MeanTeacherHook'), (HOOKS, 'RNGStateHook'), (OPTIMIZERS, 'AdamP'),
+    (HOOKS, 'MeanTeacherHook'), (HOOKS, 'RNGStateHook'),
+    (HOOKS, 'CPUThreadsHook'), (OPTIMIZERS, 'AdamP'),
     (MODEL_WRAPPERS, 'DeviceAwareSeparateDDP'),
 ]
 

@@ -30,7 +30,13 @@ default_hooks = dict(
 )
 # the teacher is the EMA of the student, updated after every generator step
 # RNGStateHook: --resume continues with the interrupted run's random state
-custom_hooks = [dict(type='MeanTeacherHook'), dict(type='RNGStateHook')]
+# CPUThreadsHook: on CPU, torch's thread count follows the cores other jobs
+# leave free (two trainings on the same cores do not busy-wait each other)
+custom_hooks = [
+    dict(type='MeanTeacherHook'),
+    dict(type='RNGStateHook'),
+    dict(type='CPUThreadsHook'),
+]
 
 # one DDP per trainable submodule (student, discriminator); works on CPU too
 model_wrapper_cfg = dict(

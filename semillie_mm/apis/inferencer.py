@@ -25,6 +25,7 @@ from mmengine.infer import BaseInferencer
 from mmengine.registry import DefaultScope
 
 from mmagic.registry import MODELS, TRANSFORMS
+from semillie_mm.utils.cpu_threads import CPUThreadGovernor
 from .image_io import (IMG_EXTENSIONS, adapt_to_format, image_to_tensor,
                        list_images, output_extension, read_image,
                        side_by_side, tensor_to_image, write_image_atomic)
@@ -313,6 +314,7 @@ class SemiLLIEInferencer(BaseInferencer):
         self.num_predicted_imgs = 0
         self._networks: Dict[str, nn.Module] = {}
         self._missing: Dict[str, List[str]] = {}
+        self._governor: Optional[CPUThreadGovernor] = None
         super().__init__(model=model, weights=weights, device=device,
                          scope=scope, show_progress=show_progress)
         self.get_network(network)  # fails now if its weights are missing
@@ -550,6 +552,9 @@ class SemiLLIEInferencer(BaseInferencer):
         """
         net = self.get_network(network)
         device = _net_device(net)
+        update = self._threads_update(device)
+        if update is not None:
+            update()
         xs = [packed['inputs'] for _, packed in batch]
         shapes = {tuple(x.shape) for x in xs}
         if len(xs) > 1 and len(shapes) == 1 and not needs_tiling(
@@ -557,13 +562,24 @@ class SemiLLIEInferencer(BaseInferencer):
             ys = list(net(torch.stack(xs).to(device)).float().cpu())
         else:
             ys = [enhance_tensor(net, x[None].to(device), tile_size,
-                                 tile_overlap)[0] for x in xs]
+                                 tile_overlap, before_tile=update)[0]
+                  for x in xs]
         preds = []
         for (_, packed), y in zip(batch, ys):
             y = y.clamp(0, 1)
             preds.append(dict(pred_img=y,
                               output=tensor_to_image(y, packed['layout'])))
         return preds
+
+    def _threads_update(self, device: torch.device):
+        """The governor's ``update`` on the CPU (torch's thread count follows
+        the cores other jobs leave free, between images and tiles), else
+        None."""
+        if device.type != 'cpu':
+            return None
+        if self._governor is None:
+            self._governor = CPUThreadGovernor()
+        return self._governor.update if self._governor.enabled else None
 
     def visualize(self, batch: list, preds: List[dict],
                   return_vis: bool = False,

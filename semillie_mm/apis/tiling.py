@@ -7,7 +7,7 @@ the tile lacks context), weighted outputs and weights are accumulated on the
 CPU in float64, and the sum is divided by the weights. See docs/enhance.md,
 section "Tiling and memory".
 """
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -87,7 +87,9 @@ def _axis_weight(tile: int, overlap: int, ramp_start: bool,
 def enhance_tensor(net: nn.Module,
                    x: torch.Tensor,
                    tile_size: Optional[int] = DEFAULT_TILE_SIZE,
-                   tile_overlap: int = DEFAULT_TILE_OVERLAP) -> torch.Tensor:
+                   tile_overlap: int = DEFAULT_TILE_OVERLAP,
+                   before_tile: Optional[Callable[[], object]] = None
+                   ) -> torch.Tensor:
     """Run ``net`` on a ``(B, 3, H, W)`` tensor, in tiles when it is large.
 
     Tiling is used when ``tile_size`` is set and ``H`` or ``W`` exceeds it.
@@ -102,6 +104,8 @@ def enhance_tensor(net: nn.Module,
         x (Tensor): ``(B, 3, H, W)`` on the network's device, RGB in [0, 1].
         tile_size (int, optional): Tile side; None or <= 0 disables tiling.
         tile_overlap (int): Overlap between neighbouring tiles.
+        before_tile (callable, optional): Called before each tile (e.g.
+            :meth:`~semillie_mm.utils.cpu_threads.CPUThreadGovernor.update`).
 
     Returns:
         Tensor: ``(B, C, H, W)`` float32 output on the CPU (not clamped).
@@ -119,6 +123,8 @@ def enhance_tensor(net: nn.Module,
         wy = _axis_weight(th, tile_overlap, iy > 0, iy < len(ys) - 1)
         for ix, x0 in enumerate(xs):
             wx = _axis_weight(tw, tile_overlap, ix > 0, ix < len(xs) - 1)
+            if before_tile is not None:
+                before_tile()
             tile_out = net(x[:, :, y0:y0 + th, x0:x0 + tw]).double().cpu()
             weight = torch.from_numpy(np.outer(wy, wx))[None, None]
             if out is None:

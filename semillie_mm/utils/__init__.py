@@ -1,8 +1,10 @@
-"""Utilities of the command-line tools.
+"""Utilities of the command-line tools and the runtime.
 
 - :mod:`.cli`: one-line user errors (``UserError``, ``run_cli``, file and
   checkpoint checks); imports only the standard library at import time.
 - :mod:`.flops`: parameters and FLOPs with the selective scans counted.
+- :mod:`.cpu_threads`: ``CPUThreadGovernor``, torch's thread count follows
+  the cores other jobs leave free.
 
 Nothing is imported here, so ``semillie_mm.utils.cli`` stays light.
 """
