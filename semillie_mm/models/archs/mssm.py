@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semillie_mm.ops.depthwise_conv import depthwise_conv2d
 from .ss2d import SS2D
 
 #: pixels per chunk of the point-wise tail (LayerNorm, gate, out_proj) on
@@ -14,16 +15,24 @@ PIXEL_CHUNK = 1 << 16
 CHANNEL_CHUNK = 16
 
 
+def _pixels(t: torch.Tensor) -> torch.Tensor:
+    """(B, E, H, W) -> (B, H*W, E): a view when ``t`` is channels-last."""
+    B, E, H, W = t.shape
+    return t.permute(0, 2, 3, 1).reshape(B, H * W, E)
+
+
 def _silu_fuse_fwd(a, b, wa, wb, bias):
     """``SiLU(a) @ wa^T + SiLU(b) @ wb^T + bias`` per pixel.
 
-    ``a``, ``b``: (B, E, H, W); returns (B, H, W, E_out), contiguous.
+    ``a``, ``b``: (B, E, H, W), channels-last memory (else copied);
+    returns (B, H, W, E_out), contiguous.
     """
     B, E, H, W = a.shape
+    al, bl = _pixels(a), _pixels(b)
     out = a.new_empty(B, H * W, wa.shape[0])
     for i in range(B):  # one image's SiLU at a time: no full-size temporary
-        torch.mm(F.silu(a[i].reshape(E, H * W)).t(), wa.t(), out=out[i])
-        out[i].addmm_(F.silu(b[i].reshape(E, H * W)).t(), wb.t())
+        torch.mm(F.silu(al[i]), wa.t(), out=out[i])
+        out[i].addmm_(F.silu(bl[i]), wb.t())
     out.add_(bias)
     return out.view(B, H, W, -1)
 
@@ -57,15 +66,17 @@ class _SiLUFuse(torch.autograd.Function):
         grads = []
         for t, w, need_t, need_w in ((a, wa, need[0], need[2]),
                                      (b, wb, need[1], need[3])):
-            dt = torch.empty_like(t) if need_t else None
+            tl = _pixels(t)
+            dt = (torch.empty_like(t, memory_format=torch.channels_last)
+                  if need_t else None)
+            dtl = _pixels(dt) if need_t else None  # a view of dt
             dw = torch.zeros_like(w) if need_w else None
             for i in range(B):
-                ti = t[i].reshape(E, L)
-                if need_w:  # dW += dout_i^T @ SiLU(t_i)^T
-                    dw.addmm_(d2[i].t(), F.silu(ti).t())
+                if need_w:  # dW += dout_i^T @ SiLU(t_i)
+                    dw.addmm_(d2[i].t(), F.silu(tl[i]))
                 if need_t:
-                    dt[i] = torch.ops.aten.silu_backward(
-                        w.t() @ d2[i].t(), ti).view(E, H, W)
+                    torch.ops.aten.silu_backward.grad_input(
+                        d2[i] @ w, tl[i], grad_input=dtl[i])
             grads += [dt, dw]
         dbias = d2.sum((0, 1)) if need[4] else None
         return grads[0], grads[2], grads[1], grads[3], dbias
@@ -205,11 +216,14 @@ class MSSM(nn.Module):
             x = norm(x)
         w_x, w_z, w_a, w_b = self._weights()
         B, H, W, C = x.shape
-        # (E, C) @ (B, C, L) -> (B, E, L): the branch in NCHW, no layout copy
-        x0 = torch.matmul(w_x, x.reshape(B, H * W, C).transpose(1, 2))
-        x0 = x0.view(B, self.inner, H, W)
-        a = self.dwconv3(x0)
-        b = self.dwconv5(a if self.multiscale == 'serial' else x0)
+        # the branch channels-last: (B, L, C) @ (C, E) viewed as (B, E, H, W);
+        # the depth-wise convs are 3-5x faster on it than on NCHW (oneDNN),
+        # and the extension's kernel (ops.depthwise_conv) faster still
+        x0 = torch.matmul(x.reshape(B, H * W, C), w_x.t())
+        x0 = x0.view(B, H, W, self.inner).permute(0, 3, 1, 2)
+        a = depthwise_conv2d(x0, self.dwconv3.weight, self.dwconv3.bias)
+        b = depthwise_conv2d(a if self.multiscale == 'serial' else x0,
+                             self.dwconv5.weight, self.dwconv5.bias)
         del x0
         f = _SiLUFuse.apply(a, b, w_a, w_b, self.fuse.bias)
         del a, b
@@ -265,19 +279,19 @@ class MSSM(nn.Module):
         n3 = n.reshape(B, L, C)
         f = self.fuse.bias.expand(B, L, E).contiguous()
         serial = self.multiscale == 'serial'
+        f2 = f.view(B * L, E)
         for c in range(0, E, CHANNEL_CHUNK):
             sl = slice(c, c + CHANNEL_CHUNK)
-            x0 = torch.matmul(w_x[sl], n3.transpose(1, 2))  # (B, Ec, L)
-            Ec = x0.shape[1]
-            x0 = x0.view(B, Ec, H, W)
+            x0 = torch.matmul(n3, w_x[sl].t())  # (B, L, Ec), channels-last
+            Ec = x0.shape[-1]
+            x0 = x0.view(B, H, W, Ec).permute(0, 3, 1, 2)
             a = F.conv2d(x0, self.dwconv3.weight[sl], self.dwconv3.bias[sl],
                          padding=1, groups=Ec)
             b = F.conv2d(a if serial else x0, self.dwconv5.weight[sl],
                          self.dwconv5.bias[sl], padding=2, groups=Ec)
             del x0
             for t, w in ((a, w_a), (b, w_b)):
-                t = F.silu(t, inplace=True).reshape(B, Ec, L)
-                for i in range(B):  # f[i] += t[i]^T @ w[:, sl]^T
-                    f[i].addmm_(t[i].t(), w[:, sl].t())
+                t = _pixels(F.silu(t, inplace=True)).reshape(B * L, Ec)
+                f2.addmm_(t, w[:, sl].t())  # f += SiLU(t) @ w[:, sl]^T
             del a, b
         return f.view(B, H, W, E)

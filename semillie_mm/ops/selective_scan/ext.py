@@ -4,7 +4,8 @@
 The extension is compiled once, by ``tools/setup_env.sh`` (which runs
 ``python semillie_mm/ops/selective_scan/ext.py --build``, which imports
 only torch), with
-``-O3 -march=native -ffp-contract=fast``; it is never compiled at run time.
+``-O3 -march=native -ffp-contract=fast -fopenmp`` against torch's own
+libgomp; it is never compiled at run time.
 The binary is stored under ``$SEMILLIE_CACHE`` (default
 ``~/.cache/semillie-mm``) in ``ss2d_scan/<key>/``, where ``key`` hashes the
 torch version, the Python ABI, the source text and the CPU's model name and
@@ -28,10 +29,25 @@ from typing import Optional
 
 import torch
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc',
-                      'ss2d_scan.cpp')
+_CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
+#: the fused SS2D scan (and the module definition) ...
+SOURCE = os.path.join(_CSRC, 'ss2d_scan.cpp')
+#: ... and every source of the extension (the depth-wise conv of MSSM)
+SOURCES = (SOURCE, os.path.join(_CSRC, 'depthwise_conv.cpp'))
+# -fopenmp: ATen's at::parallel_for is an inline OpenMP template, serial
+# when the including code is compiled without OpenMP. The OpenMP runtime is
+# torch's own libgomp (torch/lib), so that the kernels share torch's thread
+# pool and thread count.
 CFLAGS = ('-O3', '-march=native', '-ffp-contract=fast', '-fno-math-errno',
-          '-fno-trapping-math', '-fopenmp-simd', '-std=c++20')
+          '-fno-trapping-math', '-fopenmp', '-std=c++20')
+
+
+def _ldflags():
+    lib = os.path.join(os.path.dirname(torch.__file__), 'lib')
+    gomp = os.path.join(lib, 'libgomp.so.1')
+    if os.path.isfile(gomp):
+        return [f'-L{lib}', '-l:libgomp.so.1']
+    return ['-fopenmp']  # a torch without its own copy: the system's
 BASENAME = 'semillie_ss2d_scan'
 
 _module = None
@@ -76,10 +92,11 @@ def cache_key() -> str:
         str: 16 hex digits.
     """
     h = hashlib.sha256()
-    with open(SOURCE, 'rb') as f:
-        h.update(f.read())
+    for src in SOURCES:
+        with open(src, 'rb') as f:
+            h.update(f.read())
     for part in (torch.__version__, sysconfig.get_config_var('SOABI') or '',
-                 ' '.join(CFLAGS), _cpu_signature()):
+                 ' '.join(CFLAGS), ' '.join(_ldflags()), _cpu_signature()):
         h.update(b'\0' + part.encode())
     return h.hexdigest()[:16]
 
@@ -166,8 +183,9 @@ def build(verbose: bool = False) -> str:
     with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
         cpp_extension.load(
             name=module_name(),
-            sources=[SOURCE],
+            sources=list(SOURCES),
             extra_cflags=list(CFLAGS),
+            extra_ldflags=_ldflags(),
             build_directory=tmp,
             verbose=verbose)
         built = [f for f in os.listdir(tmp) if f.startswith(module_name())
