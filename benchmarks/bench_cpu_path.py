@@ -16,8 +16,12 @@ Rows (``--rows`` picks a subset, comma separated):
   sgemm rate (a 4096^3 float32 ``torch.mm`` with torch's default thread
   count, measured in this run; the best of the measurements at the start and
   the end of the run);
-- ``train``: forward + L1 loss + backward, batch 8 x 128x128 (train mode) /
-  (3 x its forward floor), and the peak RSS of that process;
+- ``train``: forward + L1 loss + backward, batch 8 x 128x128 (train mode),
+  the best of two steps / (3 x its forward floor), and the peak RSS of that
+  process (GiB and GB; the target is in GB); with the caching CPU allocator
+  (``semillie_mm.ops.cpu_cache``) that the runner's ``CPUMemoryCacheHook``
+  and the inferencer enable, where the variant has it (``fwd`` too);
+- ``train_nocache``: the same step with torch's own allocator;
 - ``big``: 1920x1080 untiled forward (no_grad): peak RSS and time, stopped
   by a watchdog when its RSS passes ``--rss-cap-gb``;
 - ``scan``: the selective scan of one SS2D call of a 256x256 image (batch 1,
@@ -82,6 +86,8 @@ TARGETS = {
     'ss2d_fwdbwd_ns': 1.2,
     'loop': 2.5,
     'loop_raw': None,
+    'train_nocache': None,
+    'train_nocache_rss_gb': None,
     'demo': 2.5,
     'first_s': 5.0,
 }
@@ -92,7 +98,7 @@ PROFILES = {
         fwd=(1, 256, 256),
         fwd_repeat=2,
         train=(8, 128, 128),
-        train_repeat=1,
+        train_repeat=2,
         big=(1, 1080, 1920),
         scan=dict(batch=1, dim=512, length=65536, d_state=16, groups=4),
         ss2d=dict(batch=1, channels=128, h=256, w=256, d_state=16),
@@ -130,8 +136,8 @@ PROFILES = {
         demo_iters=2,
         sgemm=256),
 }
-ALL_ROWS = ('fwd', 'train', 'big', 'scan', 'loop', 'loop_raw', 'demo',
-            'first')
+ALL_ROWS = ('fwd', 'train', 'train_nocache', 'big', 'scan', 'loop',
+            'loop_raw', 'demo', 'first')
 
 
 # --------------------------------------------------------------------------
@@ -274,10 +280,23 @@ def child_sgemm(n, repeat=3):
         threads=torch.get_num_threads())
 
 
-def child_forward(batch, h, w, repeat):
+def _cpu_cache(on):
+    """Enable the caching CPU allocator, as the project's runner and
+    inferencer do, where the variant has it: 'on', 'off' or 'absent'."""
+    if not on:
+        return 'off'
+    try:
+        from semillie_mm.ops.cpu_cache import enable_cpu_cache
+    except ImportError:
+        return 'absent'
+    return 'on' if enable_cpu_cache() else 'absent'
+
+
+def child_forward(batch, h, w, repeat, cache=True):
     """No-grad forward of the default SemiLLIENet: best time and MACs."""
     torch, SemiLLIENet = _import_model()
     threads0 = torch.get_num_threads()
+    cache = _cpu_cache(cache)
     torch.manual_seed(0)
     net = SemiLLIENet().eval()
     with torch.no_grad():
@@ -300,13 +319,15 @@ def child_forward(batch, h, w, repeat):
         macs=macs,
         rss_before_gb=rss0 / GiB,
         threads_before=threads0,
-        threads_after=torch.get_num_threads())
+        threads_after=torch.get_num_threads(),
+        cpu_cache=cache)
 
 
-def child_train(batch, h, w, repeat):
+def child_train(batch, h, w, repeat, cache=True):
     """Forward + L1 loss + backward in train mode: best time and MACs."""
     torch, SemiLLIENet = _import_model()
     threads0 = torch.get_num_threads()
+    cache = _cpu_cache(cache)
     torch.manual_seed(0)
     net = SemiLLIENet().train()
     net(torch.rand(1, 3, 16, 16)).abs().mean().backward()  # warm-up
@@ -331,7 +352,8 @@ def child_train(batch, h, w, repeat):
         macs=macs,
         rss_before_gb=rss0 / GiB,
         threads_before=threads0,
-        threads_after=torch.get_num_threads())
+        threads_after=torch.get_num_threads(),
+        cpu_cache=cache)
 
 
 def make_scan_inputs(batch, dim, length, d_state, groups, grad, seed=0):
@@ -818,6 +840,12 @@ def measure_variant(run, prof, rows, out, scan_backend='auto'):
         log(f'[{run.name}] training step {b}x{h}x{w}')
         out['train'] = run.run('train', dict(batch=b, h=h, w=w,
                                              repeat=prof['train_repeat']))
+    if 'train_nocache' in rows:
+        b, h, w = prof['train']
+        log(f'[{run.name}] training step {b}x{h}x{w}, torch\'s allocator')
+        out['train_nocache'] = run.run(
+            'train', dict(batch=b, h=h, w=w, repeat=prof['train_repeat'],
+                          cache=False))
     if 'big' in rows:
         b, h, w = prof['big']
         log(f'[{run.name}] untiled forward {b}x{h}x{w} (RSS cap '
@@ -949,6 +977,13 @@ def _fail(r):
     return None
 
 
+def _gb(gib):
+    """A peak RSS in GiB as (value in GB = 1e9 bytes, the targets' unit,
+    text with both)."""
+    gb = gib * GiB / 1e9
+    return gb, f'{gib:.2f} GiB = {gb:.2f} GB'
+
+
 def derive(res, rate, cpu_rate):
     """The table's figures of one variant from its raw results.
 
@@ -979,20 +1014,24 @@ def derive(res, rate, cpu_rate):
         d['fwd'] = (ratio, f'{r["best_s"]:.2f} s / {floor:.2f} s = '
                     f'{ratio:.1f}x (CPU time: {r["cpu_s"]:.2f} s = '
                     f'{cpu_ratio:.1f}x)')
-    r = res.get('train')
-    err = _fail(r)
-    if err:
-        d['train'] = (None, err)
-        d['train_rss_gb'] = (None, err)
-    elif r:
-        floor = 3 * r['macs'] / rate
-        ratio = r['best_s'] / floor
-        cpu_ratio = r['cpu_s'] / (3 * r['macs'] / cpu_rate)
-        d['train'] = (ratio, f'{r["best_s"]:.1f} s / {floor:.2f} s = '
+    for key, rss_key in (('train', 'train_rss_gb'),
+                         ('train_nocache', 'train_nocache_rss_gb')):
+        r = res.get(key)
+        err = _fail(r)
+        if err:
+            d[key] = (None, err)
+            d[rss_key] = (None, err)
+        elif r:
+            floor = 3 * r['macs'] / rate
+            ratio = r['best_s'] / floor
+            cpu_ratio = r['cpu_s'] / (3 * r['macs'] / cpu_rate)
+            note = ''
+            if key == 'train' and r.get('cpu_cache') != 'on':
+                note = '; without the caching allocator (not in this commit)'
+            d[key] = (ratio, f'{r["best_s"]:.1f} s / {floor:.2f} s = '
                       f'{ratio:.1f}x (CPU time: {r["cpu_s"]:.1f} s = '
-                      f'{cpu_ratio:.1f}x)')
-        gb = r['rusage_maxrss_gb']
-        d['train_rss_gb'] = (gb, f'{gb:.2f} GB')
+                      f'{cpu_ratio:.1f}x{note})')
+            d[rss_key] = _gb(r['rusage_maxrss_gb'])
     r = res.get('big')
     err = _fail(r)
     if err:
@@ -1002,8 +1041,8 @@ def derive(res, rate, cpu_rate):
             d['big_rss_gb'] = (float('inf'),
                                f'> {r["peak_seen_gb"]:.1f} GB ({r["stopped"]})')
         else:
-            gb = r['rusage_maxrss_gb']
-            d['big_rss_gb'] = (gb, f'{gb:.2f} GB, {r["best_s"]:.1f} s')
+            v, text = _gb(r['rusage_maxrss_gb'])
+            d['big_rss_gb'] = (v, f'{text}, {r["best_s"]:.1f} s')
     for mode, key in (('fwd', 'scan_fwd_ns'), ('fwd+bwd', 'scan_fwdbwd_ns'),
                       ('fwd', 'ss2d_fwd_ns'), ('fwd+bwd', 'ss2d_fwdbwd_ns')):
         r = res.get(f'{key[:4]}_{mode}')
@@ -1057,6 +1096,9 @@ ROW_LABELS = [
     ('train', 'forward+backward, batch {train} / (3 x its forward floor)',
      '<= 2.5x'),
     ('train_rss_gb', 'peak RSS of that training step', '<= 4 GB'),
+    ('train_nocache', 'the same step with torch\'s own allocator (no '
+     'CPUMemoryCacheHook)', '(none)'),
+    ('train_nocache_rss_gb', 'its peak RSS', '(none)'),
     ('big_rss_gb', '{big} untiled forward (no_grad): peak RSS, time',
      '<= 6 GB'),
     ('scan_fwd_ns', 'selective_scan call (dim {sdim}, L {slen}, N {sn}; '

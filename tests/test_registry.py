@@ -15,7 +15,8 @@ EXPECTED = [
     (TRANSFORMS, 'LowLightSynthesis'), (TRANSFORMS, 'PairedRandomCropWithPad'),
     (METRICS, 'LOE'), (METRICS, 'PSNR'), (METRICS, 'SSIM'), (METRICS, 'NIQE'),
     (HOOKS, 'MeanTeacherHook'), (HOOKS, 'RNGStateHook'),
-    (HOOKS, 'CPUThreadsHook'), (OPTIMIZERS, 'AdamP'),
+    (HOOKS, 'CPUThreadsHook'), (HOOKS, 'CPUMemoryCacheHook'),
+    (OPTIMIZERS, 'AdamP'),
     (MODEL_WRAPPERS, 'DeviceAwareSeparateDDP'),
 ]
 

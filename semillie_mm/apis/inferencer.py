@@ -25,6 +25,7 @@ from mmengine.infer import BaseInferencer
 from mmengine.registry import DefaultScope
 
 from mmagic.registry import MODELS, TRANSFORMS
+from semillie_mm.ops.cpu_cache import enable_cpu_cache
 from semillie_mm.utils.cpu_threads import CPUThreadGovernor
 from .image_io import (IMG_EXTENSIONS, adapt_to_format, image_to_tensor,
                        list_images, output_extension, read_image,
@@ -574,11 +575,14 @@ class SemiLLIEInferencer(BaseInferencer):
     def _threads_update(self, device: torch.device):
         """The governor's ``update`` on the CPU (torch's thread count follows
         the cores other jobs leave free, between images and tiles), else
-        None."""
+        None. The first call on the CPU also enables the caching allocator
+        (:mod:`semillie_mm.ops.cpu_cache`)."""
         if device.type != 'cpu':
             return None
         if self._governor is None:
             self._governor = CPUThreadGovernor()
+            # large tensors of the next image reuse this one's blocks
+            enable_cpu_cache()
         return self._governor.update if self._governor.enabled else None
 
     def visualize(self, batch: list, preds: List[dict],

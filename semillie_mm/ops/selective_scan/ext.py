@@ -33,7 +33,8 @@ _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
 #: the fused SS2D scan (and the module definition) ...
 SOURCE = os.path.join(_CSRC, 'ss2d_scan.cpp')
 #: ... and every source of the extension (the depth-wise conv of MSSM)
-SOURCES = (SOURCE, os.path.join(_CSRC, 'depthwise_conv.cpp'))
+SOURCES = (SOURCE, os.path.join(_CSRC, 'depthwise_conv.cpp'),
+           os.path.join(_CSRC, 'cpu_allocator.cpp'))
 # -fopenmp: ATen's at::parallel_for is an inline OpenMP template, serial
 # when the including code is compiled without OpenMP. The OpenMP runtime is
 # torch's own libgomp (torch/lib), so that the kernels share torch's thread

@@ -739,6 +739,11 @@ void dw_conv_fwd(const at::Tensor& x, const at::Tensor& w,
 at::Tensor dw_conv_wgrad(const at::Tensor& x, const at::Tensor& g,
                          int64_t K);
 
+// cpu_allocator.cpp
+int64_t cpu_cache_install(int64_t limit_bytes);
+std::vector<int64_t> cpu_cache_stats();
+int64_t cpu_cache_empty();
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "semillie-mm: fused four-direction SS2D selective scan (CPU)";
   m.def("fwd", &ss2d_scan_fwd, "y += scan of one direction");
@@ -747,6 +752,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "channels-last depth-wise KxK conv, stride 1, padding K/2");
   m.def("dw_conv_wgrad", &dw_conv_wgrad,
         "its weight gradient, (K*K, C) float64");
+  m.def("cpu_cache_install", &cpu_cache_install,
+        "install the caching CPU allocator / set its limit (bytes)");
+  m.def("cpu_cache_stats", &cpu_cache_stats,
+        "installed, active, limit, cached, hits, misses, released");
+  m.def("cpu_cache_empty", &cpu_cache_empty, "release the cached blocks");
   m.def("parallel_threads", &parallel_threads,
         "threads an at::parallel_for over n items used");
   m.attr("max_state") = kMaxState;
