@@ -292,8 +292,11 @@ def _cpu_cache(on):
     return 'on' if enable_cpu_cache() else 'absent'
 
 
-def child_forward(batch, h, w, repeat, cache=True):
-    """No-grad forward of the default SemiLLIENet: best time and MACs."""
+def child_forward(batch, h, w, repeat, cache=True, count=True):
+    """No-grad forward of the default SemiLLIENet: best time and MACs
+    (``count``: the hooks need the module-by-module path, whose memory is
+    not the no-grad path's; the 1080p row does not count, so that its peak
+    RSS is the forward's own)."""
     torch, SemiLLIENet = _import_model()
     threads0 = torch.get_num_threads()
     cache = _cpu_cache(cache)
@@ -302,7 +305,7 @@ def child_forward(batch, h, w, repeat, cache=True):
     with torch.no_grad():
         net(torch.rand(1, 3, 16, 16))  # loads / compiles the kernels
     x = torch.rand(batch, 3, h, w)
-    macs = count_macs(net, x)
+    macs = count_macs(net, x) if count else None
     times = []
     rss0 = _rss_bytes()
     cpu = []
@@ -850,7 +853,8 @@ def measure_variant(run, prof, rows, out, scan_backend='auto'):
         b, h, w = prof['big']
         log(f'[{run.name}] untiled forward {b}x{h}x{w} (RSS cap '
             f'{run.cap / GiB:.1f} GB)')
-        out['big'] = run.run('forward', dict(batch=b, h=h, w=w, repeat=1))
+        out['big'] = run.run('forward', dict(batch=b, h=h, w=w, repeat=1,
+                                             count=False))
     if 'scan' in rows:
         for mode in ('fwd', 'fwd+bwd'):
             log(f'[{run.name}] scan {mode} ({scan_backend})')

@@ -10,8 +10,9 @@
 //
 // This allocator keeps freed blocks of at least kMinCached bytes in free
 // lists by size class (sizes rounded up by at most 1/8) and hands them out
-// again (best fit, at most twice the size asked for); smaller requests go to
-// the allocator it replaces. The cached
+// again (best fit, at most twice the size asked for; the pages of a larger
+// block past the request are released with madvise(MADV_DONTNEED)); smaller
+// requests go to the allocator it replaces. The cached
 // (free, still resident) bytes never exceed a limit: a block freed when the
 // cache is full is released; a request that finds no block of its class
 // first releases cached blocks of other classes worth its size, so that the
@@ -23,6 +24,8 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <mutex>
@@ -94,6 +97,7 @@ struct CachingCPUAllocator final : public at::Allocator {
     Cache& c = *g_cache;
     const size_t sz = size_class(n);
     void* p = nullptr;
+    size_t got = 0;  // size of the cached block handed out
     std::vector<void*> drop;
     {
       std::lock_guard<std::mutex> lock(c.m);
@@ -102,6 +106,7 @@ struct CachingCPUAllocator final : public at::Allocator {
       auto it = c.free.lower_bound(sz);
       if (it != c.free.end() && it->first <= 2 * sz) {
         p = it->second.back();
+        got = it->first;
         it->second.pop_back();
         c.cached -= it->first;
         if (it->second.empty()) c.free.erase(it);
@@ -112,6 +117,18 @@ struct CachingCPUAllocator final : public at::Allocator {
       }
     }
     for (void* q : drop) c10::free_cpu(q);
+    if (p != nullptr && got > sz + kMinCached) {
+      // a larger block: give the pages past the request back (they come
+      // back zero-filled when touched), so that a big block serving a
+      // small tensor does not keep the difference resident
+      const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+      const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + n + page - 1) /
+                           page * page;
+      const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + got) / page *
+                           page;
+      if (hi > lo)
+        madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
     if (p == nullptr) {
       try {
         p = c10::alloc_cpu(sz);
