@@ -29,6 +29,10 @@ Rows (``--rows`` picks a subset, comma separated):
   D, delta_bias, delta_softplus), ns per (channel, step, state) element and
   thread = wall time x torch threads / (batch * dim * L * N), forward
   (no_grad) and forward+backward; the peers on the same inputs;
+- ``scan`` also times the fused SS2D scan kernel alone (the C++
+  extension's per-direction calls, all four directions, no projections; the
+  model's CPU scan) at the 256x256 forward's and the training step's shapes,
+  forward and forward (with checkpoints) + backward, CPU ns per element;
 - ``loop``: two concurrent copies of a small training loop (default model,
   Adam, batch 2, 64x64) that call ``CPUThreadGovernor.update()`` before each
   step (what ``CPUThreadsHook`` does in the runner; a plain loop where the
@@ -82,6 +86,8 @@ TARGETS = {
     'big_rss_gb': 6.0,
     'scan_fwd_ns': 0.35,
     'scan_fwdbwd_ns': 1.2,
+    'kernel_fwd_ns': 0.35,
+    'kernel_fwdbwd_ns': 1.2,
     'ss2d_fwd_ns': 0.35,
     'ss2d_fwdbwd_ns': 1.2,
     'loop': 2.5,
@@ -102,6 +108,11 @@ PROFILES = {
         big=(1, 1080, 1920),
         scan=dict(batch=1, dim=512, length=65536, d_state=16, groups=4),
         ss2d=dict(batch=1, channels=128, h=256, w=256, d_state=16),
+        kernel={
+            '1x256x256': dict(batch=1, channels=128, h=256, w=256,
+                              d_state=16, dt_rank=4),
+            '8x128x128': dict(batch=8, channels=128, h=128, w=128,
+                              d_state=16, dt_rank=4)},
         ref_length=1024,
         mambapy_length=2048,
         loop=dict(batch=2, size=64, iters=10),
@@ -116,6 +127,8 @@ PROFILES = {
         big=(1, 270, 480),
         scan=dict(batch=1, dim=512, length=8192, d_state=16, groups=4),
         ss2d=dict(batch=1, channels=128, h=64, w=128, d_state=16),
+        kernel={'1x64x128': dict(batch=1, channels=128, h=64, w=128,
+                                 d_state=16, dt_rank=4, repeat=1)},
         ref_length=256,
         mambapy_length=512,
         loop=dict(batch=2, size=64, iters=3),
@@ -130,6 +143,8 @@ PROFILES = {
         big=(1, 32, 48),
         scan=dict(batch=1, dim=64, length=256, d_state=16, groups=4),
         ss2d=dict(batch=1, channels=16, h=16, w=16, d_state=16),
+        kernel={'1x16x16': dict(batch=1, channels=16, h=16, w=16,
+                                d_state=16, dt_rank=1, repeat=1)},
         ref_length=128,
         mambapy_length=128,
         loop=dict(batch=2, size=16, iters=1),
@@ -489,6 +504,56 @@ def child_ss2d(mode, batch, channels, h, w, d_state):
         threads=torch.get_num_threads())
 
 
+def child_kernel(batch, channels, h, w, d_state, dt_rank, repeat=3):
+    """The fused SS2D scan kernel alone (the C++ extension's per-direction
+    forward, and forward with checkpoints + backward, all four directions;
+    no projections): best wall and its CPU seconds per pass."""
+    torch, _ = _import_model()
+    try:
+        from semillie_mm.ops.selective_scan import ext, fused
+    except ImportError:
+        return dict(absent='no fused kernel in this commit')
+    mod = ext.load()
+    if mod is None:
+        return dict(absent=f'extension not built: {ext.unavailable_reason()}')
+    torch.manual_seed(0)
+    B, E, N, R, L = batch, channels, d_state, dt_rank, h * w
+    X = R + 2 * N
+    K = fused.chunk_size(L)
+    u = torch.randn(B, L, E)
+    xdbl = torch.randn(B, L, X) * 0.3
+    Wdt, bias = torch.randn(E, R) * 0.1, torch.randn(E) * 0.1
+    A, D = -torch.rand(E, N) - 0.5, torch.randn(E)
+    y, dy, du = torch.zeros(B, L, E), torch.randn(B, L, E), torch.zeros(B, L, E)
+    S = fused.num_slots(B, E, torch.float32, torch.get_num_threads())
+    dxp = torch.empty(S, B, L, X)
+    cks = [torch.empty(B, -(-L // K), N, E) for _ in range(4)]
+    none = u.new_empty(0)
+
+    def fwd():
+        for k in range(4):
+            mod.fwd(u, xdbl, Wdt, bias, A, D, y, none, h, w, k, K)
+
+    def fwdbwd():
+        for k in range(4):
+            mod.fwd(u, xdbl, Wdt, bias, A, D, y, cks[k], h, w, k, K)
+        for k in range(4):
+            mod.bwd(u, xdbl, Wdt, bias, A, D, dy, cks[k], du, dxp, h, w, k,
+                    K)
+
+    out = dict(elements=4 * B * E * L * N, threads=torch.get_num_threads())
+    for name, f in (('fwd', fwd), ('fwd+bwd', fwdbwd)):
+        f()  # warm-up
+        best = None
+        for _ in range(repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            f()
+            r = (time.perf_counter() - t0, time.process_time() - c0)
+            best = r if best is None or r[0] < best[0] else best
+        out[name] = dict(seconds=best[0], cpu_seconds=best[1])
+    return out
+
+
 def child_check_peer(batch, dim, length, d_state, groups):
     """Max abs difference of mambapy's scan against the reference backend
     (forward and the input gradients), on a small size."""
@@ -600,6 +665,7 @@ CHILDREN = dict(
     train=child_train,
     scan=child_scan,
     ss2d=child_ss2d,
+    kernel=child_kernel,
     check_peer=child_check_peer,
     loop=child_loop,
     first=child_first,
@@ -864,6 +930,9 @@ def measure_variant(run, prof, rows, out, scan_backend='auto'):
             log(f'[{run.name}] SS2D layer {mode}')
             out[f'ss2d_{mode}'] = run.run('ss2d',
                                           dict(mode=mode, **prof['ss2d']))
+        for tag, shape in prof['kernel'].items():
+            log(f'[{run.name}] fused kernel alone, {tag}')
+            out[f'kernel_{tag}'] = run.run('kernel', shape)
     if 'loop' in rows:
         out['loop_solo'] = run_loops(run, prof, 1, True)[0]
         out['loop_pair'] = run_loops(run, prof, 2, True)
@@ -1059,6 +1128,23 @@ def derive(res, rate, cpu_rate):
             d[key] = (cpu_ns, f'{cpu_ns:.2f} ns (CPU time; wall x '
                       f'threads: {r["seconds"]:.2f} s x {r["threads"]} = '
                       f'{ns:.2f} ns; +{r["extra_gb"]:.2f} GB)')
+    kernels = [(k[len('kernel_'):], v) for k, v in res.items()
+               if k.startswith('kernel_')]
+    for mode, key in (('fwd', 'kernel_fwd_ns'),
+                      ('fwd+bwd', 'kernel_fwdbwd_ns')):
+        vals, texts = [], []
+        for tag, r in kernels:
+            err = _fail(r)
+            if err or 'absent' in r:
+                texts.append(f'{tag}: {err or r["absent"]}')
+                continue
+            m = r[mode]
+            cpu_ns = m['cpu_seconds'] / r['elements'] * 1e9
+            ns = m['seconds'] * r['threads'] / r['elements'] * 1e9
+            vals.append(cpu_ns)
+            texts.append(f'{tag}: {cpu_ns:.2f} ns (wall x threads {ns:.2f})')
+        if texts:
+            d[key] = (max(vals) if vals else None, '; '.join(texts))
     for key, solo_k, pair_k, field in (('loop', 'loop_solo', 'loop_pair',
                                         'per_iter_s'),
                                        ('loop_raw', 'loop_raw_solo',
@@ -1109,6 +1195,11 @@ ROW_LABELS = [
      'default CPU backend) fwd, ns per (channel, step, state) element and '
      'thread', '<= 0.35'),
     ('scan_fwdbwd_ns', 'scan fwd+bwd, ns per element and thread', '<= 1.2'),
+    ('kernel_fwd_ns', 'fused SS2D scan kernel alone (the model\'s CPU scan:'
+     ' 4 directions, E=128, N=16, no projections), fwd, CPU ns per element '
+     'and thread (the worse of the shapes)', '<= 0.35'),
+    ('kernel_fwdbwd_ns', 'the kernel, fwd (with checkpoints) + bwd',
+     '<= 1.2'),
     ('ss2d_fwd_ns', 'SS2D layer {ss2d} (projections + 4-direction scan), '
      'fwd, ns per (direction, channel, step, state) and thread', '<= 0.35'),
     ('ss2d_fwdbwd_ns', 'SS2D layer, fwd+bwd, ns per element and thread',
