@@ -553,7 +553,7 @@ class SemiLLIEInferencer(BaseInferencer):
         """
         net = self.get_network(network)
         device = _net_device(net)
-        update = self._threads_update(device)
+        update = self._cpu_runtime(device)
         if update is not None:
             update()
         xs = [packed['inputs'] for _, packed in batch]
@@ -572,7 +572,7 @@ class SemiLLIEInferencer(BaseInferencer):
                               output=tensor_to_image(y, packed['layout'])))
         return preds
 
-    def _threads_update(self, device: torch.device):
+    def _cpu_runtime(self, device: torch.device):
         """The governor's ``update`` on the CPU (torch's thread count follows
         the cores other jobs leave free, between images and tiles), else
         None. The first call on the CPU also enables the caching allocator

@@ -5,6 +5,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from mmagic.registry import HOOKS
+from .cpu_threads_hook import model_on_cpu
 from semillie_mm.ops.cpu_cache import (cpu_cache_available, default_limit_mb,
                                        empty_cpu_cache, enable_cpu_cache)
 
@@ -33,8 +34,7 @@ class CPUMemoryCacheHook(Hook):
 
     def before_run(self, runner) -> None:
         """Install the allocator when the model runs on the CPU."""
-        param = next(runner.model.parameters(), None)
-        if param is not None and param.device.type != 'cpu':
+        if not model_on_cpu(runner.model):
             return
         limit = (default_limit_mb()
                  if self.limit_mb is None else int(self.limit_mb))

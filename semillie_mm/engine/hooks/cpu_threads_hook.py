@@ -7,6 +7,19 @@ from mmagic.registry import HOOKS
 from semillie_mm.utils.cpu_threads import CPUThreadGovernor
 
 
+def model_on_cpu(model) -> bool:
+    """Whether a (possibly wrapped) model's parameters are on the CPU.
+
+    Args:
+        model (nn.Module): The runner's model.
+
+    Returns:
+        bool: True also for a model without parameters.
+    """
+    param = next(model.parameters(), None)
+    return param is None or param.device.type == 'cpu'
+
+
 @HOOKS.register_module()
 class CPUThreadsHook(Hook):
     """Keep torch's thread count within the cores other jobs leave free.
@@ -32,14 +45,9 @@ class CPUThreadsHook(Hook):
         self.margin = margin
         self.governor: Optional[CPUThreadGovernor] = None
 
-    @staticmethod
-    def _on_cpu(model) -> bool:
-        param = next(model.parameters(), None)
-        return param is None or param.device.type == 'cpu'
-
     def before_run(self, runner) -> None:
         """Start a governor when the model runs on the CPU."""
-        if self._on_cpu(runner.model):
+        if model_on_cpu(runner.model):
             self.governor = CPUThreadGovernor(
                 interval=self.interval, margin=self.margin)
             if not self.governor.enabled:
