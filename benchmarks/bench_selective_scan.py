@@ -14,7 +14,7 @@ allocated, kernels already compiled by a small warm-up call).
 The 'reference' backend (a Python loop over L) is timed at the shorter
 lengths ``--ref-length`` and twice that, and its time and memory are
 extrapolated linearly to L (both are linear in L); the table says so. The
-JIT compile time of the 'cpu' backend
+JIT compile time of the 'numba' backend
 is measured in a subprocess with an empty numba cache directory.
 
 Usage::
@@ -121,7 +121,7 @@ def jit_worker(args):
     x = make_inputs(1, 2 * args.groups, 8, args.d_state, args.groups, dtype,
                     True)
     t0 = time.perf_counter()
-    selective_scan(**x, delta_softplus=True, backend='cpu').sum().backward()
+    selective_scan(**x, delta_softplus=True, backend='numba').sum().backward()
     print(json.dumps(dict(seconds=time.perf_counter() - t0)))
 
 
@@ -239,7 +239,7 @@ def main():
     p.add_argument('--ref-length', type=int, default=1024,
                    help='the reference backend is timed at this L and twice '
                    'it, then extrapolated')
-    p.add_argument('--backends', default='cpu,reference')
+    p.add_argument('--backends', default='native,numba,reference')
     p.add_argument('--threads', type=int, default=0)
     p.add_argument('--skip-jit', action='store_true')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)

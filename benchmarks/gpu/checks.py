@@ -202,10 +202,10 @@ def _scan_case(mod, case, x, dname, cuda_ok, ref_device, emit):
             skipped['cuda'] = f'{type(exc).__name__}: {exc}'[:500]
     else:
         skipped['cuda'] = 'no CUDA device on this machine'
-    if 'cpu' in mod.available_backends('cpu'):
+    if {'native', 'numba'} & set(mod.available_backends('cpu')):
         runs['cpu'] = _run_scan(mod, q, 'cpu', 'cpu', dtype)
     else:
-        skipped['cpu'] = 'numba is not installed'
+        skipped['cpu'] = 'neither the C++ extension nor numba is available'
     pairs = [(n, 'ref64') for n in runs]
     if 'cuda' in runs and 'cpu' in runs:
         pairs.append(('cuda', 'cpu'))
@@ -244,7 +244,7 @@ def step_numba_warmup(cfg, emit):
     tiny float32 scan, so that the scan step does not pay the JIT."""
     import torch
     mod = load_scan_package()
-    if 'cpu' not in mod.available_backends('cpu'):
+    if 'numba' not in mod.available_backends('cpu'):
         emit(dict(kind='numba_warmup', skipped='numba is not installed'))
         return
     t0 = time.perf_counter()
@@ -252,7 +252,7 @@ def step_numba_warmup(cfg, emit):
                 bias=True, softplus=True)
     x = _scan_inputs(case, seed=0)
     x['softplus'] = True
-    _run_scan(mod, x, 'cpu', 'cpu', torch.float32)
+    _run_scan(mod, x, 'numba', 'cpu', torch.float32)
     emit(dict(kind='numba_warmup', seconds=time.perf_counter() - t0))
 
 

@@ -1,9 +1,11 @@
-"""Tests of semillie_mm.ops.selective_scan (cpu and reference backends).
+"""Tests of semillie_mm.ops.selective_scan (native, numba and reference
+backends).
 
-The 'cpu' backend (numba) is compared with the readable PyTorch reference in
-float64 -- outputs, last state and the gradients of every input -- and the
-reference itself with a scalar transcription of the recurrence. The first run
-JIT-compiles the numba kernels (cached on disk afterwards).
+Both CPU kernels -- 'native' (the C++ extension) and 'numba' -- are compared
+with the readable PyTorch reference in float64 -- outputs, last state and the
+gradients of every input -- and the reference itself with a scalar
+transcription of the recurrence. The first numba run JIT-compiles its kernels
+(cached on disk afterwards).
 """
 import logging
 import math
@@ -13,11 +15,18 @@ import torch
 import torch.nn.functional as F
 
 from semillie_mm.ops import selective_scan
-from semillie_mm.ops.selective_scan import (cpu, interface, numba_available,
+from semillie_mm.ops.selective_scan import (cpu, interface, native,
+                                            numba_available,
                                             selective_scan_reference)
 
 needs_numba = pytest.mark.skipif(
     not numba_available(), reason='numba is not installed')
+needs_native = pytest.mark.skipif(
+    not native.native_available(),
+    reason='the C++ extension is not built (tools/setup_env.sh)')
+#: the two CPU kernels, each tested where it can run
+KERNELS = [pytest.param('native', marks=needs_native),
+           pytest.param('numba', marks=needs_numba)]
 
 INPUTS = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 
@@ -131,9 +140,9 @@ def test_reference_matches_scalar_recurrence():
         torch.testing.assert_close(last, last_s, rtol=1e-10, atol=1e-10)
 
 
-@needs_numba
+@pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('case', CASES, ids=case_id)
-def test_cpu_matches_reference_float64(case):
+def test_cpu_matches_reference_float64(case, kernel):
     c = dict(case)
     softplus = c.pop('softplus')
     x = make_inputs(**c)
@@ -142,7 +151,7 @@ def test_cpu_matches_reference_float64(case):
     grad_out = torch.randn(*shape, generator=g, dtype=torch.float64)
     grad_last = torch.randn(
         shape[0], shape[1], x['A'].shape[1], generator=g, dtype=torch.float64)
-    out_c, last_c, grads_c = run('cpu', x, softplus, grad_out, grad_last)
+    out_c, last_c, grads_c = run(kernel, x, softplus, grad_out, grad_last)
     out_r, last_r, grads_r = run('reference', x, softplus, grad_out,
                                  grad_last)
     assert out_c.dtype == torch.float64 and out_c.shape == shape
@@ -157,54 +166,59 @@ def test_cpu_matches_reference_float64(case):
             msg=lambda m: f'gradient of {name}: {m}')
 
 
-@needs_numba
-def test_cpu_without_last_state_and_many_slots(monkeypatch):
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_cpu_without_last_state_and_many_slots(monkeypatch, kernel):
     """Gradient of ``out`` only, 72 channels per group (two blocks of
     lanes, the second one partial) and the partial dB/dC buffers forced to
     several slots per group (the race-free path used when there are more
     threads than batch x groups)."""
-    monkeypatch.setattr(cpu, 'num_slots', lambda *args: 3)
+    monkeypatch.setattr(cpu if kernel == 'numba' else native, 'num_slots',
+                        lambda *args: 3)
     x = make_inputs(1, 144, 23, 4, groups=2)
     g = torch.randn(1, 144, 23, dtype=torch.float64)
-    _, _, grads_c = run('cpu', x, True, g)
+    _, _, grads_c = run(kernel, x, True, g)
     _, _, grads_r = run('reference', x, True, g)
     for name in grads_r:
         torch.testing.assert_close(grads_c[name], grads_r[name], rtol=1e-9,
                                    atol=1e-9)
 
 
-@needs_numba
-def test_cpu_gradcheck():
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_cpu_gradcheck(kernel):
     x = make_inputs(2, 4, 7, 3, groups=2)
     names = list(INPUTS)
 
     def fn(*args):
         kw = dict(zip(names, args))
         out, last = selective_scan(
-            **kw, delta_softplus=True, return_last_state=True, backend='cpu')
+            **kw, delta_softplus=True, return_last_state=True,
+            backend=kernel)
         return out, last
 
     args = [x[k].clone().requires_grad_() for k in names]
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6)
 
 
-@needs_numba
-def test_cpu_no_grad_matches_grad_path():
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_cpu_no_grad_matches_grad_path(kernel):
     x = make_inputs(2, 8, 40, 4, groups=4)
     with torch.no_grad():
         out_ng, last_ng = selective_scan(
-            **x, delta_softplus=True, return_last_state=True, backend='cpu')
-    out_g, last_g, _ = run('cpu', x, True)
+            **x, delta_softplus=True, return_last_state=True, backend=kernel)
+    out_g, last_g, _ = run(kernel, x, True)
     torch.testing.assert_close(out_ng, out_g.detach(), rtol=0, atol=0)
     torch.testing.assert_close(last_ng, last_g.detach(), rtol=0, atol=0)
 
 
-@needs_numba
-def test_cpu_float32_close_to_float64_reference():
-    x64 = make_inputs(2, 16, 300, 16, groups=4)
+@pytest.mark.parametrize('kernel', KERNELS)
+@pytest.mark.parametrize('dim, groups', [(16, 4), (96, 2)])
+def test_cpu_float32_close_to_float64_reference(kernel, dim, groups):
+    """float32 at d_state 16: the native kernel's register-resident path
+    (one partial and one full block of 16 channels per group for dim 96)."""
+    x64 = make_inputs(2, dim, 300, 16, groups=groups)
     x32 = {k: (v.float() if v is not None else None) for k, v in x64.items()}
-    g = torch.randn(2, 16, 300, dtype=torch.float64)
-    out32, last32, grads32 = run('cpu', x32, True, g.float())
+    g = torch.randn(2, dim, 300, dtype=torch.float64)
+    out32, last32, grads32 = run(kernel, x32, True, g.float())
     out64, last64, grads64 = run('reference', x64, True, g)
     assert out32.dtype == torch.float32 and last32.dtype == torch.float32
     torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-4)
@@ -217,19 +231,19 @@ def test_cpu_float32_close_to_float64_reference():
             grads32[name].double(), g64, rtol=1e-3, atol=1e-4 * scale)
 
 
-@needs_numba
+@pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_cpu_half_inputs(dtype):
+def test_cpu_half_inputs(dtype, kernel):
     x64 = make_inputs(1, 8, 50, 4, groups=2)
     xh = {k: v.to(dtype) for k, v in x64.items()}
-    out = selective_scan(**xh, delta_softplus=True, backend='cpu')
+    out = selective_scan(**xh, delta_softplus=True, backend=kernel)
     assert out.dtype == dtype
     ref = selective_scan(
         **{k: v.double() for k, v in xh.items()},
         delta_softplus=True, backend='reference')
     torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
     leaves = {k: v.clone().requires_grad_() for k, v in xh.items()}
-    selective_scan(**leaves, delta_softplus=True, backend='cpu').sum(
+    selective_scan(**leaves, delta_softplus=True, backend=kernel).sum(
     ).backward()
     for k, v in leaves.items():
         assert v.grad is not None and v.grad.dtype == dtype, k
@@ -275,11 +289,11 @@ class Spy:
 
     def __init__(self, monkeypatch):
         self.calls = []
-        for name in ('selective_scan_cpu', 'selective_scan_cuda'):
-            monkeypatch.setattr(interface._cpu if 'cpu' in name else
-                                interface._cuda, name, self.make(name))
-        monkeypatch.setattr(interface, 'selective_scan_reference',
-                            self.make('selective_scan_reference'))
+        for mod, name in ((interface._cpu, 'selective_scan_cpu'),
+                          (interface._native, 'selective_scan_native'),
+                          (interface._cuda, 'selective_scan_cuda'),
+                          (interface, 'selective_scan_reference')):
+            monkeypatch.setattr(mod, name, self.make(name))
 
     def make(self, name):
 
@@ -290,9 +304,15 @@ class Spy:
         return fn
 
 
+def _kernels_here(monkeypatch, native_ok, numba_ok):
+    monkeypatch.setattr(interface._native, 'native_available',
+                        lambda: native_ok)
+    monkeypatch.setattr(interface._cpu, 'numba_available', lambda: numba_ok)
+
+
 def test_backend_argument_and_env(monkeypatch):
     spy = Spy(monkeypatch)
-    monkeypatch.setattr(interface._cpu, 'numba_available', lambda: True)
+    _kernels_here(monkeypatch, native_ok=False, numba_ok=True)
     x = make_inputs(1, 2, 3, 2)
     monkeypatch.delenv(interface.ENV_VAR, raising=False)
     selective_scan(**x)
@@ -300,7 +320,7 @@ def test_backend_argument_and_env(monkeypatch):
     selective_scan(**x, backend='cpu')
     monkeypatch.setenv(interface.ENV_VAR, 'reference')
     selective_scan(**x)
-    selective_scan(**x, backend='cpu')  # the argument wins over the env
+    selective_scan(**x, backend='numba')  # the argument wins over the env
     monkeypatch.setenv(interface.ENV_VAR, 'CPU')
     selective_scan(**x)
     assert spy.calls == [
@@ -308,6 +328,23 @@ def test_backend_argument_and_env(monkeypatch):
         'selective_scan_cpu', 'selective_scan_reference',
         'selective_scan_cpu', 'selective_scan_cpu'
     ]
+    # with the extension built, 'auto' and 'cpu' take the C++ kernel and
+    # 'numba' still forces numba
+    _kernels_here(monkeypatch, native_ok=True, numba_ok=True)
+    spy.calls.clear()
+    monkeypatch.delenv(interface.ENV_VAR)
+    selective_scan(**x)
+    selective_scan(**x, backend='cpu')
+    selective_scan(**x, backend='numba')
+    selective_scan(**x, backend='native')
+    monkeypatch.setenv(interface.ENV_VAR, 'numba')
+    selective_scan(**x)
+    assert spy.calls == [
+        'selective_scan_native', 'selective_scan_native',
+        'selective_scan_cpu', 'selective_scan_native', 'selective_scan_cpu'
+    ]
+    assert interface.available_backends('cpu') == ('native', 'numba',
+                                                   'reference')
     monkeypatch.setenv(interface.ENV_VAR, 'fast')
     with pytest.raises(ValueError, match='SEMILLIE_SCAN_BACKEND'):
         selective_scan(**x)
@@ -325,14 +362,23 @@ def test_backend_unavailable(monkeypatch):
     x = make_inputs(1, 2, 3, 2)
     with pytest.raises(RuntimeError, match='needs CUDA tensors'):
         selective_scan(**x, backend='cuda')
-    monkeypatch.setattr(interface._cpu, 'numba_available', lambda: False)
+    _kernels_here(monkeypatch, native_ok=False, numba_ok=False)
     with pytest.raises(RuntimeError, match='needs numba'):
+        selective_scan(**x, backend='numba')
+    with pytest.raises(RuntimeError, match='needs the C\\+\\+ extension'):
+        selective_scan(**x, backend='native')
+    with pytest.raises(RuntimeError, match='extension .* or numba'):
         selective_scan(**x, backend='cpu')
-    selective_scan(**x)  # auto without numba: reference, with a warning
+    selective_scan(**x)  # auto without either: reference, with a warning
     assert spy.calls == ['selective_scan_reference']
     assert len(logged) == 1 and logged[0][1] == logging.WARNING
     assert '"reference"' in logged[0][0] and 'numba' in logged[0][0]
     assert interface.available_backends('cpu') == ('reference', )
+    # without the extension, the numba fallback is logged with the reason
+    _kernels_here(monkeypatch, native_ok=False, numba_ok=True)
+    selective_scan(**x)
+    assert spy.calls[-1] == 'selective_scan_cpu'
+    assert '"numba"' in logged[-1][0] and 'extension' in logged[-1][0]
     # float64 never goes to mamba-ssm's kernel
     assert 'cuda' not in interface.available_backends('cuda', torch.float64)
 
@@ -383,8 +429,8 @@ def test_bad_dtype():
 
 
 
-@needs_numba
-def test_cpu_scan_keeps_torch_thread_count():
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_cpu_scan_keeps_torch_thread_count(kernel):
     """numba's OpenMP layer must not change torch's intra-op threads (it
     raised them from 1 to 2 when torch's count came from OMP_NUM_THREADS
     and numba's previous count was restored)."""
@@ -399,7 +445,7 @@ def test_cpu_scan_keeps_torch_thread_count():
         'x = [torch.randn(*s, generator=g).requires_grad_() for s in '
         '((2, 8, 20), (2, 8, 20), (8, 4), (2, 2, 4, 20), (2, 2, 4, 20))]\n'
         'x[2].data = -x[2].data.abs()\n'
-        'out = selective_scan(*x, delta_softplus=True, backend="cpu")\n'
+        f'out = selective_scan(*x, delta_softplus=True, backend="{kernel}")\n'
         'after_fwd = torch.get_num_threads()\n'
         'out.sum().backward()\n'
         'print("THREADS", before, after_fwd, torch.get_num_threads())\n')
@@ -409,3 +455,30 @@ def test_cpu_scan_keeps_torch_thread_count():
     assert res.returncode == 0, res.stderr
     line = [x for x in res.stdout.splitlines() if x.startswith('THREADS')]
     assert line == ['THREADS 1 1 1'], res.stdout
+
+
+@needs_native
+@pytest.mark.parametrize('N', [16, 5])
+def test_native_reads_strided_inputs(N):
+    """u, delta, z as (batch, L, dim) buffers seen as (batch, dim, L) (the
+    kernel reads any strides), 700 steps (several 128-step tiles and 27-step
+    checkpoint chunks), float32 against the float64 reference."""
+    x64 = make_inputs(2, 48, 700, N, groups=3)
+    x32 = {}
+    for k, v in x64.items():
+        v = v.float()
+        if k in ('u', 'delta', 'z'):
+            v = v.transpose(1, 2).contiguous().transpose(1, 2)
+            assert not v.is_contiguous()
+        x32[k] = v
+    g = torch.randn(2, 48, 700, dtype=torch.float64)
+    out32, last32, grads32 = run('native', x32, True, g.float())
+    out64, last64, grads64 = run('reference', x64, True, g)
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(last32.double(), last64, rtol=1e-4,
+                               atol=1e-4)
+    for name, g64 in grads64.items():
+        scale = g64.abs().max().item()
+        torch.testing.assert_close(
+            grads32[name].double(), g64, rtol=1e-3, atol=1e-4 * scale,
+            msg=lambda m: f'gradient of {name}: {m}')

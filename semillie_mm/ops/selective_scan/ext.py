@@ -32,9 +32,13 @@ import torch
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
 #: the fused SS2D scan (and the module definition) ...
 SOURCE = os.path.join(_CSRC, 'ss2d_scan.cpp')
-#: ... and every source of the extension (the depth-wise conv of MSSM)
-SOURCES = (SOURCE, os.path.join(_CSRC, 'depthwise_conv.cpp'),
+#: ... and every source of the extension: the generic-layout scan of
+#: selective_scan(), the depth-wise conv of MSSM, the caching allocator
+SOURCES = (SOURCE, os.path.join(_CSRC, 'selective_scan.cpp'),
+           os.path.join(_CSRC, 'depthwise_conv.cpp'),
            os.path.join(_CSRC, 'cpu_allocator.cpp'))
+#: headers the sources include (part of the cache key)
+HEADERS = (os.path.join(_CSRC, 'scan_math.h'), )
 # -fopenmp: ATen's at::parallel_for is an inline OpenMP template, serial
 # when the including code is compiled without OpenMP. The OpenMP runtime is
 # torch's own libgomp (torch/lib), so that the kernels share torch's thread
@@ -93,7 +97,7 @@ def cache_key() -> str:
         str: 16 hex digits.
     """
     h = hashlib.sha256()
-    for src in SOURCES:
+    for src in SOURCES + HEADERS:
         with open(src, 'rb') as f:
             h.update(f.read())
     for part in (torch.__version__, sysconfig.get_config_var('SOABI') or '',

@@ -1,16 +1,20 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""``selective_scan``: Mamba's selective scan with three backends.
+"""``selective_scan``: Mamba's selective scan with four backends.
 
 - ``'cuda'``: mamba-ssm's fused kernel (CUDA tensors, mamba-ssm installed,
   float32/float16/bfloat16 inputs);
-- ``'cpu'``: numba kernels with their own backward (CPU tensors, numba
-  installed), see :mod:`.cpu`;
+- ``'native'``: the C++ kernel of the extension built by
+  ``tools/setup_env.sh`` (CPU tensors), see :mod:`.native`;
+- ``'numba'``: numba kernels with their own backward (CPU tensors, numba
+  installed), see :mod:`.cpu`; the fallback when the extension is not
+  built;
 - ``'reference'``: a plain PyTorch loop, any device, see :mod:`.reference`.
 
-The backend is picked per call from the tensors' device and what is
-installed; the ``backend`` argument or the environment variable
-``SEMILLIE_SCAN_BACKEND`` (``cuda`` | ``cpu`` | ``reference`` | ``auto``)
-force one. Each choice is logged once. ``SEMILLIE_SCAN_BACKEND=fused``
+``'cpu'`` names the fastest CPU kernel that runs here ('native', else
+'numba'). The backend is picked per call from the tensors' device and what
+is installed; the ``backend`` argument or the environment variable
+``SEMILLIE_SCAN_BACKEND`` (``cuda`` | ``cpu`` | ``native`` | ``numba`` |
+``reference`` | ``auto``) force one. Each choice is logged once. ``SEMILLIE_SCAN_BACKEND=fused``
 selects SS2D's fused C++ kernel (:mod:`.fused`) and leaves plain scans on
 ``auto``.
 """
@@ -23,9 +27,12 @@ from torch import Tensor
 
 from . import cpu as _cpu
 from . import cuda as _cuda
+from . import native as _native
 from .reference import selective_scan_reference
 
-BACKENDS = ('cuda', 'cpu', 'reference')
+BACKENDS = ('cuda', 'native', 'numba', 'reference')
+#: names that choose among backends: 'cpu' = 'native', else 'numba'
+ALIASES = ('cpu', 'auto')
 ENV_VAR = 'SEMILLIE_SCAN_BACKEND'
 
 _logged: Set[Tuple[str, str]] = set()
@@ -64,8 +71,11 @@ def available_backends(device: Union[str, torch.device] = 'cpu',
     if (device.type == 'cuda' and dtype in _cuda.KERNEL_DTYPES
             and _cuda.mamba_available()):
         names.append('cuda')
-    if device.type == 'cpu' and _cpu.numba_available():
-        names.append('cpu')
+    if device.type == 'cpu':
+        if _native.native_available():
+            names.append('native')
+        if _cpu.numba_available():
+            names.append('numba')
     names.append('reference')
     return tuple(names)
 
@@ -77,10 +87,10 @@ def _resolve_backend(backend: Optional[str], u: Tensor) -> str:
         source = f'environment variable {ENV_VAR}'
         if backend == 'fused':  # SS2D's fused kernel; plain scans: auto
             backend = 'auto'
-    if backend not in BACKENDS + ('auto', ):
+    if backend not in BACKENDS + ALIASES:
         raise ValueError(f'selective_scan: unknown backend {backend!r} '
                          f'(from the {source}); expected one of '
-                         f'{BACKENDS + ("auto", )}')
+                         f'{BACKENDS + ALIASES}')
     device = u.device.type
     if backend == 'auto':
         if device == 'cuda':
@@ -98,16 +108,21 @@ def _resolve_backend(backend: Optional[str], u: Tensor) -> str:
                 logging.WARNING)
             return 'reference'
         if device == 'cpu':
-            if _cpu.numba_available():
-                _log_once('cpu', 'numba kernels, CPU tensors')
-                return 'cpu'
-            _log_once(
-                'reference', 'numba is not installed: the CPU scan is slow '
-                'and memory-hungry; pip install numba', logging.WARNING)
-            return 'reference'
+            name = _best_cpu()
+            if name is None:
+                _log_once(
+                    'reference', 'neither the C++ extension '
+                    f'({_native_reason()}) nor numba is available: the CPU '
+                    'scan is slow and memory-hungry; run tools/setup_env.sh',
+                    logging.WARNING)
+                return 'reference'
+            return name
         _log_once('reference', f'{device} tensors')
         return 'reference'
     # an explicit choice must be able to run
+    if backend in ('cpu', 'native', 'numba') and device != 'cpu':
+        raise RuntimeError(f'selective_scan: backend "{backend}" (from the '
+                           f'{source}) needs CPU tensors, got {device}')
     if backend == 'cuda':
         if device != 'cuda':
             raise RuntimeError(f'selective_scan: backend "cuda" (from the '
@@ -117,14 +132,42 @@ def _resolve_backend(backend: Optional[str], u: Tensor) -> str:
                 f'selective_scan: backend "cuda" (from the {source}) needs '
                 f'mamba-ssm: {_cuda.mamba_import_error()}')
     elif backend == 'cpu':
-        if device != 'cpu':
-            raise RuntimeError(f'selective_scan: backend "cpu" (from the '
-                               f'{source}) needs CPU tensors, got {device}')
+        name = _best_cpu(f'requested by the {source}')
+        if name is None:
+            raise RuntimeError(
+                f'selective_scan: backend "cpu" (from the {source}) needs the '
+                f'C++ extension ({_native_reason()}) or numba (pip install '
+                'numba)')
+        return name
+    elif backend == 'native':
+        if not _native.native_available():
+            raise RuntimeError(
+                f'selective_scan: backend "native" (from the {source}) needs '
+                f'the C++ extension: {_native_reason()}')
+    elif backend == 'numba':
         if not _cpu.numba_available():
-            raise RuntimeError(f'selective_scan: backend "cpu" (from the '
+            raise RuntimeError(f'selective_scan: backend "numba" (from the '
                                f'{source}) needs numba: pip install numba')
     _log_once(backend, f'requested by the {source}')
     return backend
+
+
+def _native_reason() -> str:
+    from . import ext
+    return ext.unavailable_reason() or 'not built'
+
+
+def _best_cpu(why: Optional[str] = None) -> Optional[str]:
+    """'native' if the extension is built, else 'numba' if installed (the
+    choice logged once), else None."""
+    if _native.native_available():
+        _log_once('native', why or 'C++ kernel, CPU tensors')
+        return 'native'
+    if _cpu.numba_available():
+        _log_once('numba', why or 'numba kernels, CPU tensors; the C++ '
+                  f'extension is not available: {_native_reason()}')
+        return 'numba'
+    return None
 
 
 def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -218,14 +261,15 @@ def selective_scan(u: Tensor,
         delta_softplus (bool): apply softplus to ``delta + delta_bias``.
             Defaults to False.
         return_last_state (bool): also return ``h[L-1]``. Defaults to False.
-        backend (str, optional): ``'cuda'``, ``'cpu'``, ``'reference'`` or
-            ``'auto'``; None reads ``SEMILLIE_SCAN_BACKEND`` (default
-            ``'auto'``). An explicit backend that cannot run raises.
+        backend (str, optional): ``'cuda'``, ``'native'``, ``'numba'``,
+            ``'reference'``, ``'cpu'`` (native, else numba) or ``'auto'``;
+            None reads ``SEMILLIE_SCAN_BACKEND`` (default ``'auto'``). An
+            explicit backend that cannot run raises.
 
     Returns:
         Tensor | tuple[Tensor, Tensor]: ``out`` (batch, dim, L) in ``u``'s
         dtype; with ``return_last_state`` also ``last_state``
-        (batch, dim, N) in float32 (float64 for float64 inputs). The 'cpu'
+        (batch, dim, N) in float32 (float64 for float64 inputs). The CPU
         and 'reference' backends also back-propagate through
         ``last_state``; mamba-ssm's kernel ('cuda') does not.
 
@@ -238,7 +282,9 @@ def selective_scan(u: Tensor,
     name = _resolve_backend(backend, u)
     if name == 'cuda':
         fn = _cuda.selective_scan_cuda
-    elif name == 'cpu':
+    elif name == 'native':
+        fn = _native.selective_scan_native
+    elif name == 'numba':
         fn = _cpu.selective_scan_cpu
     else:
         fn = selective_scan_reference

@@ -52,157 +52,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "scan_math.h"
+
 namespace {
 
-constexpr int64_t kMaxState = 64;
+using namespace semillie_scan;
+
 constexpr int64_t kMaxRank = 64;
-
-template <typename T>
-struct Lanes;
-template <>
-struct Lanes<float> {
-  static constexpr int V = 16;
-};
-template <>
-struct Lanes<double> {
-  static constexpr int V = 8;
-};
-
-// 2^x for float32, branch-free so that loops over it vectorise. x is
-// clamped to [-126, 127] (results below 2^-126, never needed by the scan,
-// whose decays multiply a bounded state, come out as ~1e-38); k = round(x)
-// by the 1.5 * 2^23 trick (the integer also sits in the low mantissa bits
-// of x + 1.5 * 2^23, which gives the exponent field of 2^k), 2^(x - k) by
-// a degree-6 Taylor polynomial on [-0.5, 0.5] (relative error < 1.3e-7).
-__attribute__((always_inline)) inline float exp2_f32(float x) {
-  x = x < -126.0f ? -126.0f : x;
-  x = x > 127.0f ? 127.0f : x;
-  const float magic = 12582912.0f;  // 1.5 * 2^23
-  const float t = x + magic;
-  const float k = t - magic;
-  const float f = x - k;
-  // coefficients ln2^j / j!
-  float p = 1.5403530393381610e-04f;
-  p = p * f + 1.3333558146428443e-03f;
-  p = p * f + 9.6181291076284772e-03f;
-  p = p * f + 5.5504108664821580e-02f;
-  p = p * f + 2.4022650695910071e-01f;
-  p = p * f + 6.9314718055994531e-01f;
-  p = p * f + 1.0f;
-  const uint32_t bits = (std::bit_cast<uint32_t>(t) + 127u) << 23;
-  return p * std::bit_cast<float>(bits);
-}
-
-constexpr double kLog2e = 1.4426950408889634;
-
-template <typename T>
-__attribute__((always_inline)) inline T exp_scaled(T x_log2) {
-  // exp(x) given x * log2(e)
-  if constexpr (std::is_same_v<T, float>) {
-    return exp2_f32(x_log2);
-  } else {
-    return std::exp2(x_log2);
-  }
-}
-
-// softplus(x) = log(1 + e^x) (torch's threshold 20 is immaterial: above it
-// the two agree to rounding) and its derivative sigmoid(x).
-// float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
-// in (0, 1/3], by the odd series of atanh to s^13 (relative error < 2e-8).
-// GCC/Clang vector extension: one AVX-512 register of float32 (lowered to
-// narrower registers where the CPU has none)
-typedef float vf16 __attribute__((vector_size(64)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-
-__attribute__((always_inline)) inline vf16 splat(float v) {
-  return vf16{} + v;
-}
-
-// exp2_f32 on 16 lanes at once
-__attribute__((always_inline)) inline vf16 exp2_v16(vf16 x) {
-  x = x < -126.0f ? splat(-126.0f) : x;
-  x = x > 127.0f ? splat(127.0f) : x;
-  const float magic = 12582912.0f;
-  const vf16 t = x + magic;
-  const vf16 f = x - (t - magic);
-  vf16 p = splat(1.5403530393381610e-04f);
-  p = p * f + 1.3333558146428443e-03f;
-  p = p * f + 9.6181291076284772e-03f;
-  p = p * f + 5.5504108664821580e-02f;
-  p = p * f + 2.4022650695910071e-01f;
-  p = p * f + 6.9314718055994531e-01f;
-  p = p * f + 1.0f;
-  const vi16 bits = (reinterpret_cast<const vi16&>(t) + 127) << 23;
-  return p * reinterpret_cast<const vf16&>(bits);
-}
-
-// softplus(x) = log(1 + e^x) (torch's threshold 20 is immaterial: above it
-// the two agree to rounding) and its derivative sigmoid(x), for V lanes.
-// float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
-// in (0, 1/3], by the odd series of atanh to s^13 (relative error < 2e-8),
-// on whole 16-lane vectors.
-template <typename T, int V>
-__attribute__((always_inline)) inline void softplus_sig(const T* __restrict x,
-                                                        T* __restrict sp,
-                                                        T* __restrict sg) {
-  if constexpr (std::is_same_v<T, float>) {
-    static_assert(V == 16, "one vf16 per block");
-    vf16 v;
-    std::memcpy(&v, x, sizeof(v));
-    const vf16 nax = v < 0.0f ? v : -v;  // -|x|
-    const vf16 e = exp2_v16(nax * float(kLog2e));
-    const vf16 s = e / (e + 2.0f);
-    const vf16 z = s * s;
-    vf16 q = splat(1.0f / 13.0f);
-    q = q * z + 1.0f / 11.0f;
-    q = q * z + 1.0f / 9.0f;
-    q = q * z + 1.0f / 7.0f;
-    q = q * z + 1.0f / 5.0f;
-    q = q * z + 1.0f / 3.0f;
-    q = q * z + 1.0f;
-    const vf16 pos = v > 0.0f ? v : splat(0.0f);
-    const vf16 out = pos + 2.0f * s * q;
-    const vf16 num = v >= 0.0f ? splat(1.0f) : e;
-    const vf16 sig = num / (e + 1.0f);
-    std::memcpy(sp, &out, sizeof(out));
-    std::memcpy(sg, &sig, sizeof(sig));
-  } else {
-    for (int c = 0; c < V; ++c) {
-      const T v = x[c];
-      sp[c] = v > T(20) ? v : std::log1p(std::exp(v));
-      sg[c] = T(1) / (T(1) + std::exp(-v));
-    }
-  }
-}
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-// out[n] = sum_c M[n * 16 + c] for a 16 x 16 float32 matrix (64-byte
-// aligned): a transpose-and-add tree (46 instructions for the 16 sums
-// instead of 16 horizontal reductions)
-__attribute__((always_inline)) inline __m512 row_sums16(const float* M) {
-  __m512 s[8], u[4], v[2];
-  for (int k = 0; k < 8; ++k) {
-    const __m512 a = _mm512_load_ps(M + (2 * k) * 16);
-    const __m512 b = _mm512_load_ps(M + (2 * k + 1) * 16);
-    s[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),
-                         _mm512_shuffle_f32x4(a, b, 0xEE));
-  }
-  for (int k = 0; k < 4; ++k)
-    u[k] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * k], s[2 * k + 1], 0x88),
-                         _mm512_shuffle_f32x4(s[2 * k], s[2 * k + 1], 0xDD));
-  // u[k]: 128-bit lane j holds 4 partial sums of row 4k + j
-  for (int k = 0; k < 2; ++k)
-    v[k] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0x44),
-                         _mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0xEE));
-  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88),
-                                 _mm512_shuffle_ps(v[0], v[1], 0xDD));
-  // w[4 j + i] is the sum of row 4 i + j
-  const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
-                                        14, 3, 7, 11, 15);
-  return _mm512_permutexvar_ps(idx, w);
-}
-#endif
 
 inline int64_t position(int64_t t, int64_t L, int64_t H, int64_t W, int dir) {
   if (dir >= 2) t = L - 1 - t;
@@ -739,6 +595,9 @@ void dw_conv_fwd(const at::Tensor& x, const at::Tensor& w,
 at::Tensor dw_conv_wgrad(const at::Tensor& x, const at::Tensor& g,
                          int64_t K);
 
+// selective_scan.cpp
+void register_selective_scan(pybind11::module& m);
+
 // cpu_allocator.cpp
 int64_t cpu_cache_install(int64_t limit_bytes);
 std::vector<int64_t> cpu_cache_stats();
@@ -759,6 +618,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_cache_empty", &cpu_cache_empty, "release the cached blocks");
   m.def("parallel_threads", &parallel_threads,
         "threads an at::parallel_for over n items used");
+  register_selective_scan(m);
   m.attr("max_state") = kMaxState;
   m.attr("max_rank") = kMaxRank;
 }

@@ -1,0 +1,266 @@
+// Copyright (c) semillie-mm contributors. All rights reserved.
+//
+// Math shared by the CPU scan kernels (ss2d_scan.cpp, selective_scan.cpp):
+// lane widths, a branch-free base-2 exponential (scalar and 16 lanes),
+// softplus with its derivative, and the 16 x 16 row-sum tree of AVX-512.
+#pragma once
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace semillie_scan {
+
+// largest d_state the kernels' per-thread arrays take
+constexpr int64_t kMaxState = 64;
+
+template <typename T>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  static constexpr int V = 16;
+};
+template <>
+struct Lanes<double> {
+  static constexpr int V = 8;
+};
+
+// 2^x for float32, branch-free so that loops over it vectorise. x is
+// clamped to [-126, 127] (results below 2^-126, never needed by the scan,
+// whose decays multiply a bounded state, come out as ~1e-38); k = round(x)
+// by the 1.5 * 2^23 trick (the integer also sits in the low mantissa bits
+// of x + 1.5 * 2^23, which gives the exponent field of 2^k), 2^(x - k) by
+// a degree-6 Taylor polynomial on [-0.5, 0.5] (relative error < 1.3e-7).
+__attribute__((always_inline)) inline float exp2_f32(float x) {
+  x = x < -126.0f ? -126.0f : x;
+  x = x > 127.0f ? 127.0f : x;
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  const float t = x + magic;
+  const float k = t - magic;
+  const float f = x - k;
+  // coefficients ln2^j / j!
+  float p = 1.5403530393381610e-04f;
+  p = p * f + 1.3333558146428443e-03f;
+  p = p * f + 9.6181291076284772e-03f;
+  p = p * f + 5.5504108664821580e-02f;
+  p = p * f + 2.4022650695910071e-01f;
+  p = p * f + 6.9314718055994531e-01f;
+  p = p * f + 1.0f;
+  const uint32_t bits = (std::bit_cast<uint32_t>(t) + 127u) << 23;
+  return p * std::bit_cast<float>(bits);
+}
+
+constexpr double kLog2e = 1.4426950408889634;
+
+template <typename T>
+__attribute__((always_inline)) inline T exp_scaled(T x_log2) {
+  // exp(x) given x * log2(e)
+  if constexpr (std::is_same_v<T, float>) {
+    return exp2_f32(x_log2);
+  } else {
+    return std::exp2(x_log2);
+  }
+}
+
+// GCC/Clang vector extension: one AVX-512 register of float32 (lowered to
+// narrower registers where the CPU has none)
+typedef float vf16 __attribute__((vector_size(64)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+__attribute__((always_inline)) inline vf16 splat(float v) {
+  return vf16{} + v;
+}
+
+// exp2_f32 on 16 lanes at once (the same numbers: with AVX-512 the rounding
+// and the scaling by 2^k are one instruction each, vrndscaleps and
+// vscalefps, instead of the magic-number and exponent-field arithmetic)
+__attribute__((always_inline)) inline vf16 exp2_v16(vf16 x) {
+  x = x < -126.0f ? splat(-126.0f) : x;
+  x = x > 127.0f ? splat(127.0f) : x;
+#if defined(__AVX512F__)
+  const vf16 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
+                                             _MM_FROUND_NO_EXC);
+  const vf16 f = x - k;
+#else
+  const float magic = 12582912.0f;
+  const vf16 t = x + magic;
+  const vf16 f = x - (t - magic);
+#endif
+  vf16 p = splat(1.5403530393381610e-04f);
+  p = p * f + 1.3333558146428443e-03f;
+  p = p * f + 9.6181291076284772e-03f;
+  p = p * f + 5.5504108664821580e-02f;
+  p = p * f + 2.4022650695910071e-01f;
+  p = p * f + 6.9314718055994531e-01f;
+  p = p * f + 1.0f;
+#if defined(__AVX512F__)
+  return _mm512_scalef_ps(p, k);
+#else
+  const vi16 bits = (reinterpret_cast<const vi16&>(t) + 127) << 23;
+  return p * reinterpret_cast<const vf16&>(bits);
+#endif
+}
+
+// softplus(x) = log(1 + e^x) (torch's threshold 20 is immaterial: above it
+// the two agree to rounding) and its derivative sigmoid(x), for V lanes.
+// float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
+// in (0, 1/3], by the odd series of atanh to s^13 (relative error < 2e-8),
+// on whole 16-lane vectors.
+template <typename T, int V>
+__attribute__((always_inline)) inline void softplus_sig(const T* __restrict x,
+                                                        T* __restrict sp,
+                                                        T* __restrict sg) {
+  if constexpr (std::is_same_v<T, float>) {
+    static_assert(V == 16, "one vf16 per block");
+    vf16 v;
+    std::memcpy(&v, x, sizeof(v));
+    const vf16 nax = v < 0.0f ? v : -v;  // -|x|
+    const vf16 e = exp2_v16(nax * float(kLog2e));
+    const vf16 s = e / (e + 2.0f);
+    const vf16 z = s * s;
+    vf16 q = splat(1.0f / 13.0f);
+    q = q * z + 1.0f / 11.0f;
+    q = q * z + 1.0f / 9.0f;
+    q = q * z + 1.0f / 7.0f;
+    q = q * z + 1.0f / 5.0f;
+    q = q * z + 1.0f / 3.0f;
+    q = q * z + 1.0f;
+    const vf16 pos = v > 0.0f ? v : splat(0.0f);
+    const vf16 out = pos + 2.0f * s * q;
+    const vf16 num = v >= 0.0f ? splat(1.0f) : e;
+    const vf16 sig = num / (e + 1.0f);
+    std::memcpy(sp, &out, sizeof(out));
+    std::memcpy(sg, &sig, sizeof(sig));
+  } else {
+    for (int c = 0; c < V; ++c) {
+      const T v = x[c];
+      sp[c] = v > T(20) ? v : std::log1p(std::exp(v));
+      sg[c] = T(1) / (T(1) + std::exp(-v));
+    }
+  }
+}
+
+// sigmoid(x) for V lanes (the gate silu(z) = z sigmoid(z)), in the stable
+// form e / (1 + e) with e = exp(-|x|) for negative x
+template <typename T, int V>
+__attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
+                                                   T* __restrict sg) {
+  if constexpr (std::is_same_v<T, float>) {
+    static_assert(V == 16, "one vf16 per block");
+    vf16 v;
+    std::memcpy(&v, x, sizeof(v));
+    const vf16 nax = v < 0.0f ? v : -v;
+    const vf16 e = exp2_v16(nax * float(kLog2e));
+    const vf16 num = v >= 0.0f ? splat(1.0f) : e;
+    const vf16 sig = num / (e + 1.0f);
+    std::memcpy(sg, &sig, sizeof(sig));
+  } else {
+    for (int c = 0; c < V; ++c) sg[c] = T(1) / (T(1) + std::exp(-x[c]));
+  }
+}
+
+// One block of 16 float32 channels with d_state 16: m steps of
+//   h[n] = exp(dt A[n]) h[n] + dt u B[n],  y = D u + sum_n C[n] h[n]
+// with the 16 state vectors held in registers for the whole tile (the
+// generic loops keep them in memory: a load and a store per state and
+// step). U, Dt: the tile's u and dt, (m, 16); a2 = A log2(e), (16, 16);
+// hmem: the state entering the tile (read) and leaving it (written).
+// rows(i) gives step i's B and C rows ({const float*, const float*}),
+// before(i, h) is called with the state entering step i (checkpoints),
+// emit(i, y) receives step i's output. y is summed over n in two
+// interleaved chains, which halves the dependent additions per step.
+struct Rows16 {
+  const float* B;
+  const float* C;
+};
+
+template <class RowsFn, class BeforeFn, class EmitFn>
+__attribute__((always_inline)) inline void scan16_tile(
+    const float* __restrict U, const float* __restrict Dt,
+    const float* __restrict a2, const float* __restrict Dv, float* hmem,
+    int64_t m, RowsFn rows, BeforeFn before, EmitFn emit) {
+  vf16 h[16], dvv;
+  for (int n = 0; n < 16; ++n) std::memcpy(&h[n], hmem + n * 16, 64);
+  std::memcpy(&dvv, Dv, 64);
+  for (int64_t i = 0; i < m; ++i) {
+    before(i, h);
+    vf16 d, uu;
+    std::memcpy(&d, Dt + i * 16, 64);
+    std::memcpy(&uu, U + i * 16, 64);
+    const vf16 du = d * uu;
+    vf16 y0 = dvv * uu, y1 = splat(0.0f);
+    const Rows16 r = rows(i);
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+      vf16 an;
+      std::memcpy(&an, a2 + n * 16, 64);
+      h[n] = exp2_v16(d * an) * h[n] + du * r.B[n];
+      if (n & 1) {
+        y1 += r.C[n] * h[n];
+      } else {
+        y0 += r.C[n] * h[n];
+      }
+    }
+    emit(i, y0 + y1);
+  }
+  for (int n = 0; n < 16; ++n) std::memcpy(hmem + n * 16, &h[n], 64);
+}
+
+// dst[c] = v[c] for c < vc (vc <= 16)
+__attribute__((always_inline)) inline void store_lanes(float* dst, vf16 v,
+                                                       int vc) {
+#if defined(__AVX512F__)
+  _mm512_mask_storeu_ps(dst, static_cast<__mmask16>((1u << vc) - 1u), v);
+#else
+  for (int c = 0; c < vc; ++c) dst[c] = v[c];
+#endif
+}
+
+// dst[c] += v[c] for c < vc (vc <= 16)
+__attribute__((always_inline)) inline void add_lanes(float* dst, vf16 v,
+                                                     int vc) {
+  if (vc == 16) {
+    vf16 o;
+    std::memcpy(&o, dst, 64);
+    o += v;
+    std::memcpy(dst, &o, 64);
+  } else {
+    for (int c = 0; c < vc; ++c) dst[c] += v[c];
+  }
+}
+
+#if defined(__AVX512F__)
+// out[n] = sum_c M[n * 16 + c] for a 16 x 16 float32 matrix (64-byte
+// aligned): a transpose-and-add tree (46 instructions for the 16 sums
+// instead of 16 horizontal reductions)
+__attribute__((always_inline)) inline __m512 row_sums16(const float* M) {
+  __m512 s[8], u[4], v[2];
+  for (int k = 0; k < 8; ++k) {
+    const __m512 a = _mm512_load_ps(M + (2 * k) * 16);
+    const __m512 b = _mm512_load_ps(M + (2 * k + 1) * 16);
+    s[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),
+                         _mm512_shuffle_f32x4(a, b, 0xEE));
+  }
+  for (int k = 0; k < 4; ++k)
+    u[k] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * k], s[2 * k + 1], 0x88),
+                         _mm512_shuffle_f32x4(s[2 * k], s[2 * k + 1], 0xDD));
+  // u[k]: 128-bit lane j holds 4 partial sums of row 4k + j
+  for (int k = 0; k < 2; ++k)
+    v[k] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0x44),
+                         _mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0xEE));
+  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88),
+                                 _mm512_shuffle_ps(v[0], v[1], 0xDD));
+  // w[4 j + i] is the sum of row 4 i + j
+  const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
+                                        14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(idx, w);
+}
+#endif
+
+}  // namespace semillie_scan

@@ -1,0 +1,185 @@
+# Copyright (c) semillie-mm contributors. All rights reserved.
+"""The generic selective scan on CPU with the C++ extension (``csrc/
+selective_scan.cpp``): the 'cpu' backend's first choice.
+
+Same interface as mamba-ssm's ``selective_scan_fn`` (see
+:func:`selective_scan`); the kernel reads u, delta and z in their
+(batch, dim, L) layout (any strides) and makes its own (batch, G, L, N)
+copies of B and C. The forward keeps, when a gradient is needed, the state
+entering every chunk of ``K = min(128, ceil(sqrt(L)))`` steps
+(``batch * dim * N * ceil(L / K)`` numbers); the backward recomputes one
+chunk at a time in per-thread buffers. dB / dC are accumulated into
+``S`` partial buffers (one, i.e. none extra, whenever ``batch * groups``
+covers the threads) and summed here. The kernels run on torch's intra-op
+thread pool (``at::parallel_for``): ``torch.set_num_threads`` governs them
+and nothing changes the thread count.
+
+float64 inputs are computed in float64, float32/float16/bfloat16 in
+float32; sums over the sequence (dA, dD, d delta_bias) in float64.
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import ext
+
+
+def native_available() -> bool:
+    """Whether the extension (with its generic-layout scan) is built here.
+
+    Returns:
+        bool
+    """
+    mod = ext.load()
+    return mod is not None and hasattr(mod, 'scan_fwd')
+
+
+def chunk_size(length: int) -> int:
+    """Checkpoint interval of the backward: ceil(sqrt(L)), at most 128 (the
+    per-thread recompute buffers then stay in L2).
+
+    Args:
+        length (int): sequence length L.
+
+    Returns:
+        int: K >= 1.
+    """
+    return max(1, min(128, math.isqrt(max(length - 1, 0)) + 1))
+
+
+def num_slots(batch: int, groups: int, blocks: int, threads: int) -> int:
+    """Partial dB/dC buffers of the backward: enough (slot, batch, group)
+    work items for ``threads``, at most one per block of channels of a
+    group; 1 (no extra buffer) whenever ``batch * groups >= threads``.
+
+    Args:
+        batch (int): batch size.
+        groups (int): groups of B/C.
+        blocks (int): blocks of 16 (float32) / 8 (float64) channels per
+            group.
+        threads (int): torch's intra-op threads.
+
+    Returns:
+        int: S >= 1.
+    """
+    return max(1, min(blocks, -(-threads // (batch * groups))))
+
+
+def _blocks(dim: int, groups: int, dtype: torch.dtype) -> int:
+    lanes = 16 if dtype == torch.float32 else 8
+    return -(-(dim // groups) // lanes)
+
+
+def _grouped(X: Tensor) -> Tensor:
+    """(batch, N, L) or (batch, G, N, L) -> (batch, G, N, L), detached (the
+    kernel makes its own (batch, G, L, N) copy)."""
+    return (X.unsqueeze(1) if X.dim() == 3 else X).detach()
+
+
+class SelectiveScanNativeFn(torch.autograd.Function):
+    """Autograd function of the C++ scan (inputs in the compute dtype,
+    float32 or float64, CPU; B and C with the same number of groups).
+    Returns ``(out, last_state)``."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        mod = ext.load()
+        K = chunk_size(u.shape[2])
+        out, last, ckpt = mod.scan_fwd(u, delta, A.contiguous(),
+                                       _grouped(B), _grouped(C), D, z,
+                                       delta_bias, bool(delta_softplus), K,
+                                       True)
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.K = K
+        ctx.B_dim = B.dim()
+        ctx.C_dim = C.dim()
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        mod = ext.load()
+        batch, dim, _ = u.shape
+        G = B.shape[1] if B.dim() == 4 else 1
+        S = num_slots(batch, G, _blocks(dim, G, u.dtype),
+                      torch.get_num_threads())
+        dtype = u.dtype
+        du, ddelta, dz, dA, dB, dC, dD, dbias = mod.scan_bwd(
+            u, delta, A.contiguous(), _grouped(B), _grouped(C), D, z,
+            delta_bias, ctx.delta_softplus, ctx.K, ckpt,
+            None if dout is None else dout.to(dtype),
+            None if dlast is None else dlast.to(dtype).contiguous(), S)
+        if ctx.B_dim == 3:
+            dB = dB.squeeze(1)
+        if ctx.C_dim == 3:
+            dC = dC.squeeze(1)
+        return (du, ddelta, dA.to(dtype), dB, dC,
+                dD.to(dtype) if D is not None else None,
+                dz if z is not None else None,
+                dbias.to(dtype) if delta_bias is not None else None, None)
+
+
+def selective_scan_native(u: Tensor,
+                          delta: Tensor,
+                          A: Tensor,
+                          B: Tensor,
+                          C: Tensor,
+                          D: Optional[Tensor] = None,
+                          z: Optional[Tensor] = None,
+                          delta_bias: Optional[Tensor] = None,
+                          delta_softplus: bool = False,
+                          return_last_state: bool = False):
+    """Selective scan on CPU tensors with the C++ kernel.
+
+    Same arguments and results as :func:`selective_scan`; inputs are not
+    validated here (that is :func:`selective_scan`'s job). Inputs are cast
+    to the compute dtype (float64 for float64 ``u``, else float32); ``out``
+    is returned in ``u``'s dtype and ``last_state`` in the compute dtype.
+    The gradient of ``last_state`` is propagated.
+
+    Returns:
+        Tensor | tuple[Tensor, Tensor]: ``out`` or ``(out, last_state)``.
+
+    Raises:
+        RuntimeError: the extension is not built here.
+    """
+    if not native_available():
+        raise RuntimeError('selective_scan: the C++ CPU kernel is not '
+                           f'available: {ext.unavailable_reason()}')
+    dtype_in = u.dtype
+    cdt = torch.float64 if dtype_in == torch.float64 else torch.float32
+
+    def cast(x):
+        return None if x is None else x.to(cdt)
+
+    groups_B = B.shape[1] if B.dim() == 4 else 1
+    groups_C = C.shape[1] if C.dim() == 4 else 1
+    if groups_B != groups_C:
+        # the kernel takes one group count: repeat B and C to the least
+        # common multiple (autograd sums their gradients back)
+        groups = math.lcm(groups_B, groups_C)
+        B = (B if B.dim() == 4 else B.unsqueeze(1)).repeat_interleave(
+            groups // groups_B, dim=1)
+        C = (C if C.dim() == 4 else C.unsqueeze(1)).repeat_interleave(
+            groups // groups_C, dim=1)
+    args = [cast(x) for x in (u, delta, A, B, C, D, z, delta_bias)]
+    for i in (2, 5, 7):  # A, D, delta_bias: the kernel takes them dense
+        if args[i] is not None:
+            args[i] = args[i].contiguous()
+    need_grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in args)
+    if need_grad:
+        out, last = SelectiveScanNativeFn.apply(*args, bool(delta_softplus))
+    else:
+        u_, delta_, A_, B_, C_, D_, z_, bias_ = [
+            None if x is None else x.detach() for x in args]
+        out, last, _ = ext.load().scan_fwd(
+            u_, delta_, A_.contiguous(), _grouped(B_), _grouped(C_),
+            D_, z_, bias_, bool(delta_softplus), chunk_size(u.shape[2]),
+            False)
+    out = out.to(dtype_in)
+    return (out, last) if return_last_state else out
