@@ -68,11 +68,15 @@ def test_fused_matches_reference_float64(shape):
 
 
 @needs_ext
-def test_fused_matches_reference_float32_and_channels_last():
-    m = make_ss2d(32, 16, 4, torch.float32)
+@pytest.mark.parametrize('e, h, w', [(32, 9, 10), (24, 13, 17)])
+def test_fused_matches_reference_float32_and_channels_last(e, h, w):
+    """float32 at d_state 16 (the register path of the forward): full
+    blocks of 16 channels, and a partial one (24 channels) over 221 pixels
+    (four 64-step tiles, the prefetch ahead of them, 15-step chunks)."""
+    m = make_ss2d(e, 16, 4, torch.float32)
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 32, 9, 10, generator=g)
-    grad = torch.randn(2, 32, 9, 10, generator=g)
+    x = torch.randn(2, e, h, w, generator=g)
+    grad = torch.randn(2, e, h, w, generator=g)
     y_r, g_r = run(m, 'reference', x, grad)
     for xin in (x, x.contiguous(memory_format=torch.channels_last)):
         y_f, g_f = run(m, 'fused', xin, grad)
