@@ -460,15 +460,19 @@ def test_cpu_scan_keeps_torch_thread_count(kernel):
 @needs_native
 @pytest.mark.parametrize('N', [16, 5])
 def test_native_reads_strided_inputs(N):
-    """u, delta, z as (batch, L, dim) buffers seen as (batch, dim, L) (the
-    kernel reads any strides), 700 steps (several 128-step tiles and 27-step
-    checkpoint chunks), float32 against the float64 reference."""
+    """u, delta, z as (batch, L, dim) buffers and B, C as (batch, G, L, N)
+    buffers, seen in the interface's layouts (the kernel reads any strides),
+    700 steps (several 128-step tiles and 27-step checkpoint chunks),
+    float32 against the float64 reference."""
     x64 = make_inputs(2, 48, 700, N, groups=3)
     x32 = {}
     for k, v in x64.items():
         v = v.float()
         if k in ('u', 'delta', 'z'):
             v = v.transpose(1, 2).contiguous().transpose(1, 2)
+            assert not v.is_contiguous()
+        if k in ('B', 'C'):
+            v = v.transpose(2, 3).contiguous().transpose(2, 3)
             assert not v.is_contiguous()
         x32[k] = v
     g = torch.randn(2, 48, 700, dtype=torch.float64)
