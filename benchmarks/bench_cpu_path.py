@@ -26,9 +26,13 @@ Rows (``--rows`` picks a subset, comma separated):
   by a watchdog when its RSS passes ``--rss-cap-gb``;
 - ``scan``: the selective scan of one SS2D call of a 256x256 image (batch 1,
   dim 512 = 4 directions x 128 channels, L 65536, N 16, B/C in 4 groups,
-  D, delta_bias, delta_softplus), ns per (channel, step, state) element and
-  thread = wall time x torch threads / (batch * dim * L * N), forward
-  (no_grad) and forward+backward; the peers on the same inputs;
+  D, delta_bias, delta_softplus) on the default CPU backend, ns per
+  (channel, step, state) element and thread = CPU seconds of the process
+  / (batch * dim * L * N) (wall time x torch threads beside it), forward
+  (no_grad) and forward+backward, the best of 3 calls, with torch's own
+  allocator (a plain script) and with the caching CPU allocator (the
+  runner and the inferencer); the peers on the same inputs (torch's
+  allocator);
 - ``scan`` also times the fused SS2D scan kernel alone (the C++
   extension's per-direction calls, all four directions, no projections; the
   model's CPU scan) at the 256x256 forward's and the training step's shapes,
