@@ -1,5 +1,6 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""Fast CPU selective scan (the 'cpu' backend): numba kernels + autograd.
+"""numba CPU selective scan (the 'numba' backend, the fallback of the C++
+one): numba kernels + autograd.
 
 The forward runs :func:`cpu_kernels.scan_fwd` (parallel over
 batch x channels, one N-vector of state per pair). When a gradient is needed
@@ -32,7 +33,7 @@ def numba_available() -> bool:
     """Whether numba imports (the kernels are not compiled by this call).
 
     Returns:
-        bool: True if the 'cpu' backend can run.
+        bool: True if the 'numba' backend can run.
     """
     try:
         import numba  # noqa: F401

@@ -93,9 +93,24 @@ inline void gather(const T* x, Seq s, int64_t b, int64_t c0, int vc,
   const T* base = x + b * s.sb + c0 * s.sc + t0 * s.st;
   if (vc < V) std::fill(buf, buf + m * V, T(0));
   if (s.st == 1) {
+    int64_t i0 = 0;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (vc == 16) {  // 16 x 16 blocks transposed in registers
+        __m512 r[16];
+        for (; i0 + 16 <= m; i0 += 16) {
+          for (int c = 0; c < 16; ++c)
+            r[c] = _mm512_loadu_ps(base + c * s.sc + i0);
+          transpose16(r);
+          for (int i = 0; i < 16; ++i)
+            _mm512_storeu_ps(buf + (i0 + i) * 16, r[i]);
+        }
+      }
+    }
+#endif
     for (int c = 0; c < vc; ++c) {
       const T* row = base + c * s.sc;
-      for (int64_t i = 0; i < m; ++i) buf[i * V + c] = row[i];
+      for (int64_t i = i0; i < m; ++i) buf[i * V + c] = row[i];
     }
   } else {
     for (int64_t i = 0; i < m; ++i) {
@@ -113,9 +128,24 @@ inline void scatter(const T* __restrict buf, T* x, Seq s, int64_t b,
   prefetch_rows<T>(x + b * s.sb + c0 * s.sc, s, vc, t0, m, pf, L, true);
   T* base = x + b * s.sb + c0 * s.sc + t0 * s.st;
   if (s.st == 1) {
+    int64_t i0 = 0;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (vc == 16) {
+        __m512 r[16];
+        for (; i0 + 16 <= m; i0 += 16) {
+          for (int i = 0; i < 16; ++i)
+            r[i] = _mm512_loadu_ps(buf + (i0 + i) * 16);
+          transpose16(r);
+          for (int c = 0; c < 16; ++c)
+            _mm512_storeu_ps(base + c * s.sc + i0, r[c]);
+        }
+      }
+    }
+#endif
     for (int c = 0; c < vc; ++c) {
       T* row = base + c * s.sc;
-      for (int64_t i = 0; i < m; ++i) row[i] = buf[i * V + c];
+      for (int64_t i = i0; i < m; ++i) row[i] = buf[i * V + c];
     }
   } else {
     for (int64_t i = 0; i < m; ++i) {
