@@ -14,10 +14,11 @@
 #      wheel cache would silently reuse a wheel built against another torch.
 #   3. the rest of the runtime requirements, mmagic 1.2.0 with --no-deps, the test tools, and
 #      this package in editable mode.
-#   4. the fused SS2D CPU scan (C++, semillie_mm/ops/selective_scan/csrc), compiled once into
-#      $SEMILLIE_CACHE/ss2d_scan/<key> (key: torch version, source, CPU flags; about 30 s), and
+#   4. the C++ CPU extension (semillie_mm/ops/selective_scan/csrc: SS2D's fused scan, the generic
+#      selective scan, MSSM's depth-wise convs, the caching allocator), compiled once into
+#      $SEMILLIE_CACHE/ss2d_scan/<key> (key: torch version, sources, CPU flags; about 1 min), and
 #      the numba fallback kernels' cache warmed; nothing compiles at run time. A failed build
-#      only logs a warning: SS2D then uses the numba scan.
+#      only logs a warning: the scans then use the numba kernels.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -51,11 +52,11 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
-# the fused SS2D scan extension: a no-op (about 2 s) when a binary for this torch, source and CPU
+# the C++ CPU extension: a no-op (about 2 s) when a binary for this torch, source and CPU
 # is cached; ext.py imports only torch. Never fails the set-up.
 build_scan_extension() {
   SEMILLIE_CACHE="$CACHE" "$VENV/bin/python" "$ROOT/semillie_mm/ops/selective_scan/ext.py" --build >&2 \
-    || log "WARNING: the fused SS2D scan extension did not build (see above); SS2D on CPU falls back to the slower numba scan"
+    || log "WARNING: the C++ CPU extension did not build (see above); the CPU scans fall back to the slower numba kernels"
 }
 
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_value)" ]; then
@@ -120,7 +121,7 @@ log "installing runtime requirements"
 
 "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmagic, semillie_mm" \
   || { log "the environment does not import; see the error above"; exit 1; }
-log "compiling the fused SS2D scan and warming the numba scan cache"
+log "compiling the C++ CPU extension and warming the numba scan cache (the fallback)"
 build_scan_extension
 "$VENV/bin/python" -c "from semillie_mm.ops.selective_scan.cpu import warm_up; warm_up()" >/dev/null 2>&1 \
   || log "WARNING: could not warm the numba scan cache: its first call will compile (1-2 min)"
