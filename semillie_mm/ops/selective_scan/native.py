@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from . import ext
+from .common import kernel_args
 
 
 def native_available() -> bool:
@@ -151,27 +152,10 @@ def selective_scan_native(u: Tensor,
         raise RuntimeError('selective_scan: the C++ CPU kernel is not '
                            f'available: {ext.unavailable_reason()}')
     dtype_in = u.dtype
-    cdt = torch.float64 if dtype_in == torch.float64 else torch.float32
-
-    def cast(x):
-        return None if x is None else x.to(cdt)
-
-    groups_B = B.shape[1] if B.dim() == 4 else 1
-    groups_C = C.shape[1] if C.dim() == 4 else 1
-    if groups_B != groups_C:
-        # the kernel takes one group count: repeat B and C to the least
-        # common multiple (autograd sums their gradients back)
-        groups = math.lcm(groups_B, groups_C)
-        B = (B if B.dim() == 4 else B.unsqueeze(1)).repeat_interleave(
-            groups // groups_B, dim=1)
-        C = (C if C.dim() == 4 else C.unsqueeze(1)).repeat_interleave(
-            groups // groups_C, dim=1)
-    args = [cast(x) for x in (u, delta, A, B, C, D, z, delta_bias)]
+    args, need_grad = kernel_args(u, delta, A, B, C, D, z, delta_bias)
     for i in (2, 5, 7):  # A, D, delta_bias: the kernel takes them dense
         if args[i] is not None:
             args[i] = args[i].contiguous()
-    need_grad = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in args)
     if need_grad:
         out, last = SelectiveScanNativeFn.apply(*args, bool(delta_softplus))
     else:

@@ -407,25 +407,10 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
           for (int c = 0; c < V; ++c)
             Hbuf[n * V + c] = c < vc ? ck[n * P.E + c] : T(0);
         // recompute the chunk's states H[i + 1] and decays E[i]
-        for (int64_t i = 0; i < m; ++i) {
-          const T* Bp = &Bl[i * N];
-          const T* d = &Dl[i * V];
-          const T* uu = &Ul[i * V];
-          for (int c = 0; c < V; ++c) dtu[c] = d[c] * uu[c];
-          for (int64_t n = 0; n < N; ++n) {
-            const T bn = Bp[n];
-            const T* hp = &Hbuf[(i * N + n) * V];
-            T* hc = &Hbuf[((i + 1) * N + n) * V];
-            T* en = &Ebuf[(i * N + n) * V];
-            const T* a2 = q.a2 + n * V;
-#pragma omp simd
-            for (int c = 0; c < V; ++c) {
-              const T e = exp_scaled(d[c] * a2[c]);
-              en[c] = e;
-              hc[c] = e * hp[c] + dtu[c] * bn;
-            }
-          }
-        }
+        for (int64_t i = 0; i < m; ++i)
+          recompute_step<T, V>(N, &Bl[i * N], &Dl[i * V], &Ul[i * V], q.a2,
+                               &Hbuf[i * N * V], &Hbuf[(i + 1) * N * V],
+                               &Ebuf[i * N * V], dtu);
         // adjoint recurrence; lam[n] enters step t holding
         // exp(dt[t+1] A[n]) dL/dh[t+1, n] (dL/dh[L-1] = dlast at the end)
         for (int64_t i = m - 1; i >= 0; --i) {
@@ -460,66 +445,9 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
             dDa[c] += static_cast<double>(gy[c] * uu[c]);
             ddtv[c] = T(0);
           }
-#if defined(__AVX512F__)
-          if constexpr (std::is_same_v<T, float>) {
-            if (N == 16) {  // the default d_state: rows, then one tree
-              alignas(64) float PB[256], PC[256];
-              for (int64_t n = 0; n < 16; ++n) {
-                const T bn = Bp[n], cn = Cp[n];
-                const T* hp = &Hbuf[(i * N + n) * V];
-                const T* hc = &Hbuf[((i + 1) * N + n) * V];
-                const T* en = &Ebuf[(i * N + n) * V];
-                const T* a = q.a + n * V;
-                T* ln_ = lam + n * V;
-                T* dac = dAc + n * V;
-                float* pb = PB + n * 16;
-                float* pc = PC + n * 16;
-#pragma omp simd
-                for (int c = 0; c < V; ++c) {
-                  const T ln = ln_[c] + gy[c] * cn;
-                  const T x = ln * hp[c] * en[c];
-                  const T lb = ln * bn;
-                  ddtv[c] += (x * a[c] + lb * uu[c]);
-                  dac[c] += x * d[c];
-                  dut[c] += lb * d[c];
-                  pb[c] = ln * dtu[c];
-                  pc[c] = gy[c] * hc[c];
-                  ln_[c] = ln * en[c];
-                }
-              }
-              _mm512_storeu_ps(dBt, row_sums16(PB));
-              _mm512_storeu_ps(dCt, row_sums16(PC));
-              goto adjoint_done;
-            }
-          }
-#endif
-          for (int64_t n = 0; n < N; ++n) {
-            const T bn = Bp[n], cn = Cp[n];
-            const T* hp = &Hbuf[(i * N + n) * V];
-            const T* hc = &Hbuf[((i + 1) * N + n) * V];
-            const T* en = &Ebuf[(i * N + n) * V];
-            const T* a = q.a + n * V;
-            T* ln_ = lam + n * V;
-            T* dac = dAc + n * V;
-            T sB = T(0), sC = T(0);
-#pragma omp simd reduction(+ : sB, sC)
-            for (int c = 0; c < V; ++c) {
-              const T ln = ln_[c] + gy[c] * cn;
-              const T x = ln * hp[c] * en[c];  // dL/d(dt A[n])
-              const T lb = ln * bn;
-              ddtv[c] += (x * a[c] + lb * uu[c]);
-              dac[c] += x * d[c];
-              dut[c] += lb * d[c];
-              sB += ln * dtu[c];
-              sC += gy[c] * hc[c];
-              ln_[c] = ln * en[c];
-            }
-            dBt[n] = sB;
-            dCt[n] = sC;
-          }
-#if defined(__AVX512F__)
-        adjoint_done:
-#endif
+          adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
+                             &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], q.a,
+                             lam, dAc, d, uu, gy, dtu, ddtv, dut, dBt, dCt);
           if (P.softplus) {
             const T* sp = &Sl[i * V];
             for (int c = 0; c < V; ++c) ddtv[c] *= sp[c];

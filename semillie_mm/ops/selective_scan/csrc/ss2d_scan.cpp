@@ -285,6 +285,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   alignas(64) T an[kMaxState * V], lam[kMaxState * V], dAc[kMaxState * V];
   alignas(64) double dAa[kMaxState * V], dWa[kMaxRank * V];
   alignas(64) T Dv[V], dut[V], ddtv[V], dtu[V], raw[V];
+  alignas(64) T sBn[kMaxState], sCn[kMaxState];
   alignas(64) double dDa[V], dba[V];
   for (int64_t item = begin; item < end; ++item) {
     const int64_t s = item / P.nb;
@@ -336,23 +337,9 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         // recompute states H[i + 1] and decays E[i] of the chunk
         for (int64_t i = 0; i < m; ++i) {
           const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
-          const T* Bp = xb + p * X + R;
-          const T* d = &Dl[i * V];
-          const T* uu = &Ul[i * V];
-          for (int c = 0; c < V; ++c) dtu[c] = d[c] * uu[c];
-          for (int64_t n = 0; n < N; ++n) {
-            const T bn = Bp[n];
-            const T* hp = &Hbuf[(i * N + n) * V];
-            T* hc = &Hbuf[((i + 1) * N + n) * V];
-            T* en = &Ebuf[(i * N + n) * V];
-            const T* a2 = q.a2 + n * V;
-#pragma omp simd
-            for (int c = 0; c < V; ++c) {
-              const T e = exp_scaled(d[c] * a2[c]);
-              en[c] = e;
-              hc[c] = e * hp[c] + dtu[c] * bn;
-            }
-          }
+          recompute_step<T, V>(N, xb + p * X + R, &Dl[i * V], &Ul[i * V],
+                               q.a2, &Hbuf[i * N * V], &Hbuf[(i + 1) * N * V],
+                               &Ebuf[i * N * V], dtu);
         }
         // adjoint recurrence; lam[n] enters step t holding
         // exp(dt[t+1] A[n]) dL/dh[t+1, n]
@@ -371,78 +358,21 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             dDa[c] += static_cast<double>(go[c] * uu[c]);
             ddtv[c] = T(0);
           }
-#if defined(__AVX512F__)
-          if constexpr (std::is_same_v<T, float>) {
-            if (N == 16) {  // the default d_state: rows, then one tree
-              alignas(64) float PB[256], PC[256];
-              for (int64_t n = 0; n < 16; ++n) {
-                const T bn = Bp[n], cn = Cp[n];
-                const T* hp = &Hbuf[(i * N + n) * V];
-                const T* hc = &Hbuf[((i + 1) * N + n) * V];
-                const T* en = &Ebuf[(i * N + n) * V];
-                const T* a = an + n * V;
-                T* ln_ = lam + n * V;
-                T* dac = dAc + n * V;
-                float* pb = PB + n * 16;
-                float* pc = PC + n * 16;
-#pragma omp simd
-                for (int c = 0; c < V; ++c) {
-                  const T ln = ln_[c] + go[c] * cn;
-                  const T x = ln * hp[c] * en[c];
-                  const T lb = ln * bn;
-                  ddtv[c] += (x * a[c] + lb * uu[c]);
-                  dac[c] += x * d[c];
-                  dut[c] += lb * d[c];
-                  pb[c] = ln * dtu[c];
-                  pc[c] = go[c] * hc[c];
-                  ln_[c] = ln * en[c];
-                }
-              }
-              __m512 sBv = row_sums16(PB), sCv = row_sums16(PC);
-              if (!first) {
-                sBv = _mm512_add_ps(sBv, _mm512_loadu_ps(dxo + R));
-                sCv = _mm512_add_ps(sCv, _mm512_loadu_ps(dxo + R + N));
-              }
-              _mm512_storeu_ps(dxo + R, sBv);
-              _mm512_storeu_ps(dxo + R + N, sCv);
-              goto adjoint_done;
+          adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
+                             &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], an,
+                             lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
+          // the channel sums into this slot's dB, dC of the pixel
+          if (first) {
+            for (int64_t n = 0; n < N; ++n) {
+              dxo[R + n] = sBn[n];
+              dxo[R + N + n] = sCn[n];
+            }
+          } else {
+            for (int64_t n = 0; n < N; ++n) {
+              dxo[R + n] += sBn[n];
+              dxo[R + N + n] += sCn[n];
             }
           }
-#endif
-          for (int64_t n = 0; n < N; ++n) {
-            const T bn = Bp[n], cn = Cp[n];
-            const T* hp = &Hbuf[(i * N + n) * V];
-            const T* hc = &Hbuf[((i + 1) * N + n) * V];
-            const T* en = &Ebuf[(i * N + n) * V];
-            const T* a = an + n * V;
-            T* ln_ = lam + n * V;
-            T* dac = dAc + n * V;
-            T sB = T(0), sC = T(0);
-#pragma omp simd reduction(+ : sB, sC)
-            for (int c = 0; c < V; ++c) {
-              const T ln = ln_[c] + go[c] * cn;
-              const T x = ln * hp[c] * en[c];  // dL/d(dt A[n])
-              const T lb = ln * bn;
-              // parenthesised: one dependent add per state on the
-              // accumulators, not two FMAs
-              ddtv[c] += (x * a[c] + lb * uu[c]);
-              dac[c] += x * d[c];
-              dut[c] += lb * d[c];
-              sB += ln * dtu[c];
-              sC += go[c] * hc[c];
-              ln_[c] = ln * en[c];
-            }
-            if (first) {
-              dxo[R + n] = sB;
-              dxo[R + N + n] = sC;
-            } else {
-              dxo[R + n] += sB;
-              dxo[R + N + n] += sC;
-            }
-          }
-#if defined(__AVX512F__)
-        adjoint_done:
-#endif
           // through softplus and dt_proj: d raw = d dt * sigmoid(raw)
           const T* sg = &Sl[i * V];
           for (int c = 0; c < V; ++c) {
