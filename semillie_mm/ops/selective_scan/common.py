@@ -1,5 +1,7 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""Argument preparation shared by the CPU kernels ('native' and 'numba')."""
+"""What the CPU scan kernels share: argument preparation ('native' and
+'numba'), the work split of the backward's dB/dC partial buffers, the
+checkpoint interval of the C++ kernels ('native' and SS2D's fused one)."""
 import math
 from typing import List, Optional, Tuple
 
@@ -41,3 +43,35 @@ def kernel_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     need_grad = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in args)
     return args, need_grad
+
+
+def chunk_size(length: int) -> int:
+    """Checkpoint interval of the C++ kernels' backward: ceil(sqrt(L)), at
+    most 128 (the per-thread recompute buffers then stay in L2).
+
+    Args:
+        length (int): sequence length L (H * W for SS2D).
+
+    Returns:
+        int: K >= 1.
+    """
+    return max(1, min(128, math.isqrt(max(length - 1, 0)) + 1))
+
+
+def num_slots(batch: int, groups: int, blocks: int, threads: int) -> int:
+    """Partial dB/dC buffers per (batch, group) in the backward.
+
+    Enough (slot, batch, group) work items to keep ``threads`` busy, at most
+    one slot per block of channels of a group; 1 (no extra buffer) whenever
+    ``batch * groups >= threads``.
+
+    Args:
+        batch (int): batch size.
+        groups (int): groups of B/C.
+        blocks (int): blocks of channels (work units) per group.
+        threads (int): worker threads.
+
+    Returns:
+        int: S >= 1.
+    """
+    return max(1, min(blocks, -(-threads // (batch * groups))))

@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .common import kernel_args
+from .common import kernel_args, num_slots
 
 _kernels = None
 
@@ -87,25 +87,6 @@ def _launch(kernel, threads: int, *args) -> None:
     finally:
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
-
-
-def num_slots(batch: int, groups: int, blocks: int, threads: int) -> int:
-    """Partial dB/dC buffers per (batch, group) in the backward.
-
-    Enough (slot, batch, group) work items to keep ``threads`` busy, at most
-    one slot per block of channels of a group; 1 (no extra buffer) whenever
-    ``batch * groups >= threads``.
-
-    Args:
-        batch (int): batch size.
-        groups (int): groups of B/C.
-        blocks (int): blocks of channels (work units) per group.
-        threads (int): worker threads.
-
-    Returns:
-        int: S >= 1.
-    """
-    return max(1, min(blocks, -(-threads // (batch * groups))))
 
 
 def _np(x: Tensor):

@@ -27,12 +27,12 @@ permutes to anyway. The kernels run on torch's intra-op thread pool
 (``at::parallel_for``), so ``torch.set_num_threads`` governs them and
 nothing changes the thread count.
 """
-import math
 
 import torch
 from torch import Tensor
 
 from . import ext
+from .common import chunk_size
 
 #: directions, in the order of SS2D's parameters: row-major, column-major,
 #: row-major reversed, column-major reversed
@@ -40,19 +40,6 @@ NUM_DIRECTIONS = 4
 #: largest d_state / dt_rank the kernel takes (its per-thread arrays)
 MAX_STATE = 64
 MAX_RANK = 64
-
-
-def chunk_size(length: int) -> int:
-    """Checkpoint interval of the backward: ceil(sqrt(L)), at most 128 (the
-    per-thread recompute buffers then stay in L2).
-
-    Args:
-        length (int): H * W.
-
-    Returns:
-        int: K >= 1.
-    """
-    return max(1, min(128, math.isqrt(max(length - 1, 0)) + 1))
 
 
 def num_slots(batch: int, channels: int, dtype: torch.dtype,

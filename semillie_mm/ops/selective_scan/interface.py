@@ -14,9 +14,9 @@
 'numba'). The backend is picked per call from the tensors' device and what
 is installed; the ``backend`` argument or the environment variable
 ``SEMILLIE_SCAN_BACKEND`` (``cuda`` | ``cpu`` | ``native`` | ``numba`` |
-``reference`` | ``auto``) force one. Each choice is logged once. ``SEMILLIE_SCAN_BACKEND=fused``
-selects SS2D's fused C++ kernel (:mod:`.fused`) and leaves plain scans on
-``auto``.
+``reference`` | ``auto``) force one. Each choice is logged once.
+``SEMILLIE_SCAN_BACKEND=fused`` selects SS2D's fused C++ kernel
+(:mod:`.fused`) and leaves plain scans on ``auto``.
 """
 import logging
 import os
@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import cpu as _cpu
 from . import cuda as _cuda
+from . import ext as _ext
 from . import native as _native
 from .reference import selective_scan_reference
 
@@ -153,8 +154,7 @@ def _resolve_backend(backend: Optional[str], u: Tensor) -> str:
 
 
 def _native_reason() -> str:
-    from . import ext
-    return ext.unavailable_reason() or 'not built'
+    return _ext.unavailable_reason() or 'not built'
 
 
 def _best_cpu(why: Optional[str] = None) -> Optional[str]:

@@ -17,14 +17,13 @@ and nothing changes the thread count.
 float64 inputs are computed in float64, float32/float16/bfloat16 in
 float32; sums over the sequence (dA, dD, d delta_bias) in float64.
 """
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from . import ext
-from .common import kernel_args
+from .common import chunk_size, kernel_args, num_slots
 
 
 def native_available() -> bool:
@@ -37,59 +36,28 @@ def native_available() -> bool:
     return mod is not None and hasattr(mod, 'scan_fwd')
 
 
-def chunk_size(length: int) -> int:
-    """Checkpoint interval of the backward: ceil(sqrt(L)), at most 128 (the
-    per-thread recompute buffers then stay in L2).
-
-    Args:
-        length (int): sequence length L.
-
-    Returns:
-        int: K >= 1.
-    """
-    return max(1, min(128, math.isqrt(max(length - 1, 0)) + 1))
-
-
-def num_slots(batch: int, groups: int, blocks: int, threads: int) -> int:
-    """Partial dB/dC buffers of the backward: enough (slot, batch, group)
-    work items for ``threads``, at most one per block of channels of a
-    group; 1 (no extra buffer) whenever ``batch * groups >= threads``.
-
-    Args:
-        batch (int): batch size.
-        groups (int): groups of B/C.
-        blocks (int): blocks of 16 (float32) / 8 (float64) channels per
-            group.
-        threads (int): torch's intra-op threads.
-
-    Returns:
-        int: S >= 1.
-    """
-    return max(1, min(blocks, -(-threads // (batch * groups))))
-
-
 def _blocks(dim: int, groups: int, dtype: torch.dtype) -> int:
     lanes = 16 if dtype == torch.float32 else 8
     return -(-(dim // groups) // lanes)
 
 
 def _grouped(X: Tensor) -> Tensor:
-    """(batch, N, L) or (batch, G, N, L) -> (batch, G, N, L), detached (the
-    kernel makes its own (batch, G, L, N) copy)."""
+    """(batch, N, L) or (batch, G, N, L) -> a detached (batch, G, N, L) view
+    (the kernel reads any strides)."""
     return (X.unsqueeze(1) if X.dim() == 3 else X).detach()
 
 
 class SelectiveScanNativeFn(torch.autograd.Function):
     """Autograd function of the C++ scan (inputs in the compute dtype,
-    float32 or float64, CPU; B and C with the same number of groups).
-    Returns ``(out, last_state)``."""
+    float32 or float64, CPU; B and C with the same number of groups; A, D,
+    delta_bias contiguous). Returns ``(out, last_state)``."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         mod = ext.load()
         K = chunk_size(u.shape[2])
-        out, last, ckpt = mod.scan_fwd(u, delta, A.contiguous(),
-                                       _grouped(B), _grouped(C), D, z,
+        out, last, ckpt = mod.scan_fwd(u, delta, A, _grouped(B),
+                                       _grouped(C), D, z,
                                        delta_bias, bool(delta_softplus), K,
                                        True)
         ctx.delta_softplus = bool(delta_softplus)
@@ -110,7 +78,7 @@ class SelectiveScanNativeFn(torch.autograd.Function):
                       torch.get_num_threads())
         dtype = u.dtype
         du, ddelta, dz, dA, dB, dC, dD, dbias = mod.scan_bwd(
-            u, delta, A.contiguous(), _grouped(B), _grouped(C), D, z,
+            u, delta, A, _grouped(B), _grouped(C), D, z,
             delta_bias, ctx.delta_softplus, ctx.K, ckpt,
             None if dout is None else dout.to(dtype),
             None if dlast is None else dlast.to(dtype).contiguous(), S)
@@ -162,7 +130,7 @@ def selective_scan_native(u: Tensor,
         u_, delta_, A_, B_, C_, D_, z_, bias_ = [
             None if x is None else x.detach() for x in args]
         out, last, _ = ext.load().scan_fwd(
-            u_, delta_, A_.contiguous(), _grouped(B_), _grouped(C_),
+            u_, delta_, A_, _grouped(B_), _grouped(C_),
             D_, z_, bias_, bool(delta_softplus), chunk_size(u.shape[2]),
             False)
     out = out.to(dtype_in)
