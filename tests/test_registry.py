@@ -7,6 +7,7 @@ from mmagic.registry import (DATASETS, HOOKS, METRICS, MODEL_WRAPPERS, MODELS,
 
 EXPECTED = [
     (MODELS, 'SemiLLIENet'), (MODELS, 'SemiLLIE'), (MODELS, 'RAMImageEncoder'),
+    (MODELS, 'ImageNetEncoder'),
     (MODELS, 'SemanticContrastiveLoss'), (MODELS, 'RAMPerceptualLoss'),
     (MODELS, 'GradientMagnitudeLoss'), (MODELS, 'PatchDiscriminator'),
     (MODELS, 'GANLoss'), (MODELS, 'MomentumAnnealingEMA'),
