@@ -85,8 +85,50 @@ def set_iters(cfg, iters: int) -> None:
 
 def run_settings(row: str, seed: int, args) -> dict:
     """What makes two runs the same (a finished run is reused if equal)."""
-    return dict(row=row, config=ROWS[row][0], seed=int(seed),
-                iters=int(args.iters), data_root=args.data_root)
+    settings = dict(row=row, config=ROWS[row][0], seed=int(seed),
+                    iters=int(args.iters), data_root=args.data_root)
+    if getattr(args, 'overlay', None):
+        settings['overlay'] = args.overlay
+    return settings
+
+
+def _merge_overlay(node, overlay, path=''):
+    """Merge ``overlay`` into the config node ``node`` in place.
+
+    Dicts merge key by key; anything else replaces. A part a row switched
+    off (``None``, e.g. ``discriminator=None`` of the supervised row) stays
+    off: the overlay scales what a row has, it adds no component.
+    """
+    for key, value in overlay.items():
+        here = f'{path}.{key}' if path else key
+        if key in node and node[key] is None:
+            continue
+        if isinstance(value, dict) and isinstance(node.get(key), dict):
+            _merge_overlay(node[key], value, here)
+        else:
+            node[key] = value
+
+
+def apply_overlay(cfg, overlay_file: Optional[str]) -> Optional[str]:
+    """Scale a row's config with an overlay file (``--overlay``).
+
+    Args:
+        cfg (mmengine.Config): a row's config (changed in place).
+        overlay_file (str, optional): a config file whose ``overlay`` dict is
+            merged (see :func:`_merge_overlay`); its ``description`` names
+            the setting in the reports.
+
+    Returns:
+        str | None: the overlay's description.
+    """
+    if not overlay_file:
+        return None
+    from mmengine.config import Config
+    over = Config.fromfile(overlay_file)
+    if 'overlay' not in over:
+        raise KeyError(f'{overlay_file}: no `overlay` dict')
+    _merge_overlay(cfg, over.overlay.to_dict())
+    return over.get('description')
 
 
 # --------------------------------------------------------------- data
@@ -174,11 +216,13 @@ def baseline(name: str, low: 'np.ndarray') -> 'np.ndarray':
 def _enhance_all(net, val) -> dict:
     import numpy as np
     import torch
+    device = next(net.parameters()).device
     out = {}
     with torch.no_grad():
         for stem, low, _ in val:
             x = torch.from_numpy(low.copy()).permute(2, 0, 1)[None].float()
-            y = net(x / 255.)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            y = net(x.to(device) / 255.)[0].clamp(0, 1).permute(
+                1, 2, 0).cpu().numpy()
             out[stem] = np.round(y * 255).astype(np.uint8)
     return out
 
@@ -203,6 +247,7 @@ def evaluate_checkpoint(cfg, ckpt: str, data_root: str,
         dict: ``teacher``, ``student``, ``teacher_val_source``.
     """
     import cv2
+    import torch
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     from mmagic.registry import MODELS
@@ -210,6 +255,8 @@ def evaluate_checkpoint(cfg, ckpt: str, data_root: str,
         model = MODELS.build(cfg.model)
     load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
     model.eval()
+    if torch.cuda.is_available():  # a GPU run evaluates on the GPU
+        model.cuda()
     val = load_val(data_root, 'val')
     teacher_out = _enhance_all(model.teacher.module, val)
     res = dict(
@@ -232,16 +279,44 @@ def _atomic_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def steady_iter_seconds(runner) -> Optional[float]:
+    """Median time of an iteration over the second half of a training.
+
+    ``seconds_per_iter`` divides the whole training time, start-up included;
+    this is the rate once running (IterTimerHook's ``train/time``), what a
+    longer run of the same setting costs per extra iteration.
+
+    Args:
+        runner (mmengine.runner.Runner): a runner after ``train()``.
+
+    Returns:
+        float | None: seconds, or None without timings.
+    """
+    import numpy as np
+    try:
+        times = np.asarray(runner.message_hub.get_scalar('train/time').data[0])
+    except KeyError:
+        return None
+    if times.size == 0:
+        return None
+    return float(np.median(times[times.size // 2:]))
+
+
 def worker(row: str, seed: int, args) -> None:
     """Train one (row, seed) and write its ``metrics.json`` (child
     process)."""
     import torch
     torch.set_num_threads(args.threads)
+    if torch.cuda.is_available():
+        # on a GPU the float32 matrix products run in TF32 (as cuDNN's
+        # convolutions already do by default); recorded in metrics.json
+        torch.backends.cuda.matmul.allow_tf32 = True
     import semillie_mm
     from mmengine.config import Config
     from mmengine.runner import Runner
     work_dir = osp.join(args.out_dir, 'runs', row, f'seed{seed}')
     cfg = Config.fromfile(osp.join(REPO, ROWS[row][0]))
+    apply_overlay(cfg, args.overlay)
     set_iters(cfg, args.iters)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=int(seed), deterministic=False)
@@ -254,9 +329,12 @@ def worker(row: str, seed: int, args) -> None:
     start = time.time()
     ckpt = _final_ckpt(work_dir, args.iters)
     trained_now = ckpt is None
+    steady = None
     if trained_now:
         cfg.resume = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
-        Runner.from_cfg(cfg).train()
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        steady = steady_iter_seconds(runner)
         ckpt = _final_ckpt(work_dir, args.iters)
         if ckpt is None:
             raise RuntimeError(f'{work_dir}: training ended without '
@@ -268,7 +346,11 @@ def worker(row: str, seed: int, args) -> None:
         settings=run_settings(row, seed, args),
         train_seconds=train_s if trained_now else None,
         seconds_per_iter=train_s / args.iters if trained_now else None,
+        seconds_per_iter_steady=steady,
         threads=args.threads,
+        device=torch.cuda.get_device_name(0) if torch.cuda.is_available()
+        else 'cpu',
+        tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
         package=semillie_mm.__file__,
         checkpoint=ckpt)
     _atomic_json(osp.join(work_dir, 'metrics.json'), res)
@@ -306,6 +388,7 @@ def diagnose(args) -> dict:
                              run_settings(row, seed, args)):
                 continue
             cfg = Config.fromfile(osp.join(REPO, ROWS[row][0]))
+            apply_overlay(cfg, args.overlay)
             set_iters(cfg, args.iters)
             res = {}
             for it in (args.iters // 2, args.iters):
@@ -415,7 +498,7 @@ def run_all(args) -> Dict[str, Dict[int, dict]]:
             str(seed), '--out-dir', args.out_dir, '--iters',
             str(args.iters), '--threads', str(args.threads), '--data-root',
             args.data_root
-        ]
+        ] + (['--overlay', args.overlay] if args.overlay else [])
         nice = args.nice
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -471,6 +554,15 @@ def summarise(results, base, args) -> dict:
                if r.get('seconds_per_iter')]
         summary[row]['seconds_per_iter'] = (
             float(sum(spi) / len(spi)) if spi else None)
+        # paired by seed: the same seed draws the same data and initial
+        # weights in every row, so the per-seed difference is the sharper test
+        sup = results.get('sup', {})
+        common = sorted(set(by_seed) & set(sup))
+        if row != 'sup' and common:
+            diffs = [by_seed[k]['teacher']['PSNR'] - sup[k]['teacher']['PSNR']
+                     for k in common]
+            summary[row]['teacher_psnr_minus_sup'] = dict(
+                seeds=common, per_seed=diffs, mean_std=_mean_std(diffs))
     return dict(rows=summary, baselines=base, iters=args.iters,
                 seeds=list(args.seeds), threads=args.threads)
 
@@ -498,6 +590,17 @@ def markdown(summary: dict) -> str:
         lines.append(f'| {ROWS[row][1]} | {len(s["seeds"])} | ' +
                      ' | '.join(cells) + f' | {stu[0]:.2f} ± {stu[1]:.2f}'
                      f' | {src[0]:.2f} ± {src[1]:.2f} |')
+    diffs = [(row, s['teacher_psnr_minus_sup'])
+             for row, s in summary['rows'].items()
+             if s.get('teacher_psnr_minus_sup')]
+    if diffs:
+        lines += ['', '| method | teacher PSNR - supervised only, per seed '
+                  '(dB) | mean ± std |', '|---|---|---:|']
+        for row, d in diffs:
+            per = ', '.join(f'seed {k}: {v:+.2f}'
+                            for k, v in zip(d['seeds'], d['per_seed']))
+            lines.append(f'| {ROWS[row][1]} | {per} | '
+                         f'{d["mean_std"][0]:+.2f} ± {d["mean_std"][1]:.2f} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -588,6 +691,11 @@ def parse_args(argv=None):
     p.add_argument('--jobs', type=int, default=2)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--nice', type=int, default=15)
+    p.add_argument('--overlay', default=None,
+                   help='a config file whose `overlay` dict scales every '
+                   'row (model size, batch, crops; e.g. '
+                   'configs/gpu/table3_paper_scale.py); a part a row '
+                   'switched off stays off')
     p.add_argument('--name', default='',
                    help='prefix of the summary files (NAME_results.json, '
                    'NAME_table.md, NAME_grid.jpg), e.g. for diagnostic rows')
@@ -626,6 +734,11 @@ def main(argv=None):
     summary['machine'] = _machine()
     summary['model'] = ('SemiLLIENet C=16, 1 group x 1 MSSB, N=8, 64x64 '
                         'crops, batch 4 paired + 4 unpaired')
+    if args.overlay:
+        from mmengine.config import Config
+        summary['overlay'] = args.overlay
+        summary['model'] = Config.fromfile(args.overlay).get(
+            'description', args.overlay)
     pre = _prefix(args)
     _atomic_json(osp.join(args.out_dir, f'{pre}results.json'), summary)
     table = markdown(summary)

@@ -3,8 +3,10 @@
     bash benchmarks/gpu_check.sh [--dry-run] [--budget SECONDS] [--steps a,b] [--out DIR]
 
 On a device machine (no network; see docs/benchmarks.md, "GPU check") it installs the
-carried wheels, compiles mmcv 2.1.0 (CPU ops) and mamba-ssm's selective-scan extension
-(sm_90) in parallel, then runs, one at a time:
+carried wheels and unpacks mmcv 2.1.0 (CPU ops) and mamba-ssm's selective-scan extension
+(sm_90), both prebuilt here for the device's Python and torch
+(benchmarks/gpu/prebuild.py; it compiles them only when no prebuilt copy fits, and says
+so), then runs, one at a time:
 
 - ``scan``: ``selective_scan`` 'cuda' and 'cpu' against the float64 reference on the
   GPU: forward, last state and every gradient, float32 / float16 / bfloat16, grouped
@@ -16,6 +18,12 @@ carried wheels, compiles mmcv 2.1.0 (CPU ops) and mamba-ssm's selective-scan ext
   weights through 'reference' and 'cuda' (output agreement);
 - ``train_step``: one ``SemiLLIE.train_step`` of the paper configuration (random
   Swin-L RAM encoder, 8 + 8 images at 256x256);
+- ``table3``: Table III on the target-domain benchmark at the paper's backbone and
+  batch (``benchmarks/ablation.py --overlay configs/gpu/table3_paper_scale.py``: rows
+  supervised only / + mean teacher / full method, 3 seeds, all side by side on the GPU),
+  as many iterations as fit in what is left of ``--budget`` (priced by a 30-iteration
+  probe of the same runs); its summary and the full method's seed-0 teacher weights go
+  to OUT;
 - ``net_reference``: SemiLLIENet through the 'reference' backend, for speed ratios.
 
 (``numba_warmup`` compiles the 'cpu' backend's numba kernels meanwhile.) Every step
@@ -72,8 +80,21 @@ def _net_case(name, mode, batch, h, w, warmup, repeat, amp=None):
                 repeat=repeat, amp=amp)
 
 
-def plan(dry_run: bool) -> dict:
+#: Table III of the device run: rows, seeds, the overlay that scales the rows
+#: to the paper's backbone and batch, and the run whose teacher is returned
+TABLE3 = dict(rows=['sup', 'mt', 'full'], seeds=[0, 1, 2],
+              overlay='configs/gpu/table3_paper_scale.py',
+              data_root='data/target_domain', threads=1, export=('full', 0))
+
+
+def plan(dry_run: bool, table3_iters='auto') -> dict:
     """Settings of every measurement step (device run or dry run).
+
+    Args:
+        dry_run (bool): small sizes on this machine's CPU.
+        table3_iters (int | str): training iterations of each Table III run
+            on the device, or 'auto': as many as fit in the step's time after
+            a 30-iteration probe (the dry run probes 2 and trains 2).
 
     Returns:
         dict: step name -> cfg passed to the step.
@@ -109,6 +130,9 @@ def plan(dry_run: bool) -> dict:
                                 dict(name='amp_fp16', amp='float16')]),
             net_reference=dict(device='cuda', backend='reference',
                                cases=ratio_cases),
+            table3=dict(TABLE3, iters=table3_iters, probe_iters=30,
+                        min_iters=100, iter_step=50, margin_s=25,
+                        jobs=len(TABLE3['rows']) * len(TABLE3['seeds'])),
         )
     cases = [_named(dict(c, L=DRY_L.get(c['L'], c['L']),
                          dim=64 if c['dim'] == 512 else c['dim']))
@@ -140,6 +164,10 @@ def plan(dry_run: bool) -> dict:
                                   dict(name='amp_fp16', amp='float16')]),
         net_reference=dict(device='cpu', backend='reference', cases=small,
                            net_kwargs=tiny),
+        # the rows' own (demo-sized) models, two iterations, one seed
+        table3=dict(TABLE3, rows=['sup', 'full'], seeds=[0], overlay=None,
+                    iters='auto', probe_iters=2, max_iters=2, min_iters=2,
+                    iter_step=1, margin_s=0, jobs=2),
     )
 
 
@@ -219,11 +247,11 @@ def _torch_key():
             f'python {sys.version_info[0]}.{sys.version_info[1]}')
 
 
-# Prebuilt binaries: a device run returns what it compiled as OUT/prebuilt_*.tar.gz
+# Prebuilt binaries: a device run returns what it compiled as OUT/prebuilt_*.tar.xz
 # (shared libraries stripped of debug sections: mmcv's _ext goes from ~80 MB to ~2 MB);
 # copied into CARRY/prebuilt/, they let the next fresh machine skip both builds.
-PREBUILT = dict(mmcv='prebuilt_mmcv.tar.gz',
-                selective_scan='prebuilt_selective_scan.tar.gz')
+PREBUILT = dict(mmcv='prebuilt_mmcv.tar.xz',
+                selective_scan='prebuilt_selective_scan.tar.xz')
 PART_BYTES = 15 * 2**20
 
 
@@ -234,7 +262,7 @@ def _strip(path):
 
 
 def _export_prebuilt(ctx, name, folder, key):
-    """Pack FOLDER (with KEY in PREBUILT_KEY) as OUT/prebuilt_NAME.tar.gz.
+    """Pack FOLDER (with KEY in PREBUILT_KEY) as OUT/prebuilt_NAME.tar.xz.
 
     Returns:
         str: a note for the report.
@@ -255,7 +283,9 @@ def _export_prebuilt(ctx, name, folder, key):
         f.write(key)
     dest = osp.join(out, PREBUILT[name])
     packed = osp.join(ctx['work'], PREBUILT[name])
-    with tarfile.open(packed, 'w:gz') as tar:
+    # xz, not gzip: the kernel library packs to 12 MiB instead of 15, and the
+    # device call carries 64 MiB in all (unpacking reads either)
+    with tarfile.open(packed, 'w:xz', preset=9) as tar:
         tar.add(stage, arcname='.')
     shutil.rmtree(stage, ignore_errors=True)
     size = osp.getsize(packed)
@@ -280,7 +310,7 @@ def _export_prebuilt(ctx, name, folder, key):
 
 
 def _import_prebuilt(ctx, name, folder, key):
-    """Unpack CARRY/prebuilt/prebuilt_NAME.tar.gz into FOLDER if its key
+    """Unpack CARRY/prebuilt/prebuilt_NAME.tar.xz into FOLDER if its key
     matches.
 
     Returns:
@@ -319,31 +349,24 @@ def _mmcv_imports(ctx):
     return check.returncode == 0, check.stderr.strip()[-800:]
 
 
-def setup_build_mmcv(ctx, emit):
-    """Compile mmcv 2.1.0 with CPU ops (as tools/setup_env.sh does: C++20 flag,
-    setuptools < 81), with CUDA hidden so that its setup.py builds no CUDA ops.
-    A matching prebuilt copy from an earlier device run is used instead."""
+def compile_mmcv(ctx, target):
+    """Compile mmcv 2.1.0 with CPU ops into TARGET (``pip install --target``).
+
+    As tools/setup_env.sh does: C++20 instead of its hard-coded C++17,
+    setuptools < 81, CUDA hidden so that its setup.py builds no CUDA ops. Used
+    on the device only when no matching prebuilt copy was carried, and by
+    benchmarks/gpu/prebuild.py here.
+
+    Args:
+        ctx (dict): ``carry`` (with src/mmcv-2.1.0.tar.gz), ``work``, ``env``,
+            ``jobs``, ``log``.
+        target (str): install folder.
+
+    Returns:
+        tuple: compile seconds, wheel file name.
+    """
     import tarfile
     work = osp.join(ctx['work'], 'mmcv')
-    target = ctx['mmcv_site']
-    stamp = osp.join(target, '.mmcv-stamp')
-    key = _torch_key()
-    if osp.isfile(stamp) and open(stamp).read() == key:
-        emit(dict(kind='build_mmcv', reused=True, how='built earlier on '
-                  'this machine', torch=key))
-        return
-    why = _import_prebuilt(ctx, 'mmcv', target, key)
-    if why is None:
-        ok, err = _mmcv_imports(ctx)
-        if ok:
-            with open(stamp, 'w') as f:
-                f.write(key)
-            emit(dict(kind='build_mmcv', reused=True, how='prebuilt',
-                      torch=key))
-            return
-        why = f'prebuilt copy does not import: {err}'
-        shutil.rmtree(target, ignore_errors=True)
-    emit(dict(kind='build_mmcv_note', prebuilt_not_used=why))
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     with tarfile.open(osp.join(ctx['carry'], 'src', MMCV_SDIST)) as tar:
@@ -365,7 +388,7 @@ def setup_build_mmcv(ctx, emit):
                       osp.join(work, 'dist'), '.'], ctx['log'], env=env,
                      cwd=src)
     if rc != 0:
-        raise RuntimeError(f'mmcv build failed ({rc}); see gpu_check.log')
+        raise RuntimeError(f'mmcv build failed ({rc}); see {ctx["log"]}')
     compile_s = time.perf_counter() - t0
     wheel = [w for w in os.listdir(osp.join(work, 'dist'))
              if w.startswith('mmcv-')][0]
@@ -374,6 +397,34 @@ def setup_build_mmcv(ctx, emit):
                       target, osp.join(work, 'dist', wheel)], ctx['log'])
     if rc != 0:
         raise RuntimeError(f'installing the built mmcv wheel failed ({rc})')
+    return compile_s, wheel
+
+
+def setup_build_mmcv(ctx, emit):
+    """Compile mmcv 2.1.0 with CPU ops (as tools/setup_env.sh does: C++20 flag,
+    setuptools < 81), with CUDA hidden so that its setup.py builds no CUDA ops.
+    A matching prebuilt copy (benchmarks/gpu/prebuild.py, or an earlier
+    device run) is used instead."""
+    target = ctx['mmcv_site']
+    stamp = osp.join(target, '.mmcv-stamp')
+    key = _torch_key()
+    if osp.isfile(stamp) and open(stamp).read() == key:
+        emit(dict(kind='build_mmcv', reused=True, how='built earlier on '
+                  'this machine', torch=key))
+        return
+    why = _import_prebuilt(ctx, 'mmcv', target, key)
+    if why is None:
+        ok, err = _mmcv_imports(ctx)
+        if ok:
+            with open(stamp, 'w') as f:
+                f.write(key)
+            emit(dict(kind='build_mmcv', reused=True, how='prebuilt',
+                      torch=key))
+            return
+        why = f'prebuilt copy does not import: {err}'
+        shutil.rmtree(target, ignore_errors=True)
+    emit(dict(kind='build_mmcv_note', prebuilt_not_used=why))
+    compile_s, wheel = compile_mmcv(ctx, target)
     ok, err = _mmcv_imports(ctx)
     if not ok:
         raise RuntimeError('the built mmcv does not import: ' + err)
@@ -431,6 +482,10 @@ STEP_TABLE = [
     ('net', ('build_scan', 'build_mmcv'), ('numba_warmup', ), 180, True),
     ('train_step', ('build_scan', 'build_mmcv'), ('numba_warmup', ), 150,
      True),
+    # Table III at paper scale: every (row, seed) side by side on the one GPU,
+    # after the timed checks (its limit is what is left of --budget)
+    ('table3', ('build_scan', 'build_mmcv'),
+     ('numba_warmup', 'scan', 'scan_speed', 'net', 'train_step'), 600, True),
     ('net_reference', ('build_scan', 'build_mmcv'), ('numba_warmup', ), 150,
      True),
 ]
@@ -586,7 +641,7 @@ class Orchestrator:
         os.makedirs(self.work, exist_ok=True)
         self.deadline = time.monotonic() + args.budget
         self.t0 = time.monotonic()
-        self.cfgs = plan(self.dry)
+        self.cfgs = plan(self.dry, args.table3_iters)
         site = osp.join(self.work, 'site')
         mmcv_site = osp.join(self.work, 'mmcv_site')
         scan_build = osp.join(self.work, 'selective_scan')
@@ -691,9 +746,13 @@ class Orchestrator:
         log = osp.join(self.work, f'{name}.log')
         ctx = dict(self.ctx, log=log)
         cfg_path = osp.join(self.work, f'{name}.cfg.json')
+        cfg = self.cfgs.get(name)
+        if name == 'table3':  # its summary and teacher go to the report
+            # folder; its iteration count may depend on the time it has
+            cfg = dict(cfg, out=self.out, work=self.work,
+                       deadline=time.time() + limit)
         with open(cfg_path, 'w') as f:
-            json.dump(dict(records=records, ctx=ctx,
-                           cfg=self.cfgs.get(name)), f, default=str)
+            json.dump(dict(records=records, ctx=ctx, cfg=cfg), f, default=str)
         fh = open(log, 'w')
         proc = subprocess.Popen(
             [sys.executable, osp.abspath(__file__), '--child', name,
@@ -819,6 +878,11 @@ def main(argv=None):
                         help='compile jobs (default: all cores)')
     parser.add_argument('--arch', default='9.0',
                         help='TORCH_CUDA_ARCH_LIST of the kernel build')
+    parser.add_argument('--table3-iters', default='auto',
+                        type=lambda v: v if v == 'auto' else int(v),
+                        help="training iterations of each Table III run on "
+                        "the device, or 'auto' (default): as many as fit in "
+                        "what is left of --budget, priced by a probe")
     parser.add_argument('--label', help='recorded in the report, e.g. the '
                         'commit (the device copy has no .git)')
     parser.add_argument('--child', help=argparse.SUPPRESS)

@@ -10,8 +10,11 @@
 #   src/mmcv-2.1.0.tar.gz        compiled there with CPU ops (mmdet/mmagic import mmcv._ext)
 #   src/mamba_ssm-*.tar.gz       only its csrc/selective_scan is compiled there
 #   MANIFEST.txt                 sha256 of every file above
-#   prebuilt/                    optional: prebuilt_*.tar.gz returned by an earlier device run
-#                                (kept when this script runs again)
+#   prebuilt/                    prebuilt_{mmcv,selective_scan}.tar.gz: built here when
+#                                PREBUILD_PYTHON names a Python 3.12 with the device's torch
+#                                (2.11.0+cu130 from the index) and nvcc 13 is installed
+#                                (benchmarks/gpu/prebuild.py), or returned by a device run;
+#                                kept when this script runs again
 # Wheels come from the package index with `pip download` (binary wheels for cp312 manylinux;
 # a package that has only a source package, e.g. adamp, is built into a pure-Python wheel
 # here). The folder is written next to DEST and moved into place when complete.
@@ -72,11 +75,23 @@ size_mib=$(( $(du -sb "$TMP" | cut -f1) / 1048576 ))
 log "$(ls "$TMP/wheels" | wc -l) wheels, $(ls "$TMP/src" | wc -l) source packages, ${size_mib} MiB"
 [ "$size_mib" -le "$LIMIT_MIB" ] || { log "${size_mib} MiB is over ${LIMIT_MIB} MiB"; exit 1; }
 
-# binaries returned by an earlier device run (docs/benchmarks.md) are kept
+# binaries prebuilt earlier (here, or returned by a device run) are kept
 [ ! -d "$DEST/prebuilt" ] || cp -a "$DEST/prebuilt" "$TMP/prebuilt"
 rm -rf "$DEST.old"
 [ ! -e "$DEST" ] || mv "$DEST" "$DEST.old"
 mv "$TMP" "$DEST"
 rm -rf "$DEST.old"
 trap - EXIT
+
+# nothing compiles on the device: mmcv's CPU ops and the selective-scan CUDA kernel are built
+# here by a Python that matches the device image (benchmarks/gpu/prebuild.py)
+if [ -n "${PREBUILD_PYTHON:-}" ]; then
+  log "prebuilding mmcv and selective_scan_cuda with $PREBUILD_PYTHON (once; kept when the key matches)"
+  "$PREBUILD_PYTHON" "$ROOT/benchmarks/gpu/prebuild.py" --carry "$DEST" >&2
+  size_mib=$(( $(du -sb "$DEST" | cut -f1) / 1048576 ))
+  log "with the prebuilt binaries: ${size_mib} MiB"
+  [ "$size_mib" -le "$LIMIT_MIB" ] || { log "${size_mib} MiB is over ${LIMIT_MIB} MiB"; exit 1; }
+else
+  log "PREBUILD_PYTHON not set: the device compiles mmcv and the kernel itself (minutes of device time) unless $DEST/prebuilt has them"
+fi
 log "ready: $DEST (carry it as '$(basename "$DEST")'; see docs/benchmarks.md, GPU check)"

@@ -164,8 +164,9 @@ def find_cuda_home() -> str:
 
 def build_info() -> dict:
     import torch
+    # the Python ABI is major.minor: a 3.12.1 build loads in 3.12.3
     return dict(torch=torch.__version__, cuda=torch.version.cuda,
-                python=sys.version.split()[0])
+                python='%d.%d' % sys.version_info[:2])
 
 
 def build(sdist: str, build_dir: str, arch: str = '9.0',
@@ -196,7 +197,11 @@ def build(sdist: str, build_dir: str, arch: str = '9.0',
     reused = False
     if osp.isfile(so_path) and osp.isfile(info_path):
         with open(info_path) as f:
-            reused = json.load(f) == info
+            found = json.load(f)
+        # where the toolkit lies does not make a binary fit or not (a copy
+        # prebuilt on another machine is reused)
+        reused = ({k: v for k, v in found.items() if k != 'cuda_home'} ==
+                  {k: v for k, v in info.items() if k != 'cuda_home'})
     t0 = time.perf_counter()
     if not reused:
         if not cpp_extension.is_ninja_available():

@@ -602,5 +602,174 @@ def step_imports(cfg, emit):
             'add them to benchmarks/gpu/carry_requirements.txt')
 
 
+def export_teacher(ckpt: str, dest: str) -> dict:
+    """Save the EMA teacher of a training checkpoint as a plain state dict.
+
+    Args:
+        ckpt (str): an mmengine checkpoint of ``SemiLLIE`` (our own run's file,
+            so it is unpickled in full: it holds the message hub as well).
+        dest (str): output ``.pth``: ``{name: float32 tensor}`` of the
+            generator, readable with ``torch.load(weights_only=True)``.
+
+    Returns:
+        dict: tensors, parameters, bytes.
+    """
+    import torch
+    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+    state = state.get('state_dict', state)
+    prefix = 'teacher.module.'
+    teacher = {k[len(prefix):]: v.float().clone() for k, v in state.items()
+               if k.startswith(prefix) and torch.is_tensor(v)
+               and v.is_floating_point()}
+    if not teacher:
+        raise KeyError(f'{ckpt}: no {prefix}* tensors')
+    tmp = dest + '.tmp'
+    torch.save(teacher, tmp)
+    os.replace(tmp, dest)
+    return dict(tensors=len(teacher),
+                params=sum(v.numel() for v in teacher.values()),
+                bytes=osp.getsize(dest))
+
+
+def _ablation(cfg, out_dir, name, iters, emit, t0):
+    """Run benchmarks/ablation.py for cfg's rows and seeds; emit each run as
+    its ``metrics.json`` lands.
+
+    Returns:
+        tuple: exit code, list of the runs' metrics dicts.
+    """
+    import glob
+    import json
+    import subprocess
+    cmd = [sys.executable, osp.join(ROOT, 'benchmarks', 'ablation.py'),
+           '--out-dir', out_dir, '--data-root', cfg['data_root'],
+           '--rows', *cfg['rows'], '--seeds', *map(str, cfg['seeds']),
+           '--iters', str(iters), '--jobs', str(cfg['jobs']),
+           '--threads', str(cfg['threads']), '--nice', '0', '--name', name]
+    if cfg.get('overlay'):
+        cmd += ['--overlay', osp.join(ROOT, cfg['overlay'])]
+    emit(dict(kind=f'{name}_start', iters=iters, rows=cfg['rows'],
+              seeds=cfg['seeds'], command=' '.join(
+                  osp.relpath(c, ROOT) if c.startswith(ROOT) else c
+                  for c in cmd)))
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    seen, runs = set(), []
+
+    def collect():
+        for path in sorted(glob.glob(osp.join(out_dir, 'runs', '*', 'seed*',
+                                              'metrics.json'))):
+            if path in seen:
+                continue
+            try:
+                with open(path) as f:
+                    res = json.load(f)
+            except (OSError, ValueError):
+                continue
+            seen.add(path)
+            runs.append(res)
+            emit(dict(kind=f'{name}_run', row=res['settings']['row'],
+                      seed=res['settings']['seed'], iters=iters,
+                      teacher=res['teacher'], student=res['student'],
+                      teacher_val_source=res['teacher_val_source'],
+                      seconds_per_iter=res.get('seconds_per_iter'),
+                      seconds_per_iter_steady=res.get(
+                          'seconds_per_iter_steady'),
+                      train_seconds=res.get('train_seconds'),
+                      wall_s=round(time.time() - t0, 1)))
+
+    while proc.poll() is None:
+        time.sleep(2)
+        collect()
+    collect()
+    return proc.returncode, runs
+
+
+def plan_iters(probe_runs, probe_iters, probe_wall, seconds_left,
+               step=50, cap=None):
+    """How many iterations fit in the time left, from a probe of the same
+    runs side by side.
+
+    The slowest run's steady time per iteration (plus 10 %) prices each
+    iteration; everything else the probe spent (start-up, evaluation, the
+    summary) is paid once more.
+
+    Args:
+        probe_runs (list[dict]): the probe's metrics.json contents.
+        probe_iters (int): the probe's iterations.
+        probe_wall (float): the probe's wall time (s).
+        seconds_left (float): time left for the real runs.
+        step (int): round down to a multiple of this. Defaults to 50.
+        cap (int, optional): at most this many.
+
+    Returns:
+        tuple: (iterations, seconds per iteration, fixed seconds).
+    """
+    rates = [r.get('seconds_per_iter_steady') or r['seconds_per_iter']
+             for r in probe_runs]
+    per_iter = 1.1 * max(rates)
+    fixed = max(0.0, probe_wall - probe_iters * per_iter)
+    iters = int((seconds_left - fixed) / per_iter) // step * step
+    if cap is not None:
+        iters = min(iters, cap)
+    return iters, per_iter, fixed
+
+
+def step_table3(cfg, emit):
+    """Table III on the target-domain benchmark: ``benchmarks/ablation.py``
+    with every (row, seed) side by side on one device.
+
+    With ``iters='auto'`` a probe (``probe_iters`` iterations of every run,
+    side by side, evaluated and summarised like the real ones) first proves
+    the pipeline and prices an iteration; then every run trains as many
+    iterations as fit before ``deadline`` (the same fixed schedule for all:
+    learning-rate decay and ramp-up scale with it). Each finished run is
+    emitted as it lands; at the end the summary (``results.json`` /
+    ``table.md`` / ``grid.jpg``) and the teacher of ``cfg['export']`` (row,
+    seed) are copied into the report folder.
+    """
+    import shutil
+    t0 = time.time()
+    iters = cfg['iters']
+    if iters == 'auto':
+        probe_iters = cfg.get('probe_iters', 30)
+        rc, runs = _ablation(cfg, osp.join(cfg['work'], 'table3_probe'),
+                             'table3_probe', probe_iters, emit, t0)
+        probe_wall = time.time() - t0
+        expected = len(cfg['rows']) * len(cfg['seeds'])
+        if rc != 0 or len(runs) != expected:
+            raise RuntimeError(f'the probe failed (exit {rc}, {len(runs)} of '
+                               f'{expected} runs): no real runs')
+        left = cfg['deadline'] - time.time() - cfg.get('margin_s', 30)
+        iters, per_iter, fixed = plan_iters(runs, probe_iters, probe_wall,
+                                            left, cap=cfg.get('max_iters'),
+                                            step=cfg.get('iter_step', 50))
+        emit(dict(kind='table3_plan', probe_iters=probe_iters,
+                  probe_wall_s=round(probe_wall, 1),
+                  seconds_per_iter=per_iter, fixed_s=round(fixed, 1),
+                  seconds_left=round(left, 1), iters=iters))
+        if iters < cfg.get('min_iters', 2):
+            raise RuntimeError(f'only {iters} iterations would fit in '
+                               f'{left:.0f} s: no real runs')
+    out_dir = osp.join(cfg['work'], 'table3')
+    rc, _ = _ablation(cfg, out_dir, 'table3', iters, emit, t0)
+    for name in ('table3_results.json', 'table3_table.md', 'table3_grid.jpg'):
+        src = osp.join(out_dir, name)
+        if osp.isfile(src) and cfg.get('out'):
+            shutil.copyfile(src, osp.join(cfg['out'], name + '.tmp'))
+            os.replace(osp.join(cfg['out'], name + '.tmp'),
+                       osp.join(cfg['out'], name))
+    row, seed = cfg['export']
+    ckpt = osp.join(out_dir, 'runs', row, f'seed{seed}', f'iter_{iters}.pth')
+    if osp.isfile(ckpt) and cfg.get('out'):
+        dest = osp.join(cfg['out'], f'teacher_{row}_seed{seed}.pth')
+        emit(dict(kind='table3_teacher', row=row, seed=seed, iters=iters,
+                  file=osp.basename(dest), **export_teacher(ckpt, dest)))
+    if rc != 0:
+        raise RuntimeError(f'benchmarks/ablation.py exited {rc}')
+    emit(dict(kind='table3_done', iters=iters,
+              wall_s=round(time.time() - t0, 1)))
+
+
 STEPS = dict(imports=step_imports, numba_warmup=step_numba_warmup, scan=step_scan,
-             scan_speed=step_scan_speed, net=step_net, train_step=step_train)
+             scan_speed=step_scan_speed, net=step_net, train_step=step_train,
+             table3=step_table3)

@@ -152,6 +152,34 @@ def markdown(doc) -> str:
             lines.append(f"| {r['variant']} | {r['batch']} + {r['batch']} | "
                          f"{r['size']} | {_fmt(r['median_s'])} | {_fmt(peak, 2)}"
                          f" | {r['finite']} |")
+
+    runs = _records(doc, 'table3', 'table3_run')
+    if runs:
+        start = _records(doc, 'table3', 'table3_start')
+        lines += ['', '## Table III runs (TARGET val, last iteration)', '']
+        if start:
+            lines += [f"`{start[0]['command']}`", '']
+        lines += ['| row | seed | iterations | teacher PSNR | teacher SSIM | '
+                  'student PSNR | s / iteration (all side by side) |',
+                  '|---|---:|---:|---:|---:|---:|---:|']
+        for r in sorted(runs, key=lambda r: (r['row'], r['seed'])):
+            lines.append(
+                f"| {r['row']} | {r['seed']} | {r['iters']} | "
+                f"{r['teacher']['PSNR']:.2f} | {r['teacher']['SSIM']:.4f} | "
+                f"{r['student']['PSNR']:.2f} | "
+                f"{_fmt(r.get('seconds_per_iter'))} |")
+    for r in _records(doc, 'table3', 'table3_plan'):
+        lines += ['', f"Iterations chosen on the device: a probe of "
+                  f"{r['probe_iters']} iterations of every run side by side "
+                  f"took {r['probe_wall_s']:.0f} s ({r['seconds_per_iter']:.3f}"
+                  f" s per iteration with 10 % margin, {r['fixed_s']:.0f} s "
+                  f"start-up and evaluation); {r['seconds_left']:.0f} s were "
+                  f"left: {r['iters']} iterations."]
+    for r in _records(doc, 'table3', 'table3_teacher'):
+        lines += ['', f"Teacher weights returned: {r['file']} ({r['row']}, seed "
+                  f"{r['seed']}, {r['iters']} iterations, "
+                  f"{r['params'] / 1e6:.2f} M parameters, "
+                  f"{r['bytes'] / 2**20:.1f} MiB)."]
     return '\n'.join(lines) + '\n'
 
 
@@ -171,6 +199,11 @@ def summary_lines(steps):
                 peak = r.get('peak_allocated_gib', r.get('peak_rss_gib'))
                 out.append(f"    {r.get('case') or r.get('variant')}: "
                            f"{r['median_s']:.4f} s, peak {peak:.2f} GiB")
+            if r.get('kind') == 'table3_run':
+                out.append(f"    {r['row']} seed {r['seed']}: teacher "
+                           f"{r['teacher']['PSNR']:.2f} dB, student "
+                           f"{r['student']['PSNR']:.2f} dB, "
+                           f"{_fmt(r.get('seconds_per_iter'))} s/it")
             if r.get('kind') in ('net', 'train_step') and 'error' in r:
                 out.append(f"    {r.get('case') or r.get('variant')}: {r['error'][:160]}")
     return out

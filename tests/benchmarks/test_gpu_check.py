@@ -31,7 +31,7 @@ def dry_run(tmp_path_factory):
         [sys.executable, osp.join(ROOT, 'benchmarks', 'gpu_check.py'),
          '--dry-run', '--out', str(out), '--carry', str(out / 'no_carry'),
          # net_reference is step_net with backend='reference': left out for time
-         '--steps', 'scan,net,train_step'],
+         '--steps', 'scan,net,train_step,table3'],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     with open(out / 'gpu_check.json') as f:
         doc = json.load(f)
@@ -42,7 +42,7 @@ def test_dry_run_completes(dry_run):
     proc, doc, out = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = doc['steps']
-    for name in ('imports', 'scan', 'net', 'train_step'):
+    for name in ('imports', 'scan', 'net', 'train_step', 'table3'):
         assert steps[name]['status'] == 'ok', (name, steps[name])
     assert steps['net_reference']['reason'] == 'not in --steps'
     for name in gpu_check.DEVICE_ONLY:
@@ -135,7 +135,7 @@ def test_carry_check(tmp_path):
 
 @pytest.mark.parametrize('part_bytes', [1 << 20, 700])
 def test_prebuilt_round_trip(tmp_path, monkeypatch, part_bytes):
-    # a build folder -> OUT/prebuilt_*.tar.gz (split into parts when large)
+    # a build folder -> OUT/prebuilt_*.tar.xz (split into parts when large)
     # -> CARRY/prebuilt/ -> unpacked only on a machine with the same key
     monkeypatch.setattr(gpu_check, 'PART_BYTES', part_bytes)
     build = tmp_path / 'build'
@@ -163,3 +163,91 @@ def test_prebuilt_round_trip(tmp_path, monkeypatch, part_bytes):
     assert "built for 'K1'" in why and not (tmp_path / 'other').exists()
     assert gpu_check._import_prebuilt(ctx, 'mmcv', str(tmp_path / 'm'),
                                       'K1') == 'none carried'
+
+
+def test_dry_run_table3(dry_run):
+    # benchmarks/ablation.py through the table3 step: each run lands as a
+    # record, the summary and the full row's teacher reach the report folder
+    import torch
+    _, doc, out = dry_run
+    recs = doc['steps']['table3']['records']
+    runs = [r for r in recs if r['kind'] == 'table3_run']
+    assert sorted((r['row'], r['seed']) for r in runs) == [('full', 0),
+                                                           ('sup', 0)]
+    for r in runs:
+        assert r['iters'] == 2
+        # an enhancement of the val tiles, scored against their GT
+        assert 5 < r['teacher']['PSNR'] < 40 and 0 < r['teacher']['SSIM'] <= 1
+    assert (out / 'table3_table.md').is_file()
+    summary = json.loads((out / 'table3_results.json').read_text())
+    assert set(summary['rows']) == {'sup', 'full'}
+    diff = summary['rows']['full']['teacher_psnr_minus_sup']
+    full = {r['row']: r for r in runs}
+    assert diff['per_seed'][0] == pytest.approx(
+        full['full']['teacher']['PSNR'] - full['sup']['teacher']['PSNR'])
+    exported = [r for r in recs if r['kind'] == 'table3_teacher']
+    assert exported and exported[0]['file'] == 'teacher_full_seed0.pth'
+    state = torch.load(out / 'teacher_full_seed0.pth', weights_only=True)
+    assert sum(v.numel() for v in state.values()) == exported[0]['params']
+    assert all(v.dtype == torch.float32 for v in state.values())
+    # the state dict is the demo-sized generator's (the dry run's model)
+    from mmengine.config import Config
+    from semillie_mm.models.archs.semillie_net import SemiLLIENet
+    gen = Config.fromfile(osp.join(
+        ROOT, 'configs', 'ablation', 'target_full.py')).model.generator
+    net = SemiLLIENet(**{k: v for k, v in gen.items() if k != 'type'})
+    net.load_state_dict(state)  # strict: every key, every shape
+
+
+def test_table3_overlay_scales_rows_without_adding_parts():
+    from mmengine.config import Config
+    import ablation
+    overlay = osp.join(ROOT, 'configs', 'gpu', 'table3_paper_scale.py')
+    sup = Config.fromfile(osp.join(ROOT, 'configs/ablation/target_sup.py'))
+    full = Config.fromfile(osp.join(ROOT, 'configs/ablation/target_full.py'))
+    lr_before = sup.optim_wrapper.generator.optimizer.lr
+    for cfg in (sup, full):
+        assert 'paper default' in ablation.apply_overlay(cfg, overlay)
+        g = cfg.model.generator
+        assert (g.embed_dim, g.num_groups, g.blocks_per_group,
+                g.d_state) == (64, 2, 2, 16)
+        assert cfg.train_dataloader.batch_size == 8
+        crop = [t for t in cfg.train_dataloader.dataset.paired.pipeline
+                if t['type'] == 'PairedRandomCropWithPad']
+        assert crop[0]['crop_size'] == 128
+    # what the supervised row switched off stays off
+    assert sup.model.discriminator is None and sup.model.ram_encoder is None
+    assert full.model.discriminator.base_channels == 64
+    assert full.model.ram_encoder is not None
+    assert sup.optim_wrapper.generator.optimizer.lr == lr_before
+    node = dict(a=None, b=dict(c=1, d=2), e=[1, 2])
+    ablation._merge_overlay(node, dict(a=dict(x=1), b=dict(c=5), e=[3], f=4))
+    assert node == dict(a=None, b=dict(c=5, d=2), e=[3], f=4)
+
+
+def test_prebuild_existing_key(tmp_path):
+    from gpu import prebuild
+    build = tmp_path / 'build'
+    os.makedirs(build)
+    (build / 'x.so').write_bytes(b'binary')
+    carry = tmp_path / 'carry'
+    os.makedirs(carry / 'prebuilt')
+    ctx = dict(out=str(carry / 'prebuilt'), work=str(tmp_path))
+    assert prebuild.existing_key(str(carry), 'mmcv') is None
+    gpu_check._export_prebuilt(ctx, 'mmcv', str(build), 'torch X')
+    assert prebuild.existing_key(str(carry), 'mmcv') == 'torch X'
+
+
+def test_plan_iters_prices_the_slowest_run():
+    from gpu.checks import plan_iters
+    runs = [dict(seconds_per_iter=1.0, seconds_per_iter_steady=0.2),
+            dict(seconds_per_iter=1.5, seconds_per_iter_steady=0.4),
+            dict(seconds_per_iter=0.9, seconds_per_iter_steady=None)]
+    # the slowest steady rate is 0.9 (the one without a steady rate), +10 %
+    iters, per_iter, fixed = plan_iters(runs, 30, probe_wall=60.0,
+                                        seconds_left=400.0)
+    assert per_iter == pytest.approx(0.99)
+    assert fixed == pytest.approx(60.0 - 30 * 0.99)
+    assert iters == int((400.0 - fixed) / 0.99) // 50 * 50 == 350
+    assert plan_iters(runs, 30, 60.0, 400.0, cap=100)[0] == 100
+    assert plan_iters(runs, 30, 60.0, 10.0)[0] <= 0
