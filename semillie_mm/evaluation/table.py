@@ -10,6 +10,8 @@ METRIC_FORMATS = {
     'FID': ('↓', 2),
     'NIQE': ('↓', 3),
     'LOE': ('↓', 1),
+    'ImageNetTop1Agree': ('↑', 3),
+    'ImageNetTop5Agree': ('↑', 3),
 }
 
 
