@@ -1,5 +1,6 @@
 # Table III ablation, row 3: + semantic contrastive loss (RAM embeddings;
-# here a random small Swin, see docs/semi_supervised.md).
+# here those of the ImageNet EfficientNet-Lite0 that stands in for RAM, see
+# target_full.py; target_mt_scl_random.py is the random-Swin control).
 _base_ = ['./target_full.py']
 work_dir = './work_dirs/ablation/target_mt_scl'
 model = dict(perceptual_loss=None, discriminator=None, gan_loss=None)

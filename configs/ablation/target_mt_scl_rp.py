@@ -1,5 +1,6 @@
 # Table III ablation, row 4: + RAM perceptual loss on the paired data
-# (random small Swin, see docs/semi_supervised.md). No GAN.
+# (on the ImageNet EfficientNet-Lite0 that stands in for RAM, see
+# target_full.py). No GAN.
 _base_ = ['./target_full.py']
 work_dir = './work_dirs/ablation/target_mt_scl_rp'
 model = dict(discriminator=None, gan_loss=None)

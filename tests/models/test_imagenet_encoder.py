@@ -231,3 +231,26 @@ def test_contrastive_and_perceptual_losses_run(small_encoder):
         MODELS.build(dict(type='SemanticContrastiveLoss', tag_weight=1.0),
                      default_args=dict(encoder=enc))
 
+
+# -------------------------------------------------------------------- configs
+def test_configs_choose_the_encoder():
+    import os.path as osp
+    from mmengine.config import Config
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+    def model(name):
+        return Config.fromfile(osp.join(repo, 'configs', name)).model
+
+    for name in ('ablation/target_full.py', 'ablation/target_mt_scl.py',
+                 'ablation/target_mt_scl_rp.py', 'semillie_demo_target.py'):
+        assert model(name).ram_encoder.type == 'ImageNetEncoder', name
+    for name in ('semillie_visdrone.py', 'semillie_lsrw.py'):
+        enc = model(name).ram_encoder
+        assert enc.type == 'RAMImageEncoder' and enc.pretrained, name
+    # the control: the random small Swin, otherwise row 3 unchanged
+    ctrl, scl = model('ablation/target_mt_scl_random.py'), model(
+        'ablation/target_mt_scl.py')
+    assert ctrl.ram_encoder.type == 'RAMImageEncoder'
+    assert ctrl.ram_encoder.pretrained is None
+    ctrl.pop('ram_encoder'), scl.pop('ram_encoder')
+    assert ctrl == scl

@@ -52,15 +52,17 @@ class SemiLLIE(BaseEditModel):
 
     The RAM image encoder (``ram_encoder``) is built once and shared by the two RAM
     losses. It is frozen and leaves its weights out of checkpoints (they come from
-    its own weights file; see :class:`RAMImageEncoder`).
+    its own weights file; see :class:`RAMImageEncoder`). Where RAM's weights
+    are not available, :class:`ImageNetEncoder` (an ImageNet EfficientNet-Lite0
+    with the same interface) takes its place; the encoder logs which it is.
 
     Args:
         generator (dict): student network config (e.g. ``SemiLLIENet``).
         pixel_loss (dict): supervised fidelity loss config (L1 in the paper).
         teacher (dict): EMA config. Default: ``MomentumAnnealingEMA`` with
             momentum 0.004 and gamma 1, i.e. momentum ``max(0.004, 1/(1+step))``.
-        ram_encoder (dict, optional): ``RAMImageEncoder`` config, shared by the
-            RAM losses.
+        ram_encoder (dict, optional): ``RAMImageEncoder`` (or
+            ``ImageNetEncoder``) config, shared by the RAM losses.
         perceptual_loss (dict, optional): ``RAMPerceptualLoss`` config.
         gradient_loss (dict, optional): ``GradientMagnitudeLoss`` config.
         consistency_loss (dict, optional): teacher-student loss on unpaired data.
@@ -112,7 +114,7 @@ class SemiLLIE(BaseEditModel):
         self.ram_encoder = MODELS.build(ram_encoder) if ram_encoder else None
         if (perceptual_loss or contrastive_loss) and self.ram_encoder is None:
             raise ValueError('the RAM losses need `ram_encoder` in the model '
-                             'config (a RAMImageEncoder)')
+                             'config (a RAMImageEncoder or ImageNetEncoder)')
         shared = dict(encoder=self.ram_encoder)
         self.perceptual_loss = MODELS.build(
             perceptual_loss, default_args=shared) if perceptual_loss else None
