@@ -18,8 +18,10 @@ max_iters = 300
 # to it). 128, not the 224 it was trained at, for CPU time: the encoder's part
 # of one training step (4 + 8 + 4 + 4 images, 8 with backward) took 0.44 s at
 # 128 vs 1.26 s at 224 (0.16 s for the former random Swin), measured on 2
-# cores busy with a compile job. At 128 it still names chelsea / coffee (cat,
-# espresso) in scikit-image; tests check 224.
+# cores busy with a compile job; in whole steps of the demo model (1 thread,
+# same load) the two encoders were within the noise (7.0 vs 7.4 s/it). At 128
+# it still names scikit-image's chelsea and coffee (cat, espresso), not
+# rocket (224 does; the tests check 224).
 imagenet_size = 128
 
 model = dict(
