@@ -63,7 +63,8 @@ BASELINE_LABELS = dict(
     gamma='gamma 1/2.2',
     he='histogram equalisation (V of HSV)',
     clahe='CLAHE (skimage, clip 0.02)')
-METRICS = ('PSNR', 'SSIM', 'LOE', 'NIQE')
+METRICS = ('PSNR', 'SSIM', 'LOE', 'NIQE', 'ImageNetTop1Agree')
+_CLASSIFIER = []  # the ImageNet classifier of the agreement metric, built once
 
 
 # --------------------------------------------------------------- config
@@ -155,8 +156,25 @@ def stitch(tiles: Dict[str, 'np.ndarray']) -> Dict[str, 'np.ndarray']:
     return photos
 
 
+def _classifier():
+    if not _CLASSIFIER:
+        import torch
+        from mmengine.registry import DefaultScope
+        from mmagic.registry import MODELS
+        with DefaultScope.overwrite_default_scope('mmagic'):
+            enc = MODELS.build(dict(type='ImageNetEncoder'))
+        if torch.cuda.is_available():
+            enc = enc.cuda()
+        _CLASSIFIER.append(enc.eval())
+    return _CLASSIFIER[0]
+
+
 def score(outputs: Dict[str, 'np.ndarray'], val: List[tuple]) -> dict:
-    """PSNR / SSIM / LOE per tile (means) and NIQE on the stitched photos.
+    """PSNR / SSIM / LOE per tile (means), NIQE on the stitched photos and
+    the ImageNet top-1 agreement with the GT (the semantic metric: the
+    fraction of tiles that the ImageNet classifier, EfficientNet-Lite0 at
+    224x224, puts in the same class as their GT;
+    ``semillie_mm.evaluation.functional.imagenet_agreement``).
 
     Args:
         outputs (dict): stem -> uint8 RGB enhanced tile.
@@ -179,8 +197,13 @@ def score(outputs: Dict[str, 'np.ndarray'], val: List[tuple]) -> dict:
     photos = stitch(outputs)
     n = [float(niqe(img, crop_border=0, input_order='HWC', convert_to='y'))
          for _, img in sorted(photos.items())]
+    from semillie_mm.evaluation.functional import imagenet_agreement
+    agree = imagenet_agreement(_classifier(),
+                               [outputs[stem] for stem, _, _ in val],
+                               [gt for _, _, gt in val])
     return dict(PSNR=float(np.mean(p)), SSIM=float(np.mean(s)),
-                LOE=float(np.mean(e)), NIQE=float(np.mean(n)))
+                LOE=float(np.mean(e)), NIQE=float(np.mean(n)),
+                ImageNetTop1Agree=float(agree))
 
 
 def baseline(name: str, low: 'np.ndarray') -> 'np.ndarray':
@@ -520,9 +543,11 @@ def baselines(args) -> dict:
     if osp.isfile(path):
         with open(path, encoding='utf-8') as f:
             cached = json.load(f)
-        if cached.get('data_root') == args.data_root and set(
-                cached.get('metrics', {})) == set(BASELINES):
-            return cached['metrics']
+        metrics = cached.get('metrics', {})
+        if (cached.get('data_root') == args.data_root
+                and set(metrics) == set(BASELINES) and all(
+                    set(METRICS) <= set(v) for v in metrics.values())):
+            return metrics
     val = load_val(args.data_root, 'val')
     res = {}
     for name in BASELINES:
@@ -532,8 +557,13 @@ def baselines(args) -> dict:
     return res
 
 
-def _mean_std(values: List[float]) -> tuple:
+def _mean_std(values: List[Optional[float]]) -> tuple:
+    """Mean and sample std; runs finished before a metric existed (None)
+    are left out, and (None, None) comes back when none has it."""
     import numpy as np
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
@@ -547,7 +577,7 @@ def summarise(results, base, args) -> dict:
         summary[row] = dict(seeds=sorted(by_seed))
         for which in ('teacher', 'student', 'teacher_val_source'):
             summary[row][which] = {
-                m: _mean_std([r[which][m] for r in by_seed.values()])
+                m: _mean_std([r[which].get(m) for r in by_seed.values()])
                 for m in METRICS
             }
         spi = [r['seconds_per_iter'] for r in by_seed.values()
@@ -569,11 +599,13 @@ def summarise(results, base, args) -> dict:
 
 def markdown(summary: dict) -> str:
     """The Table III-style Markdown table (teacher on the TARGET val)."""
-    fmt = dict(PSNR='{:.2f}', SSIM='{:.4f}', LOE='{:.1f}', NIQE='{:.3f}')
+    fmt = dict(PSNR='{:.2f}', SSIM='{:.4f}', LOE='{:.1f}', NIQE='{:.3f}',
+               ImageNetTop1Agree='{:.3f}')
     lines = [
         '| method | seeds | PSNR (dB) ↑ | SSIM ↑ | LOE ↓ | NIQE ↓ | '
+        'ImageNet top-1 agreement with GT ↑ | '
         'student PSNR | PSNR on SOURCE-degraded val |',
-        '|---|---:|---:|---:|---:|---:|---:|---:|'
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|'
     ]
     for name in BASELINES:
         r = summary['baselines'][name]
@@ -584,7 +616,8 @@ def markdown(summary: dict) -> str:
         cells = []
         for m in METRICS:
             mean, std = s['teacher'][m]
-            cells.append(f'{fmt[m].format(mean)} ± {fmt[m].format(std)}')
+            cells.append('-' if mean is None else
+                         f'{fmt[m].format(mean)} ± {fmt[m].format(std)}')
         src = s['teacher_val_source']['PSNR']
         stu = s['student']['PSNR']
         lines.append(f'| {ROWS[row][1]} | {len(s["seeds"])} | ' +
