@@ -28,13 +28,16 @@ GRAD_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 
 
 def load_scan_package():
-    """``semillie_mm.ops.selective_scan`` without ``semillie_mm/__init__``.
+    """``semillie_mm.ops.selective_scan``, even before mmcv is installed.
 
-    The package's own ``__init__`` registers everything into mmagic, which needs
-    mmcv; on the device mmcv may still be compiling when the scan check starts. The
-    selective-scan package imports only torch/numba (relative imports), so it is
-    loaded on its own under the name ``_semillie_scan``; if that fails the normal
-    import is used.
+    The normal import comes first. Where it fails (``semillie_mm/__init__``
+    registers everything into mmagic, which needs mmcv; on the device mmcv
+    may not be in place yet) the selective-scan package, which imports only
+    torch/numba (relative imports), is loaded on its own under the name
+    ``_semillie_scan``, with numba's cache in a folder of its own: numba
+    records the module name with each cached kernel, and a kernel cached
+    under the alias breaks a later normal import that finds it
+    ("No module named '_semillie_scan'").
 
     Returns:
         module: the selective-scan package.
@@ -43,16 +46,24 @@ def load_scan_package():
     if name in sys.modules:
         return sys.modules[name]
     try:
-        spec = importlib.util.spec_from_file_location(
-            name, osp.join(SCAN_PKG, '__init__.py'),
-            submodule_search_locations=[SCAN_PKG])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
+        return importlib.import_module('semillie_mm.ops.selective_scan')
+    except ImportError:
+        pass
+    if 'numba' not in sys.modules:
+        import tempfile
+        os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(
+            prefix='numba_cache_alias_')
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(SCAN_PKG, '__init__.py'),
+        submodule_search_locations=[SCAN_PKG])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
         spec.loader.exec_module(mod)
-        return mod
     except ImportError:
         sys.modules.pop(name, None)
-        return importlib.import_module('semillie_mm.ops.selective_scan')
+        raise
+    return mod
 
 
 def _dtype(name):
