@@ -305,6 +305,8 @@ class Spy:
 
 
 def _kernels_here(monkeypatch, native_ok, numba_ok):
+    # these tests choose what is built; falling back is what they test
+    monkeypatch.delenv('SEMILLIE_REQUIRE_NATIVE', raising=False)
     monkeypatch.setattr(interface._native, 'native_available',
                         lambda: native_ok)
     monkeypatch.setattr(interface._cpu, 'numba_available', lambda: numba_ok)

@@ -176,6 +176,7 @@ def test_bad_inputs():
 
 def test_without_extension_falls_back(monkeypatch):
     """No binary: 'auto' runs the unfused path, 'fused' is a clear error."""
+    monkeypatch.delenv(ext.REQUIRE_ENV, raising=False)
     monkeypatch.setattr(ext, '_tried', True)
     monkeypatch.setattr(ext, '_module', None)
     monkeypatch.setattr(ext, '_error', 'not built (test)')
@@ -232,3 +233,95 @@ def test_fresh_process_loads_cached_binary_without_compiling():
     assert lines['FINITE'] == 'True'
     # the build machinery (torch.utils.cpp_extension) was never imported
     assert lines['COMPILER'] == 'False'
+
+
+def _no_extension(monkeypatch):
+    monkeypatch.setattr(ext, '_tried', True)
+    monkeypatch.setattr(ext, '_module', None)
+    monkeypatch.setattr(ext, '_error', 'no compiled binary at /x (test)')
+    monkeypatch.setattr(ss2d_mod, 'FUSED_BY_DEFAULT', True)
+    from semillie_mm.ops.selective_scan import interface
+    monkeypatch.setattr(interface, '_logged', set())
+    monkeypatch.delenv('SEMILLIE_SCAN_BACKEND', raising=False)
+
+
+def test_fallback_is_loud_and_forbidden_on_request(monkeypatch):
+    """Issue #24: falling back names the reason, the cost and the build
+    command at WARNING; SEMILLIE_REQUIRE_NATIVE=1 turns it into an error,
+    for SS2D and for a plain selective_scan call."""
+    import logging
+    from semillie_mm.ops.selective_scan import interface, selective_scan
+    _no_extension(monkeypatch)
+    monkeypatch.delenv(ext.REQUIRE_ENV, raising=False)
+    emitted = []
+    monkeypatch.setattr(interface, '_emit',
+                        lambda msg, level: emitted.append((msg, level)))
+    m = make_ss2d(8, 4, 1, torch.float32)
+    x = torch.randn(1, 8, 3, 4)
+    m(x)
+    warned = [msg for msg, level in emitted
+              if level == logging.WARNING and 'SS2D' in msg]
+    assert warned, emitted
+    msg = warned[0]
+    for part in ('no compiled binary at /x (test)', '2-3x slower',
+                 '2x memory', 'ext.py --build'):
+        assert part in msg
+    monkeypatch.setenv(ext.REQUIRE_ENV, '1')
+    with pytest.raises(RuntimeError, match='SEMILLIE_REQUIRE_NATIVE=1'):
+        m(x)
+    u = torch.randn(1, 4, 6)
+    args = (u, torch.rand(1, 4, 6), -torch.rand(4, 2), torch.randn(1, 2, 6),
+            torch.randn(1, 2, 6))
+    with pytest.raises(RuntimeError, match='2-3x slower'):
+        selective_scan(*args)
+    monkeypatch.setenv(ext.REQUIRE_ENV, '0')
+    assert torch.isfinite(selective_scan(*args)).all()
+    # an explicit choice is no fallback: allowed under the requirement
+    monkeypatch.setenv(ext.REQUIRE_ENV, '1')
+    assert torch.isfinite(selective_scan(*args, backend='reference')).all()
+
+
+def test_cache_key_has_no_environment_path(monkeypatch, tmp_path):
+    """Issue #24: the key depends on what makes a binary fit, not on the
+    path torch is reached by (a symlinked or moved environment)."""
+    key = ext.cache_key()
+    torch_dir = os.path.dirname(torch.__file__)
+    link = tmp_path / 'linked_site'
+    os.symlink(os.path.dirname(torch_dir), link)
+    monkeypatch.setattr(torch, '__file__',
+                        str(link / 'torch' / '__init__.py'))
+    assert ext.cache_key() == key
+    monkeypatch.undo()
+    monkeypatch.setattr(ext, '_ldflags', lambda: ['-fopenmp'])
+    assert ext.cache_key() != key  # another OpenMP runtime is another binary
+
+
+@needs_ext
+def test_symlinked_environment_finds_the_binary(tmp_path):
+    """A fresh process whose torch (and this package) are imported through
+    a symbolic link to site-packages loads the binary set-up built and runs
+    SS2D on it (the fused kernel), without compiling."""
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    link = tmp_path / 'site_link'
+    os.symlink(site, link)
+    code = (
+        'import sys\n'
+        f'sys.path.insert(0, {str(link)!r})\n'
+        'import torch\n'
+        f'assert torch.__file__.startswith({str(link)!r}), torch.__file__\n'
+        'import importlib.util\n'
+        'spec = importlib.util.spec_from_file_location(\n'
+        f'    "ext", {ext.__file__!r})\n'
+        'ext = importlib.util.module_from_spec(spec)\n'
+        'spec.loader.exec_module(ext)\n'
+        'print("KEY", ext.cache_key())\n'
+        'print("LOADED", ext.load() is not None, ext.unavailable_reason())\n')
+    env = dict(os.environ)
+    env.pop(ext.REQUIRE_ENV, None)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(' ', 1) for line in out.stdout.splitlines()
+                 if line.startswith(('KEY ', 'LOADED ')))
+    assert lines['KEY'] == ext.cache_key()
+    assert lines['LOADED'].startswith('True')

@@ -110,9 +110,9 @@ class SS2D(nn.Module):
         if self.d_state > _fused.MAX_STATE:
             return False
         if not _fused.fused_available():
+            # loud, or an error under SEMILLIE_REQUIRE_NATIVE=1
             _interface._log_once(
-                'cpu', 'the fused SS2D kernel is not built: '
-                f'{_fused.ext.unavailable_reason()}', logging.WARNING)
+                'cpu', _fused.ext.check_fallback('SS2D'), logging.WARNING)
             return False
         _interface._log_once('fused', 'C++ kernel, CPU tensors')
         return True

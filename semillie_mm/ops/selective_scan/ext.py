@@ -7,11 +7,16 @@ only torch), with
 ``-O3 -march=native -ffp-contract=fast -fopenmp`` against torch's own
 libgomp; it is never compiled at run time.
 The binary is stored under ``$SEMILLIE_CACHE`` (default
-``~/.cache/semillie-mm``) in ``ss2d_scan/<key>/``, where ``key`` hashes the
-torch version, the Python ABI, the source text and the CPU's model name and
-instruction-set flags: a machine with other flags, another torch or an edited
-source finds no binary under its key and falls back (numba, then the
-reference loop) instead of loading an incompatible one. A read-only package
+``~/.cache/semillie-mm``) in ``ss2d_scan/<key>/``, where ``key`` hashes what
+makes a binary fit: the torch build (version, commit, C++ ABI), the Python
+ABI, the source text, the compile and link flags (without paths) and the
+CPU's model name and instruction-set flags. Where the environment lies, or
+the path it is reached by (a symbolic link, a moved venv), is not part of it.
+A machine with other flags, another torch or an edited source finds no
+binary under its key and falls back (numba, then the reference loop) instead
+of loading an incompatible one; the fallback is a WARNING that names the
+reason, its cost and the build command (:func:`fallback_message`), and an
+error when ``SEMILLIE_REQUIRE_NATIVE=1`` (CI sets it). A read-only package
 directory does not matter: nothing is written next to the source.
 """
 import argparse
@@ -53,7 +58,20 @@ def _ldflags():
     if os.path.isfile(gomp):
         return [f'-L{lib}', '-l:libgomp.so.1']
     return ['-fopenmp']  # a torch without its own copy: the system's
+
+
+def _ldflags_kind() -> str:
+    """:func:`_ldflags` without the folder: which OpenMP runtime is linked
+    (the folder depends on the path the environment is reached by)."""
+    return ' '.join('-L<torch/lib>' if f.startswith('-L') else f
+                    for f in _ldflags())
+
+
 BASENAME = 'semillie_ss2d_scan'
+#: set to 1 to make a fallback from the C++ extension an error
+REQUIRE_ENV = 'SEMILLIE_REQUIRE_NATIVE'
+BUILD_COMMAND = ('python semillie_mm/ops/selective_scan/ext.py --build '
+                 '(tools/setup_env.sh runs it)')
 
 _module = None
 _tried = False
@@ -100,8 +118,10 @@ def cache_key() -> str:
     for src in SOURCES + HEADERS:
         with open(src, 'rb') as f:
             h.update(f.read())
-    for part in (torch.__version__, sysconfig.get_config_var('SOABI') or '',
-                 ' '.join(CFLAGS), ' '.join(_ldflags()), _cpu_signature()):
+    for part in (torch.__version__, str(torch.version.git_version),
+                 str(torch.compiled_with_cxx11_abi()),
+                 sysconfig.get_config_var('SOABI') or '', ' '.join(CFLAGS),
+                 _ldflags_kind(), _cpu_signature()):
         h.update(b'\0' + part.encode())
     return h.hexdigest()[:16]
 
@@ -167,6 +187,44 @@ def unavailable_reason() -> Optional[str]:
     return _error
 
 
+def require_native() -> bool:
+    """Whether ``SEMILLIE_REQUIRE_NATIVE`` forbids falling back."""
+    return os.environ.get(REQUIRE_ENV, '').strip().lower() in (
+        '1', 'true', 'yes', 'on')
+
+
+def fallback_message(what: str) -> str:
+    """The one-line warning of a fallback from the C++ extension.
+
+    Args:
+        what (str): what falls back (e.g. ``'SS2D'``).
+
+    Returns:
+        str: the reason, the expected cost and the build command.
+    """
+    return (f'{what}: the C++ CPU extension is not available '
+            f'({unavailable_reason()}); falling back to a slower path (about '
+            f'2-3x slower, 2x memory). Build it: {BUILD_COMMAND}')
+
+
+def check_fallback(what: str) -> str:
+    """Raise when ``SEMILLIE_REQUIRE_NATIVE=1``, else return the warning.
+
+    Args:
+        what (str): what falls back.
+
+    Returns:
+        str: :func:`fallback_message`.
+
+    Raises:
+        RuntimeError: the fallback is forbidden.
+    """
+    msg = fallback_message(what)
+    if require_native():
+        raise RuntimeError(f'{msg}. {REQUIRE_ENV}=1 forbids the fallback.')
+    return msg
+
+
 def build(verbose: bool = False) -> str:
     """Compile the extension into the cache (a no-op when it is there).
 
@@ -210,7 +268,18 @@ def main(argv=None) -> int:
     parser.add_argument('--build', action='store_true',
                         help='compile it unless a fitting binary is cached')
     parser.add_argument('--verbose', action='store_true')
+    parser.add_argument('--which', action='store_true',
+                        help='say which CPU scan a fresh process will use')
     args = parser.parse_args(argv)
+    if args.which:
+        mod = load()
+        if mod is not None:
+            print(f'CPU scans of a fresh process: the C++ extension '
+                  f'({binary_path()})')
+            return 0
+        print('CPU scans of a fresh process: ' + fallback_message(
+            'the numba fallback'))
+        return 1
     if args.build:
         try:
             path = build(verbose=args.verbose)

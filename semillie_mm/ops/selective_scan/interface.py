@@ -164,9 +164,10 @@ def _best_cpu(why: Optional[str] = None) -> Optional[str]:
         _log_once('native', why or 'C++ kernel, CPU tensors')
         return 'native'
     if _cpu.numba_available():
-        _log_once('numba', why or 'numba kernels, CPU tensors; the C++ '
-                  f'extension is not available: {_native_reason()}')
+        msg = _ext.check_fallback('selective_scan')  # raises if forbidden
+        _log_once('numba', f'{why}; {msg}' if why else msg, logging.WARNING)
         return 'numba'
+    _ext.check_fallback('selective_scan')
     return None
 
 
