@@ -6,17 +6,16 @@
 # images, evaluated on the TARGET val pairs. RAM weights cannot ship, so the
 # two RAM losses use an ImageNet-trained EfficientNet-Lite0 in RAM's place
 # (ImageNetEncoder, inherited from ablation/target_full.py; the log names it).
-# Budget: 15 minutes on 2 idle CPU cores. Measured 2026-12-01 on the 2-core
-# AMD EPYC (Zen 5, AVX-512) VM, fused SS2D kernel, 2 torch threads, idle:
-# 2.17 s per iteration (batch 4 paired + 4 unpaired, 64x64), so 300
-# iterations (~11 min of training plus start-up and evaluation). Under load
-# (other jobs on the cores) it was 13-17 s per iteration. These times are
-# from the former random-Swin encoder; the ImageNet encoder adds its own cost
-# (see ablation/target_full.py). Still a short training; see
-# docs/semi_supervised.md, section 5.
+# Budget: 15 minutes on 2 idle CPU cores on every machine of the project's
+# kind, set-up excluded, with the same schedule everywhere. The slowest seen is
+# a 2-core Zen 4 EPYC (family 25): 3.1 s per iteration (batch 4 paired + 4
+# unpaired, 64x64, ImageNet encoder at 128; measured 2026-12-04, idle, 30
+# iterations), against 1.5-2.2 s on the Zen 5 where 300 iterations were
+# sized. So 240 iterations: ~12.5 min of training there plus start-up and
+# evaluation. Still a short training; see docs/semi_supervised.md, section 5.
 _base_ = ['./ablation/target_full.py']
 work_dir = './work_dirs/semillie_demo_target'
-max_iters = 300
+max_iters = 240
 
 model = dict(
     generator=dict(

@@ -208,6 +208,7 @@ def _table(results: dict, sup: dict) -> str:
 def main(argv=None):
     """Entry point."""
     args = parse_args(argv)
+    wall_start = time.time()
     import semillie_mm  # noqa: F401
     from semillie_mm.datasets.folder_utils import maybe_prepare
     from semillie_mm.utils.cli import UserError, load_config
@@ -222,8 +223,14 @@ def main(argv=None):
     if not osp.isdir(osp.join(data_root, 'val', 'input')):
         raise UserError(f'{args.config}: data_root {data_root} has no '
                         'val/input folder (the demo evaluates on val pairs)')
-    print(f'[demo] data in {data_root}; RAM losses use a small randomly '
-          'initialised Swin (RAM weights cannot ship with the demo)')
+    enc = cfg.model.get('ram_encoder') or {}
+    what = dict(ImageNetEncoder='an ImageNet-trained EfficientNet-Lite0 '
+                '(RAM weights cannot ship with the demo)',
+                RAMImageEncoder='RAMImageEncoder' + (
+                    '' if enc.get('pretrained') else
+                    ' with RANDOM weights (RAM weights cannot ship)'))
+    print(f'[demo] data in {data_root}; the RAM losses use '
+          f'{what.get(enc.get("type"), enc.get("type") or "no encoder")}')
     # the demo evaluates below; skip the runner's own end-of-training val
     for key in ('val_cfg', 'val_dataloader', 'val_evaluator'):
         cfg[key] = None
@@ -255,6 +262,9 @@ def main(argv=None):
     print(f'\nteacher - CLAHE: {results["gain_over_clahe_dB"]:+.2f} dB PSNR')
     print(f'enhanced images and side-by-side pictures '
           f'(input | CLAHE | output | GT): {out_dir}')
+    wall = time.time() - wall_start
+    print(f'[demo] wall time {wall // 60:.0f} min {wall % 60:.0f} s '
+          '(training and evaluation; set-up excluded)')
     return 0
 
 
