@@ -45,6 +45,12 @@ ROWS: Dict[str, tuple] = {
     'full': ('configs/ablation/target_full.py', 'full method (+ GAN)'),
 }
 DEFAULT_ROWS = list(ROWS)
+#: the control of the contrastive row (--rows mt_scl_random): the same loss
+#: on a randomly initialised Swin, the encoder every row used before the
+#: ImageNet one
+ROWS['mt_scl_random'] = ('configs/ablation/target_mt_scl_random.py',
+                         '+ semantic contrastive loss, RANDOM Swin encoder '
+                         '(control)')
 #: Diagnostics (docs/semi_supervised.md, section 4); not Table III rows.
 DIAGNOSTIC_ROWS: Dict[str, tuple] = {
     'oracle': ('configs/ablation/target_oracle.py',
