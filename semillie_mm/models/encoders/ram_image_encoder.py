@@ -20,10 +20,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from mmagic.registry import MODELS
+from .frozen_encoder import FrozenImageEncoder
 from .ram_tagging_head import RAMTaggingHead
 
 RAM_WEIGHTS_HELP = (
@@ -34,8 +34,6 @@ RAM_WEIGHTS_HELP = (
     'yourself and pass its local path as `pretrained`; this program never '
     'downloads weights.')
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Prefixes of the two parts of RAM's state dict this encoder uses.
 VISUAL_PREFIX = 'visual_encoder.'
@@ -121,7 +119,7 @@ def convert_ram_checkpoint(state_dict: Dict[str, torch.Tensor],
 
 
 @MODELS.register_module()
-class RAMImageEncoder(nn.Module):
+class RAMImageEncoder(FrozenImageEncoder):
     """RAM's image encoder (Swin Transformer + image projection), frozen.
 
     Defaults give RAM's Swin-L/384: embed 192, depths (2, 2, 18, 2), heads
@@ -232,12 +230,7 @@ class RAMImageEncoder(nn.Module):
         if with_tagging_head:
             self.tagging_head = RAMTaggingHead(
                 **dict(tagging_head or {}, embed_dim=proj_dim))
-        self.register_buffer(
-            'mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-            persistent=False)
-        self.register_buffer(
-            'std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-            persistent=False)
+        self._register_normalisation()
 
         self.pretrained = pretrained
         if pretrained is None:
@@ -250,13 +243,7 @@ class RAMImageEncoder(nn.Module):
         else:
             self.load_ram_checkpoint(pretrained, weights_only=weights_only)
 
-        self.requires_grad_(False)
-        super().train(False)
-
-        self.exclude_from_state_dict = exclude_from_state_dict
-        if exclude_from_state_dict:
-            self.register_state_dict_post_hook(_drop_own_keys)
-            self.register_load_state_dict_pre_hook(_keep_own_weights)
+        self._freeze(exclude_from_state_dict)
 
     # ------------------------------------------------------------------ weights
     def load_ram_checkpoint(self, path: str, weights_only: bool = True) -> None:
@@ -321,48 +308,7 @@ class RAMImageEncoder(nn.Module):
             f' tensors from {path}',
             logger='current')
 
-    def init_weights(self) -> None:
-        """Do nothing: the weights come from ``pretrained`` only.
-
-        Defined so that mmengine's recursive ``init_weights`` of a parent model
-        stops here and never re-initialises timm's Swin (which has an
-        ``init_weights`` of its own).
-        """
-
-    def train(self, mode: bool = True) -> 'RAMImageEncoder':
-        """Keep the frozen encoder in eval mode whatever ``mode`` is.
-
-        Args:
-            mode (bool): Ignored.
-
-        Returns:
-            RAMImageEncoder: self.
-        """
-        return super().train(False)
-
     # ------------------------------------------------------------------ forward
-    def preprocess(self, img: torch.Tensor) -> torch.Tensor:
-        """Resize an RGB [0, 1] batch to the input size and normalise it.
-
-        Args:
-            img (Tensor): (B, 3, H, W), RGB in [0, 1].
-
-        Returns:
-            Tensor: (B, 3, img_size, img_size).
-        """
-        if img.dim() != 4 or img.size(1) != 3:
-            raise ValueError('RAMImageEncoder expects (B, 3, H, W) RGB images, '
-                             f'got shape {tuple(img.shape)}.')
-        if img.shape[-2:] != (self.img_size, self.img_size):
-            img = F.interpolate(
-                img,
-                size=(self.img_size, self.img_size),
-                mode='bilinear',
-                align_corners=False)
-        if self.normalize:
-            img = (img - self.mean.to(img.dtype)) / self.std.to(img.dtype)
-        return img
-
     def forward(self, img: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Encode a batch of images.
 
@@ -404,37 +350,6 @@ class RAMImageEncoder(nn.Module):
             raise RuntimeError('RAMImageEncoder was built without the tagging '
                                'head: set with_tagging_head=True.')
         return self.tagging_head(embeds)
-
-
-def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str,
-                   local_metadata: dict) -> None:
-    """State-dict post-hook: remove the encoder's entries (see class doc)."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        del state_dict[key]
-
-
-def _keep_own_weights(module: nn.Module, state_dict: dict, prefix: str,
-                      local_metadata: dict, strict: bool, missing_keys: list,
-                      unexpected_keys: list, error_msgs: list) -> None:
-    """Load pre-hook: make loading leave the encoder's weights as they are.
-
-    Fills (or overwrites) the encoder's entries of the incoming state dict with
-    its current tensors, so a state dict saved without them loads strictly
-    and one saved with them cannot replace the RAM weights.
-    """
-    with torch.no_grad():
-        for name, tensor in _own_tensors(module):
-            state_dict[prefix + name] = tensor.detach()
-
-
-def _own_tensors(module: nn.Module):
-    """Yield (name, tensor) for the parameters and persistent buffers."""
-    yield from module.named_parameters()
-    for mod_name, mod in module.named_modules():
-        for buf_name, buf in mod._buffers.items():
-            if buf is None or buf_name in mod._non_persistent_buffers_set:
-                continue
-            yield (f'{mod_name}.{buf_name}' if mod_name else buf_name), buf
 
 
 def build_ram_encoder(encoder: Union[dict, nn.Module, None]) -> nn.Module:
