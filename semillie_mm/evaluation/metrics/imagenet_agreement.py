@@ -8,13 +8,13 @@ from mmagic.evaluation.metrics.base_sample_wise_metric import \
     BaseSampleWiseMetric
 from mmagic.evaluation.metrics.metrics_utils import obtain_data
 from mmagic.registry import METRICS, MODELS
-from mmengine.model import is_model_wrapper
 
+from .model_device import ModelDeviceMixin
 from ..functional.imagenet_agreement import imagenet_topk
 
 
 @METRICS.register_module()
-class ImageNetAgreement(BaseSampleWiseMetric):
+class ImageNetAgreement(ModelDeviceMixin, BaseSampleWiseMetric):
     """Does the enhanced image keep the ImageNet class of its ground truth?
 
     A semantic metric in the spirit of the paper's Table VII: a frozen
@@ -107,17 +107,6 @@ class ImageNetAgreement(BaseSampleWiseMetric):
         if self.device is not None and isinstance(self._encoder, nn.Module):
             self._encoder.to(self.device)
         return self._encoder
-
-    def prepare(self, module: nn.Module, dataloader) -> None:
-        """Record the dataset size and the evaluated model's device."""
-        self.size = len(dataloader.dataset)
-        if is_model_wrapper(module):
-            module = module.module
-        if self.device is None:
-            pre = getattr(module, 'data_preprocessor', None)
-            dev = getattr(pre, 'device', None)
-            if dev is not None:
-                self.device = str(dev)
 
     def _pred(self, data: dict):
         output = data.get('output', {})

@@ -8,14 +8,14 @@ from mmagic.evaluation.metrics.base_sample_wise_metric import \
     BaseSampleWiseMetric
 from mmagic.evaluation.metrics.metrics_utils import obtain_data
 from mmagic.registry import METRICS
-from mmengine.model import is_model_wrapper
 
+from .model_device import ModelDeviceMixin
 from ..functional.fid import (InceptionFeatureExtractor, fid_from_features,
                               folder_statistics, inception_missing_message)
 
 
 @METRICS.register_module()
-class ReferenceFID(BaseSampleWiseMetric):
+class ReferenceFID(ModelDeviceMixin, BaseSampleWiseMetric):
     """FID of the enhanced outputs against a reference folder.
 
     Unlike mmagic's ``FrechetInceptionDistance`` (which compares generated
@@ -91,17 +91,6 @@ class ReferenceFID(BaseSampleWiseMetric):
         if self.device is not None:
             self._extractor.to(self.device)
         return self._extractor
-
-    def prepare(self, module: nn.Module, dataloader) -> None:
-        """Record the dataset size and the model's device."""
-        self.size = len(dataloader.dataset)
-        if is_model_wrapper(module):
-            module = module.module
-        if self.device is None:
-            pre = getattr(module, 'data_preprocessor', None)
-            dev = getattr(pre, 'device', None)
-            if dev is not None:
-                self.device = str(dev)
 
     def process(self, data_batch: Sequence[dict],
                 data_samples: Sequence[dict]) -> None:
