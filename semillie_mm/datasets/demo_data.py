@@ -103,7 +103,7 @@ def load_demo_photo(name: str, package: str) -> np.ndarray:
 
     Args:
         name (str): Photo name (see :data:`DEMO_SOURCES`).
-        package (str): ``'skimage'`` or ``'sklearn'``.
+        package (str): ``'skimage'``, ``'sklearn'`` or ``'matplotlib'``.
 
     Returns:
         np.ndarray: HxWx3 uint8 RGB image.
@@ -118,6 +118,11 @@ def load_demo_photo(name: str, package: str) -> np.ndarray:
     elif package == 'sklearn':
         from sklearn.datasets import load_sample_image
         img = load_sample_image(f'{name}.jpg')
+    elif package == 'matplotlib':  # mpl-data/sample_data, e.g. grace_hopper
+        from matplotlib import cbook
+        from PIL import Image
+        with cbook.get_sample_data(f'{name}.jpg') as f:
+            img = np.asarray(Image.open(f).convert('RGB'))
     else:
         raise ValueError(f'Unknown package {package!r} for photo {name!r}')
     img = np.asarray(img)

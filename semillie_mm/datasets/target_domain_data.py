@@ -8,12 +8,12 @@ data and the target data differ both in content and in degradation:
 ============  ============================  ===================================
 split         photos (scale)                degradation
 ============  ============================  ===================================
-labeled       astronaut, chelsea, rocket,   SOURCE: the documented low-light
+labeled       astronaut, rocket,            SOURCE: the documented low-light
               immunohistochemistry (0.5),   synthesis with its default ranges
               retina (0.25), hubble (0.5)   (:data:`DEFAULT_LOW_LIGHT_RANGES`)
-unlabeled     motorcycle left + right       TARGET (below); no GT is used for
-              views, china (sklearn)        training (``unlabeled_oracle/GT``
-                                            holds it for the oracle diagnostic
+unlabeled     chelsea, motorcycle left +    TARGET (below); no GT is used for
+              right views, china (sklearn), training (``unlabeled_oracle/GT``
+              grace_hopper (matplotlib)     holds it for the oracle diagnostic
                                             only)
 val           coffee, flower (sklearn)      TARGET
 val_source    the same val tiles            SOURCE (to measure the domain gap)
@@ -32,11 +32,21 @@ docs/semi_supervised.md -- it must not be tuned), "street lamps at night":
   4:2:0 chroma subsampling).
 
 The ground truth is always the clean photo tile (no cast). Tiles are 128x128,
-train stride 96, val stride 128. Parameters are drawn from one
-``numpy.random.default_rng(seed)`` stream in a fixed order and stored in the
-manifest, so the build is deterministic and every input can be rebuilt from
-its parameters (:func:`synthesize_target_low_light`). The build is idempotent
-and atomic like :func:`prepare_demo_data`.
+train stride 64 (every tile gets its own degradation, so overlapping tiles add
+degradation samples), val stride 128. Parameters are drawn from one
+``numpy.random.default_rng([seed, crc32(photo name)])`` stream per photo, in a
+fixed order, and stored in the manifest, so the build is deterministic, adding
+or moving a photo leaves the other photos' inputs as they were, and every input
+can be rebuilt from its parameters (:func:`synthesize_target_low_light`). The
+build is idempotent and atomic like :func:`prepare_demo_data`.
+
+Version 2 (issue #18, headroom first): the TARGET photo group grew from three
+photos (two of them a stereo pair) to five scenes -- chelsea moved from the
+labeled group, matplotlib's grace_hopper was added -- and the train stride went
+from 96 to 64, because at version 1 an oracle trained on the TARGET pairs beat
+source-only by only 0.2-0.3 dB on the TARGET val: it learned its three photos,
+not the domain (docs/semi_supervised.md, section 4.3). The degradations, the
+val photos and the tiling of the val are unchanged.
 """
 import hashlib
 import json
@@ -44,6 +54,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
+import zlib
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -61,7 +72,7 @@ __all__ = [
 ]
 
 #: Bump when the content of the benchmark changes (part of the fingerprint).
-TARGET_VERSION = 1
+TARGET_VERSION = 2
 FORMAT = 'semillie-target-domain'
 
 #: The TARGET degradation. Decided before any result; do not tune.
@@ -78,7 +89,6 @@ TARGET_RANGES: Dict[str, tuple] = {
 #: (name, package, split, scale); no photo is in two of the photo groups.
 TARGET_SOURCES: List[Dict[str, object]] = [
     dict(name='astronaut', package='skimage', split='labeled', scale=1.0),
-    dict(name='chelsea', package='skimage', split='labeled', scale=1.0),
     dict(name='rocket', package='skimage', split='labeled', scale=1.0),
     dict(name='immunohistochemistry', package='skimage', split='labeled',
          scale=0.5),
@@ -90,13 +100,16 @@ TARGET_SOURCES: List[Dict[str, object]] = [
     dict(name='motorcycle_right', package='skimage', split='unlabeled',
          scale=1.0),
     dict(name='china', package='sklearn', split='unlabeled', scale=1.0),
+    dict(name='chelsea', package='skimage', split='unlabeled', scale=1.0),
+    dict(name='grace_hopper', package='matplotlib', split='unlabeled',
+         scale=1.0),
     dict(name='coffee', package='skimage', split='val', scale=1.0),
     dict(name='flower', package='sklearn', split='val', scale=1.0),
 ]
 
 TARGET_TILING = dict(
-    labeled=dict(tile=128, stride=96),
-    unlabeled=dict(tile=128, stride=96),
+    labeled=dict(tile=128, stride=64),
+    unlabeled=dict(tile=128, stride=64),
     val=dict(tile=128, stride=128))
 
 #: split -> list of (input dir, GT dir or None, degradation)
@@ -197,10 +210,12 @@ def _build(tmp_root: str, seed: int, sources: List[dict], fingerprint: str,
         for in_dir, gt_dir, _ in outs:
             os.makedirs(osp.join(tmp_root, in_dir), exist_ok=True)
             os.makedirs(osp.join(tmp_root, gt_dir), exist_ok=True)
-    rng = np.random.default_rng(seed)
     files, source_info = [], []
     counts = {}
     for src in sources:
+        # one stream per photo: moving or adding a photo changes no other
+        rng = np.random.default_rng(
+            [int(seed), zlib.crc32(str(src['name']).encode('utf-8'))])
         photo = loader(src['name'], src['package'])
         img = _resize(photo, float(src['scale']))
         tiling = TARGET_TILING[src['split']]
