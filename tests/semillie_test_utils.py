@@ -71,3 +71,36 @@ def semi_batch(batch=2, size=16, seed=0):
                 data_samples=DataSample(gt_img=gt)))
     from mmengine.dataset import pseudo_collate
     return pseudo_collate(samples)
+
+
+def write_shipped_model(folder, name='semillie_target', seed=0):
+    """Write a small shipped model, as ``semillie_mm/pretrained/`` holds one.
+
+    ``NAME.py``: a self-contained config of the tiny SemiLLIE mean teacher
+    (:data:`TINY_MODEL`); ``NAME_teacher.pth``: the state dict of a bare
+    ``SemiLLIENet`` of its generator's size with random weights.
+
+    Args:
+        folder (str | Path): Where to write (point
+            ``semillie_mm.apis.pretrained.PRETRAINED_DIR`` at it).
+        name (str): The model's name.
+        seed (int): Seed of the random weights.
+
+    Returns:
+        tuple[str, str]: The config and weights paths.
+    """
+    import os.path as osp
+
+    import semillie_mm  # noqa: F401  (registers the modules)
+    from mmagic.registry import MODELS
+    cfg = osp.join(str(folder), f'{name}.py')
+    weights = osp.join(str(folder), f'{name}_teacher.pth')
+    with open(cfg, 'w', encoding='utf-8') as f:
+        f.write("default_scope = 'mmagic'\n"
+                "custom_imports = dict(imports=['semillie_mm'], "
+                'allow_failed_imports=False)\n'
+                f'model = {tiny_model_cfg()!r}\n')
+    torch.manual_seed(seed)
+    net = MODELS.build(copy.deepcopy(TINY_MODEL['generator']))
+    torch.save(net.state_dict(), weights)
+    return cfg, weights

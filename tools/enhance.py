@@ -1,18 +1,20 @@
 """Enhance your own low-light images with a trained model.
 
-    python tools/enhance.py CONFIG CHECKPOINT INPUT OUTPUT
+    python tools/enhance.py [CONFIG CHECKPOINT] INPUT OUTPUT
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
         [--vis-dir DIR] [--debug]
 
-INPUT is an image file or a folder (searched recursively; relative paths and
-names are kept under OUTPUT). Unreadable files are skipped with a logged reason
-and counted in the summary printed at the end. A user's mistake (missing
-config, checkpoint or input, a truncated checkpoint, a bad option value) ends
-in one line on stderr and exit status 2; --debug shows the traceback. The work
-is done by semillie_mm.apis.SemiLLIEInferencer; see docs/enhance.md.
+Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
+shipped in the package is used (semillie_mm/pretrained/, see MODEL_CARD.md
+there); three or more than four positional arguments are a usage error. INPUT
+is an image file or a folder (searched recursively; relative paths and names
+are kept under OUTPUT). Unreadable files are skipped with a logged reason and
+counted in the summary printed at the end. A user's mistake (missing config,
+checkpoint or input, a truncated checkpoint, a bad option value) ends in one
+line on stderr and exit status 2; --debug shows the traceback. The work is done
+by semillie_mm.apis.SemiLLIEInferencer; see docs/enhance.md.
 """
-import argparse
 import json
 import logging
 import os
@@ -27,7 +29,15 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from semillie_mm.apis import (DEFAULT_TILE_OVERLAP,  # noqa: E402
                               DEFAULT_TILE_SIZE, IMG_EXTENSIONS)
-from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
+from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402
+                                         MODEL_CARD)
+from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
+                                   run_cli)
+
+USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
+         '       [--device D] [--tile N] [--tile-overlap N] [--no-tile]\n'
+         '       [--batch-size N] [--ext EXT] [--student] [--summary FILE]\n'
+         '       [--vis-dir DIR] [--no-progress] [--debug]')
 
 
 def parse_args(argv=None):
@@ -37,14 +47,21 @@ def parse_args(argv=None):
         argv (list[str] | None): Arguments; None reads ``sys.argv``.
 
     Returns:
-        argparse.Namespace: The parsed arguments.
+        argparse.Namespace: The parsed arguments; ``config`` and
+        ``checkpoint`` are None when only INPUT OUTPUT were given.
+
+    Raises:
+        UserError: A wrong option, or not 2 or 4 positional arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
+        usage=USAGE,
         description='Enhance low-light images with a semillie-mm model')
-    parser.add_argument('config', help='config file of the model')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('input', help='an image file or a folder')
-    parser.add_argument('output', help='output folder (or file for a file)')
+    parser.add_argument(
+        'paths', nargs='*', metavar='[CONFIG CHECKPOINT] INPUT OUTPUT',
+        help='CONFIG CHECKPOINT: config file and checkpoint of the model '
+        f'(without them: the model shipped in the package, {DEFAULT_MODEL}; '
+        f'see {MODEL_CARD}); INPUT: an image file or a folder; OUTPUT: '
+        'output folder (or file for a file)')
     parser.add_argument('--device', default='cpu',
                         help='cpu, cuda or cuda:N (default: cpu)')
     parser.add_argument('--tile', type=int, default=DEFAULT_TILE_SIZE,
@@ -70,7 +87,18 @@ def parse_args(argv=None):
                         help='also write input | output pictures there')
     parser.add_argument('--no-progress', action='store_true',
                         help='no progress bar')
-    return parser.parse_args(argv)
+    # options may come between the positional arguments
+    args = parser.parse_intermixed_args(argv)
+    paths = args.paths
+    if len(paths) not in (2, 4):
+        parser.error(f'expected INPUT OUTPUT or CONFIG CHECKPOINT INPUT '
+                     f'OUTPUT, got {len(paths)} positional argument'
+                     f'{"" if len(paths) == 1 else "s"}')
+    if len(paths) == 2:
+        paths = [None, None] + paths
+    args.config, args.checkpoint, args.input, args.output = paths
+    del args.paths
+    return args
 
 
 def check_args(args) -> None:
@@ -127,7 +155,13 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     check_args(args)
-    from semillie_mm.apis.checks import build_inferencer_checked
+    from semillie_mm.apis.checks import (build_inferencer_checked,
+                                         shipped_model_checked)
+    if args.config is None:
+        args.config, args.checkpoint = shipped_model_checked(DEFAULT_MODEL)
+        print(f'no config/checkpoint given: using the shipped model '
+              f'{DEFAULT_MODEL} ({args.checkpoint}); see {MODEL_CARD}',
+              flush=True)
     inferencer = build_inferencer_checked(
         args.config, args.checkpoint, device=args.device,
         network='student' if args.student else 'teacher',

@@ -1,11 +1,13 @@
 """A web demo of a semillie-mm model, in your browser, served from this machine.
 
-    python tools/webui.py CONFIG [CHECKPOINT] [--port 7860] [--device cpu|cuda]
-        [--host 127.0.0.1] [--debug]
+    python tools/webui.py [CONFIG [CHECKPOINT]] [--port 7860]
+        [--device cpu|cuda] [--host 127.0.0.1] [--debug]
 
 Open the printed address, upload a photo, choose the network (teacher /
 student) and the tiling, and compare the input with the enhanced image; the
-enhanced PNG can be downloaded. Without CHECKPOINT the weights are random (the
+enhanced PNG can be downloaded. Without CONFIG the model shipped in the package
+is used (semillie_mm/pretrained/, see MODEL_CARD.md there; the page and the
+log say so); with CONFIG but without CHECKPOINT the weights are random (the
 page says so). Nothing is fetched from the network. The page is built by
 semillie_mm.apis.webui; see docs/enhance.md.
 """
@@ -22,6 +24,8 @@ os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
+from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402
+                                         MODEL_CARD)
 from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
 
 
@@ -36,7 +40,10 @@ def parse_args(argv=None):
     """
     parser = argparse.ArgumentParser(
         description='Web demo of a semillie-mm enhancement model')
-    parser.add_argument('config', help='config file of the model')
+    parser.add_argument('config', nargs='?', default=None,
+                        help='config file of the model (default: the model '
+                        f'shipped in the package, {DEFAULT_MODEL}; see '
+                        f'{MODEL_CARD})')
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='checkpoint file (default: random weights)')
     parser.add_argument('--port', type=int, default=7860,
@@ -84,15 +91,22 @@ def main(argv=None) -> int:
     """
     args = parse_args(argv)
     check_port(args.host, args.port)
-    from semillie_mm.apis.checks import build_inferencer_checked, check_device
+    from semillie_mm.apis.checks import (build_inferencer_checked,
+                                         check_device, shipped_model_checked)
     check_device(args.device)
+    shipped = None
+    if args.config is None:
+        args.config, args.checkpoint = shipped_model_checked(DEFAULT_MODEL)
+        shipped = DEFAULT_MODEL
+        print(f'no config given: using the shipped model {DEFAULT_MODEL} '
+              f'({args.checkpoint}); see {MODEL_CARD}', flush=True)
     inferencer = build_inferencer_checked(
         args.config, args.checkpoint, device=args.device,
         network='student' if args.student else 'teacher',
         show_progress=False)
     from semillie_mm.apis.webui import build_app, build_demo, serve
-    serve(build_app(build_demo(inferencer, args.checkpoint)), args.host,
-          args.port)
+    serve(build_app(build_demo(inferencer, args.checkpoint, shipped=shipped)),
+          args.host, args.port)
     return 0
 
 

@@ -3,6 +3,8 @@
 - :mod:`.inferencer`: :class:`SemiLLIEInferencer` (mmengine
   ``BaseInferencer``), the ground-truth-free inference pipeline, and the
   low-level :func:`init_enhancer` / :func:`enhance_image`;
+- :mod:`.pretrained`: the trained model shipped in the package
+  (:func:`shipped_model`);
 - :mod:`.tiling`: tiled inference of large images;
 - :mod:`.image_io`: reading (EXIF, 16-bit, alpha), atomic writing;
 - :mod:`.webui`: the gradio demo (imports gradio only when used).
@@ -13,6 +15,7 @@ from .inferencer import (LoadImageForEnhancement, PackEnhancementInputs,
                          PreprocessedGenerator, SemiLLIEInferencer,
                          enhance_image, init_enhancer,
                          select_enhancement_network)
+from .pretrained import DEFAULT_MODEL, PRETRAINED_DIR, shipped_model
 from .tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, enhance_tensor
 
 __all__ = [
@@ -20,5 +23,5 @@ __all__ = [
     'PreprocessedGenerator', 'select_enhancement_network', 'init_enhancer',
     'enhance_image', 'enhance_tensor', 'read_image', 'write_image_atomic',
     'list_images', 'side_by_side', 'IMG_EXTENSIONS', 'DEFAULT_TILE_SIZE',
-    'DEFAULT_TILE_OVERLAP'
+    'DEFAULT_TILE_OVERLAP', 'shipped_model', 'PRETRAINED_DIR', 'DEFAULT_MODEL'
 ]

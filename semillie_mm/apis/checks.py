@@ -3,11 +3,13 @@
 ``tools/enhance.py``, ``tools/webui.py`` and ``tools/detection_study.py``
 build their inferencer with :func:`build_inferencer_checked`, so that a
 missing or broken config or checkpoint, or a checkpoint of another model,
-ends in one :class:`~semillie_mm.utils.cli.UserError` line.
+ends in one :class:`~semillie_mm.utils.cli.UserError` line; without a config
+they use the model shipped in the package (:func:`shipped_model_checked`).
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 from semillie_mm.utils.cli import UserError, check_checkpoint, load_config
+from .pretrained import DEFAULT_MODEL, shipped_model
 
 
 def check_device(device: str, flag: str = '--device') -> None:
@@ -72,3 +74,22 @@ def build_inferencer_checked(config: str,
         raise UserError(f'checkpoint {checkpoint} does not fit the model of '
                         f'{config} ({msg}); pass the checkpoint trained with '
                         'this config') from err
+
+
+def shipped_model_checked(name: str = DEFAULT_MODEL) -> Tuple[str, str]:
+    """The config and weights of a shipped model, or a one-line error.
+
+    Args:
+        name (str): The shipped model. Default: ``'semillie_target'``.
+
+    Returns:
+        tuple[str, str]: ``(config path, weights path)``.
+
+    Raises:
+        UserError: One of its files is missing (the message names it and
+            says how to get it).
+    """
+    try:
+        return shipped_model(name)
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from err

@@ -30,6 +30,7 @@ from semillie_mm.utils.cpu_threads import CPUThreadGovernor
 from .image_io import (IMG_EXTENSIONS, adapt_to_format, image_to_tensor,
                        list_images, output_extension, read_image,
                        side_by_side, tensor_to_image, write_image_atomic)
+from .pretrained import DEFAULT_MODEL, is_shipped_model, shipped_model
 from .tiling import (DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, check_tiling,
                      enhance_tensor, needs_tiling)
 
@@ -260,13 +261,18 @@ class SemiLLIEInferencer(BaseInferencer):
         enhanced = result['predictions'][0]      # HxWx3 uint8 RGB
         picture = result['visualization'][0]     # input | output
         inferencer('night_photos/', out_dir='enhanced/', batch_size=4)
+        # the model shipped in the package (semillie_mm/pretrained/)
+        inferencer = SemiLLIEInferencer('semillie_target')
 
     Args:
-        model (str | dict | Config, optional): Config file or object. Its
-            ``model`` may be a SemiLLIE mean-teacher model, an mmagic
-            ``BaseEditModel`` (anything with a ``generator``) or a bare
-            generator. None reads the config stored in ``weights`` (an
-            mmengine checkpoint saved by the Runner).
+        model (str | dict | Config, optional): Config file or object, or the
+            name of a model shipped in the package (``'semillie_target'``,
+            see :mod:`~semillie_mm.apis.pretrained`; a name that is not an
+            existing file): its config, and its weights unless ``weights``
+            is given. A config's ``model`` may be a SemiLLIE mean-teacher
+            model, an mmagic ``BaseEditModel`` (anything with a
+            ``generator``) or a bare generator. None reads the config stored
+            in ``weights`` (an mmengine checkpoint saved by the Runner).
         weights (str, optional): Checkpoint of the *whole model* of the
             config (mmengine checkpoint with ``state_dict``, or a plain state
             dict; a state dict of the bare network also works). None keeps
@@ -285,6 +291,8 @@ class SemiLLIEInferencer(BaseInferencer):
             RAM encoder and the discriminator are not built).
         has_teacher (bool): Whether the model has a separate teacher.
         weights_loaded (bool): Whether a checkpoint was loaded.
+        shipped_model (str | None): The name of the shipped model used, if
+            ``model`` named one.
     """
 
     preprocess_kwargs: set = {'on_error'}
@@ -303,6 +311,14 @@ class SemiLLIEInferencer(BaseInferencer):
         if network not in NETWORKS:
             raise ValueError(f'network must be one of {NETWORKS}, got '
                              f'{network!r}')
+        self.shipped_model = None
+        if isinstance(model, str) and not osp.isfile(model) and \
+                is_shipped_model(model):
+            self.shipped_model = model
+            model, shipped_weights = shipped_model(model)
+            weights = shipped_weights if weights is None else weights
+            logger.info('using the shipped model %s (weights %s)',
+                        self.shipped_model, weights)
         if isinstance(model, str) and not osp.isfile(model):
             raise FileNotFoundError(f'config file {model} does not exist')
         if weights is not None and not osp.isfile(weights):
@@ -319,6 +335,25 @@ class SemiLLIEInferencer(BaseInferencer):
         super().__init__(model=model, weights=weights, device=device,
                          scope=scope, show_progress=show_progress)
         self.get_network(network)  # fails now if its weights are missing
+
+    @classmethod
+    def from_shipped(cls, name: str = DEFAULT_MODEL,
+                     **kwargs) -> 'SemiLLIEInferencer':
+        """The inferencer of a model shipped in the package.
+
+        Args:
+            name (str): The shipped model. Default: ``'semillie_target'``.
+            **kwargs: The other arguments of :class:`SemiLLIEInferencer`
+                (``device``, ``network``, ...).
+
+        Returns:
+            SemiLLIEInferencer: ``SemiLLIEInferencer(model=name, **kwargs)``.
+
+        Raises:
+            FileNotFoundError: Its config or weights file is missing.
+        """
+        shipped_model(name)  # a clear error for any name
+        return cls(model=name, **kwargs)
 
     # ---- building -------------------------------------------------------
     def _init_model(self, cfg, weights: Optional[str],

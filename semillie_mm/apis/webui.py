@@ -92,23 +92,36 @@ def enhance_for_demo(inferencer, img, network: str = 'teacher',
     return out, path, status
 
 
-def build_demo(inferencer, checkpoint: Optional[str] = None):
+def build_demo(inferencer, checkpoint: Optional[str] = None,
+               shipped: Optional[str] = None):
     """The gradio page.
 
     Args:
         inferencer (SemiLLIEInferencer): The inferencer.
         checkpoint (str, optional): Its checkpoint, named on the page.
+        shipped (str, optional): The name of the shipped model it runs
+            (:mod:`~semillie_mm.apis.pretrained`), said on the page; default
+            the inferencer's ``shipped_model``.
 
     Returns:
         gradio.Blocks: The page.
     """
     import gradio as gr
-    if inferencer.weights_loaded:
+
+    from .pretrained import MODEL_CARD
+    shipped = shipped or getattr(inferencer, 'shipped_model', None)
+    if inferencer.weights_loaded and shipped:
+        name = f' (`{osp.basename(checkpoint)}`)' if checkpoint else ''
+        weights = (f'Weights: the model shipped with semillie-mm, '
+                   f'`{shipped}`{name}; see `{MODEL_CARD}`.')
+    elif inferencer.weights_loaded:
         weights = f'Weights: `{osp.basename(checkpoint or "")}`.'
     else:
         weights = ('**No checkpoint was given: the weights are random, so '
                    'the output means nothing.** Pass a trained checkpoint: '
-                   '`python tools/webui.py CONFIG CHECKPOINT`.')
+                   '`python tools/webui.py CONFIG CHECKPOINT`, or no '
+                   'config for the model shipped with semillie-mm: '
+                   '`python tools/webui.py`.')
     networks = ['teacher', 'student'] if inferencer.has_teacher else [
         'teacher']
     with gr.Blocks(title=TITLE, theme=_offline_theme(),

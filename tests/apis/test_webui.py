@@ -241,3 +241,48 @@ def test_webui_one_line_errors(tmp_path, capsys):
             assert needle in err[0], (needle, err)
     finally:
         busy.close()
+
+
+def _load_webui_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'webui_tool', osp.join(ROOT, 'tools', 'webui.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_webui_shipped_model(tmp_path, monkeypatch, capsys):
+    """No CONFIG: the shipped model (here a small random one in a temporary
+    folder), said in the log and on the page; missing: one line."""
+    pytest.importorskip('gradio')
+    from semillie_test_utils import write_shipped_model
+
+    import semillie_mm.apis.pretrained as pretrained
+    import semillie_mm.apis.webui as webui
+    from semillie_mm.utils.cli import run_cli
+    tool = _load_webui_tool()
+    _, weights = write_shipped_model(tmp_path)
+    monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', str(tmp_path))
+    served = []
+    monkeypatch.setattr(webui, 'build_app', lambda demo: demo)
+    monkeypatch.setattr(webui, 'serve',
+                        lambda app, host, port: served.append(app))
+    assert tool.main(['--port', str(_free_port())]) == 0
+    out = capsys.readouterr().out
+    assert (f'using the shipped model semillie_target ({weights}); see '
+            'semillie_mm/pretrained/MODEL_CARD.md') in out
+    notes = [b.value for b in served[0].blocks.values()
+             if getattr(b, 'elem_id', None) == 'weights-note']
+    assert len(notes) == 1
+    assert 'shipped' in notes[0] and '`semillie_target`' in notes[0]
+    assert 'semillie_target_teacher.pth' in notes[0]
+    assert 'MODEL_CARD.md' in notes[0]
+    # the shipped weights missing: one line naming them, status 2
+    os.remove(weights)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(tool.main, ['--port', str(_free_port())], prog='webui.py')
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith('webui.py: error: shipped model semillie_target')
+    assert f'{weights} does not exist' in err[0]

@@ -192,3 +192,67 @@ def test_truncated_checkpoint_cli(tmp_path, model_files):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith('enhance.py: error: checkpoint ')
     assert 'truncated.pth' in lines[0]
+
+
+@pytest.fixture
+def shipped(tmp_path_factory, monkeypatch):
+    """The package's shipped folder pointed at a small random model."""
+    from semillie_test_utils import write_shipped_model
+
+    import semillie_mm.apis.pretrained as pretrained
+    folder = tmp_path_factory.mktemp('pretrained')
+    files = write_shipped_model(folder)
+    monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', str(folder))
+    return files
+
+
+def test_enhance_shipped_model(tmp_path, shipped, messy_folder, capsys):
+    """INPUT OUTPUT alone runs the shipped model: the same files as
+    CONFIG CHECKPOINT INPUT OUTPUT with its config and weights."""
+    import cv2
+    tool = _load_tool()
+    cfg, weights = shipped
+    src, _ = messy_folder
+    two, four = tmp_path / 'two', tmp_path / 'four'
+    summary = tool.main([str(src), str(two), '--tile', '24',
+                         '--tile-overlap', '8', '--no-progress'])
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith('no config')]
+    assert lines == [
+        'no config/checkpoint given: using the shipped model semillie_target '
+        f'({weights}); see semillie_mm/pretrained/MODEL_CARD.md']
+    # options may come between the positional arguments
+    ref = tool.main([cfg, weights, '--tile', '24', str(src), str(four),
+                     '--tile-overlap', '8', '--no-progress'])
+    assert summary['processed'] == ref['processed'] == 5
+    names = sorted(osp.relpath(p, two) for p in summary['outputs'])
+    assert names == sorted(osp.relpath(p, four) for p in ref['outputs'])
+    for name in names:
+        a = cv2.imread(str(two / name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(four / name), cv2.IMREAD_UNCHANGED)
+        assert a is not None and np.array_equal(a, b), name
+
+
+def test_enhance_shipped_model_errors(tmp_path, shipped, messy_folder,
+                                      capsys):
+    tool = _load_tool()
+    cfg, weights = shipped
+    src, _ = messy_folder
+    out = str(tmp_path / 'out')
+    usage = 'expected INPUT OUTPUT or CONFIG CHECKPOINT INPUT OUTPUT'
+    cases = [
+        ([cfg, str(src), out], usage + ', got 3 positional arguments'),
+        ([str(src)], usage + ', got 1 positional argument'),
+        ([cfg, weights, str(src), out, 'extra'], 'got 5 positional'),
+        ([str(src), out, '--tile', 'x'], '--tile'),
+    ]
+    os.remove(weights)  # the shipped weights are missing
+    cases.append(([str(src), out], f'{weights} does not exist'))
+    for argv, needle in cases:
+        code, err = _run_cli(tool, argv, capsys)
+        lines = err.strip().splitlines()
+        assert code == 2, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith('enhance.py: error:')
+        assert needle in lines[0], (needle, err)
+    assert 'fresh clone' in lines[0] and 'CONFIG CHECKPOINT' in lines[0]
+    assert not os.path.exists(out)

@@ -1,0 +1,87 @@
+"""The trained model shipped inside the package (``semillie_mm/pretrained/``).
+
+A shipped model ``NAME`` is two files in :data:`PRETRAINED_DIR`:
+
+- ``NAME.py``: a self-contained mmengine config (no ``_base_``);
+- ``NAME_teacher.pth``: the state dict of the bare enhancement network (the
+  mean teacher's ``SemiLLIENet``), weights only.
+
+``semillie_mm/pretrained/MODEL_CARD.md`` says what the model is. The files are
+committed in the repository, so a fresh clone of semillie-mm has them.
+
+:func:`shipped_model` gives the two paths; ``SemiLLIEInferencer(
+model='semillie_target')``, ``tools/enhance.py INPUT OUTPUT`` and
+``tools/webui.py`` without a config use it. The folder is read from the
+module attribute :data:`PRETRAINED_DIR` when a function is called, so tests
+point it elsewhere with ``monkeypatch.setattr(
+'semillie_mm.apis.pretrained.PRETRAINED_DIR', folder)``.
+"""
+import os.path as osp
+from typing import Tuple
+
+#: The folder of the shipped models.
+PRETRAINED_DIR = osp.join(
+    osp.dirname(osp.dirname(osp.abspath(__file__))), 'pretrained')
+#: The model used when no config or checkpoint is given.
+DEFAULT_MODEL = 'semillie_target'
+#: What the shipped model is (repository-relative, for messages).
+MODEL_CARD = 'semillie_mm/pretrained/MODEL_CARD.md'
+
+
+def shipped_model_paths(name: str = DEFAULT_MODEL) -> Tuple[str, str]:
+    """The config and weights paths of a shipped model, existing or not.
+
+    Args:
+        name (str): The model's name. Default: :data:`DEFAULT_MODEL`.
+
+    Returns:
+        tuple[str, str]: ``(PRETRAINED_DIR/NAME.py,
+        PRETRAINED_DIR/NAME_teacher.pth)``.
+    """
+    return (osp.join(PRETRAINED_DIR, f'{name}.py'),
+            osp.join(PRETRAINED_DIR, f'{name}_teacher.pth'))
+
+
+def is_shipped_model(name) -> bool:
+    """Whether ``name`` names a shipped model (rather than a file).
+
+    Args:
+        name: Anything given as a model.
+
+    Returns:
+        bool: True for :data:`DEFAULT_MODEL` and for a bare name (no folder,
+        no extension) whose config or weights are in :data:`PRETRAINED_DIR`.
+    """
+    if not isinstance(name, str) or not name or osp.basename(name) != name \
+            or osp.splitext(name)[1]:
+        return False
+    return name == DEFAULT_MODEL or any(
+        osp.isfile(p) for p in shipped_model_paths(name))
+
+
+def shipped_model(name: str = DEFAULT_MODEL) -> Tuple[str, str]:
+    """The config and weights of a model shipped with the package.
+
+    Args:
+        name (str): The model's name. Default: :data:`DEFAULT_MODEL`.
+
+    Returns:
+        tuple[str, str]: ``(config path, weights path)``.
+
+    Raises:
+        FileNotFoundError: One of the two files is missing; the one-line
+            message names it and says how to get it.
+    """
+    for what, path in zip(('config', 'weights'), shipped_model_paths(name)):
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'shipped model {name}: {what} file {path} does not exist; '
+                'it is committed in the semillie-mm repository (a fresh '
+                'clone has it), or pass CONFIG CHECKPOINT of your own model')
+    return shipped_model_paths(name)
+
+
+__all__ = [
+    'PRETRAINED_DIR', 'DEFAULT_MODEL', 'MODEL_CARD', 'shipped_model',
+    'shipped_model_paths', 'is_shipped_model'
+]
