@@ -8,9 +8,17 @@
    run in the work dir is reused; an unfinished one resumes);
 3. evaluates on the TARGET val pairs, with the project's metrics (PSNR, SSIM,
    LOE, NIQE), the un-enhanced input, CLAHE, the supervised-only result and
-   the full method (teacher, which validation uses, and student), and saves
-   the enhanced images and side-by-side pictures (input | CLAHE | output | GT)
-   under ``WORK_DIR/demo_results``.
+   the full method (teacher, which validation uses, and student);
+4. evaluates the model shipped in the package (``semillie_mm/pretrained/``,
+   trained much longer; ``semillie_mm/pretrained/MODEL_CARD.md``) on the same
+   pairs, the same way (one full-image forward, clipped and rounded to uint8
+   like the demo's own networks), as one more row (``--no-shipped`` leaves it
+   out; when its files are missing the demo says so in one line and carries
+   on without it);
+5. saves the teacher's enhanced images and side-by-side pictures (input |
+   CLAHE | short training (teacher) | shipped model | GT; without the shipped
+   model: input | CLAHE | teacher | GT) and ``metrics.json`` (every row, the
+   shipped model's config and weights paths) under ``WORK_DIR/demo_results``.
 
 The supervised-only row is, by default, the SHIPPED result of
 ``benchmarks/ablation.py`` (docs/results/ablation_target.json: a smaller
@@ -19,7 +27,8 @@ supervised-only variant of the demo config with the same budget instead
 (about a third of the full method's time more).
 
     python tools/run_demo.py [--config CFG] [--work-dir DIR] [--retrain]
-        [--supervised shipped|train|none] [--cfg-options k=v ...]
+        [--supervised shipped|train|none] [--no-shipped]
+        [--cfg-options k=v ...]
 """
 import argparse
 import json
@@ -27,6 +36,7 @@ import os
 import os.path as osp
 import sys
 import time
+from typing import Optional
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
@@ -58,6 +68,11 @@ def parse_args(argv=None):
         default='shipped',
         help='supervised-only row: the shipped ablation result (default), '
         'train it with the same budget, or leave it out')
+    parser.add_argument(
+        '--no-shipped',
+        action='store_true',
+        help='leave out the row and panel of the model shipped in the '
+        'package (semillie_mm/pretrained)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -146,8 +161,85 @@ def _shipped_supervised():
               f'{len(row["seeds"])} seeds, {res.get("machine", "")})'))
 
 
-def evaluate(cfg, ckpt: str, data_root: str, out_dir: str) -> dict:
-    """Metrics of identity, CLAHE, student and teacher on the TARGET val."""
+def load_shipped(name: Optional[str] = None) -> tuple:
+    """The network of the model shipped in the package, as the demo runs it.
+
+    Built as ``SemiLLIEInferencer(name)`` builds it: the shipped config's
+    model without the parts only the training losses use, its teacher (the
+    bare ``SemiLLIENet``; wrapped in the preprocessor's normalisation if that
+    is not plain ``x / 255``), into which the weights file (the bare
+    network's state dict) is loaded strictly, with ``weights_only=True``.
+
+    Args:
+        name (str | None): The shipped model; None: ``DEFAULT_MODEL``
+            (``semillie_target``).
+
+    Returns:
+        tuple[nn.Module, str, str]: The network (RGB [0, 1] to RGB [0, 1],
+        eval mode, CPU), the config path and the weights path.
+
+    Raises:
+        FileNotFoundError: The shipped config or weights file is missing.
+    """
+    import copy
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmagic.registry import MODELS
+    from semillie_mm.apis import pretrained
+    from semillie_mm.apis.inferencer import (TRAINING_ONLY_KEYS,
+                                             PreprocessedGenerator,
+                                             select_enhancement_network)
+    cfg_path, weights = pretrained.shipped_model(name
+                                                 or pretrained.DEFAULT_MODEL)
+    cfg = Config.fromfile(cfg_path)
+    model_cfg = copy.deepcopy(cfg.model)
+    for key in TRAINING_ONLY_KEYS:
+        if model_cfg.get(key) is not None:
+            model_cfg[key] = None
+    model_cfg.pop('pretrained', None)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope',
+                                                      'mmagic')):
+        model = MODELS.build(model_cfg)
+    net = select_enhancement_network(model, use_teacher=True)
+    bare = net.generator if isinstance(net, PreprocessedGenerator) else net
+    bare.load_state_dict(
+        torch.load(weights, map_location='cpu', weights_only=True))
+    net.eval()
+    return net, cfg_path, weights
+
+
+def _missing_shipped(name: Optional[str] = None) -> str:
+    """One line saying which file of the shipped model is missing."""
+    from semillie_mm.apis import pretrained
+    paths = pretrained.shipped_model_paths(name or pretrained.DEFAULT_MODEL)
+    missing = [p for p in paths if not osp.isfile(p)]
+    return (f'[demo] no shipped model ({", ".join(missing)} missing; a fresh '
+            'clone of semillie-mm has it): its row and panel are left out')
+
+
+def evaluate(cfg, ckpt: str, data_root: str, out_dir: str,
+             shipped=None) -> dict:
+    """Metrics of identity, CLAHE, student and teacher on the TARGET val.
+
+    Also saves the teacher's outputs (``enhanced/``) and the side-by-side
+    pictures (``side_by_side/``: input | CLAHE | teacher | [shipped] | GT)
+    under ``out_dir``.
+
+    Args:
+        cfg (mmengine.Config): The run's config.
+        ckpt (str): Its checkpoint.
+        data_root (str): The benchmark root (``val/input``, ``val/GT``).
+        out_dir (str): Where the pictures go.
+        shipped (nn.Module | None): The shipped model's network
+            (:func:`load_shipped`); given, it is scored as ``'shipped'``,
+            the same way as the teacher, and shown in the pictures.
+
+    Returns:
+        dict: name -> metric -> float, for ``identity``, ``clahe``,
+        ``student``, ``teacher`` and (given ``shipped``) ``shipped``.
+    """
     import numpy as np
     from benchmarks.ablation import (_enhance_all, baseline, load_val,
                                      score)
@@ -165,20 +257,39 @@ def evaluate(cfg, ckpt: str, data_root: str, out_dir: str) -> dict:
         clahe={s: baseline('clahe', low) for s, low, _ in val},
         student=_enhance_all(model.student, val),
         teacher=_enhance_all(model.teacher.module, val))
-    sep = np.full((val[0][1].shape[0], 4, 3), 255, np.uint8)
+    if shipped is not None:
+        outs['shipped'] = _enhance_all(shipped, val)
+    panels = ['clahe', 'teacher'] + (['shipped'] if shipped is not None
+                                     else [])
     for stem, low, gt in val:
         _write_rgb(osp.join(out_dir, 'enhanced', f'{stem}.png'),
                    outs['teacher'][stem])
-        _write_rgb(
-            osp.join(out_dir, 'side_by_side', f'{stem}.png'),
-            np.concatenate([
-                low, sep, outs['clahe'][stem], sep, outs['teacher'][stem],
-                sep, gt
-            ], axis=1))
+        sep = np.full((low.shape[0], 4, 3), 255, np.uint8)
+        row = [low]
+        for name in panels:
+            row += [sep, outs[name][stem]]
+        _write_rgb(osp.join(out_dir, 'side_by_side', f'{stem}.png'),
+                   np.concatenate(row + [sep, gt], axis=1))
     return {name: score(o, val) for name, o in outs.items()}
 
 
-def _table(results: dict, sup: dict) -> str:
+#: The label of the shipped model's row.
+SHIPPED_LABEL = ('shipped model (semillie_mm/pretrained, longer training; '
+                 'see MODEL_CARD.md)')
+
+
+def _table(results: dict, sup: Optional[dict],
+           shipped: Optional[dict] = None) -> str:
+    """The Markdown table the demo prints.
+
+    Args:
+        results (dict): name -> metrics, from :func:`evaluate`.
+        sup (dict | None): The supervised-only row.
+        shipped (dict | None): The shipped model's row (``metrics``).
+
+    Returns:
+        str: The table and its footnote.
+    """
     fmt = dict(PSNR='{:.2f}', SSIM='{:.4f}', LOE='{:.1f}', NIQE='{:.3f}')
     lines = ['| TARGET val | PSNR (dB) | SSIM | LOE | NIQE |',
              '|---|---:|---:|---:|---:|']
@@ -199,9 +310,13 @@ def _table(results: dict, sup: dict) -> str:
             sup['metrics'], sup.get('std'))
     row('Semi-LLIE full method, student', results['student'])
     row('Semi-LLIE full method, teacher', results['teacher'])
+    if shipped:
+        row(SHIPPED_LABEL + ' †', shipped['metrics'])
     text = '\n'.join(lines)
     if sup and not sup.get('trained'):
         text += f'\n* {sup["note"]}'
+    if shipped:
+        text += f'\n† {shipped["note"]}'
     return text
 
 
@@ -236,7 +351,26 @@ def main(argv=None):
         cfg[key] = None
     ckpt, seconds = train(cfg, args.retrain)
     out_dir = osp.join(cfg.work_dir, 'demo_results')
-    results = evaluate(cfg, ckpt, data_root, out_dir)
+    shipped_net = shipped = None
+    if not args.no_shipped:
+        try:
+            shipped_net, shipped_cfg, shipped_weights = load_shipped()
+        except FileNotFoundError:
+            print(_missing_shipped())
+        else:
+            print(f'[demo] also evaluating the shipped model '
+                  f'({shipped_weights})')
+    results = evaluate(cfg, ckpt, data_root, out_dir, shipped=shipped_net)
+    if shipped_net is not None:
+        from semillie_mm.apis.pretrained import DEFAULT_MODEL, MODEL_CARD
+        shipped = dict(
+            metrics=results.pop('shipped'),
+            name=DEFAULT_MODEL,
+            config=shipped_cfg,
+            weights=shipped_weights,
+            note=f'the model shipped in the package ({shipped_weights}): '
+            f'not the demo\'s budget, model or training recipe (a different '
+            f'and much longer training); {MODEL_CARD} says what it is')
 
     sup = None
     if args.supervised == 'train':
@@ -255,13 +389,16 @@ def main(argv=None):
         checkpoint=ckpt,
         train_seconds=seconds,
         supervised_only=sup,
+        shipped_model=shipped,
         gain_over_clahe_dB=results['teacher']['PSNR'] -
         results['clahe']['PSNR'])
     _atomic_json(osp.join(out_dir, 'metrics.json'), results)
-    print('\n' + _table(results, sup))
+    print('\n' + _table(results, sup, shipped))
     print(f'\nteacher - CLAHE: {results["gain_over_clahe_dB"]:+.2f} dB PSNR')
-    print(f'enhanced images and side-by-side pictures '
-          f'(input | CLAHE | output | GT): {out_dir}')
+    panels = ' | '.join(['input', 'CLAHE', 'short training (teacher)'] +
+                        (['shipped model'] if shipped else []) + ['GT'])
+    print(f'enhanced images (teacher) and side-by-side pictures '
+          f'({panels}): {out_dir}')
     wall = time.time() - wall_start
     print(f'[demo] wall time {wall // 60:.0f} min {wall % 60:.0f} s '
           '(training and evaluation; set-up excluded)')
