@@ -614,32 +614,18 @@ def step_imports(cfg, emit):
 
 
 def export_teacher(ckpt: str, dest: str) -> dict:
-    """Save the EMA teacher of a training checkpoint as a plain state dict.
+    """Save the EMA teacher of a training checkpoint as a plain state dict
+    (:func:`semillie_mm.apis.pretrained.export_teacher`).
 
     Args:
-        ckpt (str): an mmengine checkpoint of ``SemiLLIE`` (our own run's file,
-            so it is unpickled in full: it holds the message hub as well).
-        dest (str): output ``.pth``: ``{name: float32 tensor}`` of the
-            generator, readable with ``torch.load(weights_only=True)``.
+        ckpt (str): an mmengine checkpoint of ``SemiLLIE`` (our own run's).
+        dest (str): output ``.pth``.
 
     Returns:
         dict: tensors, parameters, bytes.
     """
-    import torch
-    state = torch.load(ckpt, map_location='cpu', weights_only=False)
-    state = state.get('state_dict', state)
-    prefix = 'teacher.module.'
-    teacher = {k[len(prefix):]: v.float().clone() for k, v in state.items()
-               if k.startswith(prefix) and torch.is_tensor(v)
-               and v.is_floating_point()}
-    if not teacher:
-        raise KeyError(f'{ckpt}: no {prefix}* tensors')
-    tmp = dest + '.tmp'
-    torch.save(teacher, tmp)
-    os.replace(tmp, dest)
-    return dict(tensors=len(teacher),
-                params=sum(v.numel() for v in teacher.values()),
-                bytes=osp.getsize(dest))
+    from semillie_mm.apis.pretrained import export_teacher as export
+    return export(ckpt, dest)
 
 
 def _ablation(cfg, out_dir, name, iters, emit, t0):

@@ -16,8 +16,9 @@ module attribute :data:`PRETRAINED_DIR` when a function is called, so tests
 point it elsewhere with ``monkeypatch.setattr(
 'semillie_mm.apis.pretrained.PRETRAINED_DIR', folder)``.
 """
+import os
 import os.path as osp
-from typing import Tuple
+from typing import Optional, Tuple
 
 #: The folder of the shipped models.
 PRETRAINED_DIR = osp.join(
@@ -81,7 +82,75 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Tuple[str, str]:
     return shipped_model_paths(name)
 
 
+def export_teacher(ckpt: str, dest: str) -> dict:
+    """Save the EMA teacher of a training checkpoint as a plain state dict.
+
+    Args:
+        ckpt (str): An mmengine checkpoint of ``SemiLLIE`` from your own
+            training run. It is unpickled in full (it holds the message hub,
+            numpy objects): do not pass a file you did not make.
+        dest (str): Output ``.pth``: ``{name: float32 tensor}`` of the
+            generator, readable with ``torch.load(weights_only=True)``;
+            written atomically.
+
+    Returns:
+        dict: ``tensors``, ``params``, ``bytes``.
+
+    Raises:
+        KeyError: The checkpoint holds no ``teacher.module.*`` tensors.
+    """
+    import torch
+    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+    state = state.get('state_dict', state)
+    prefix = 'teacher.module.'
+    teacher = {k[len(prefix):]: v.float().clone() for k, v in state.items()
+               if k.startswith(prefix) and torch.is_tensor(v)
+               and v.is_floating_point()}
+    if not teacher:
+        raise KeyError(f'{ckpt}: no {prefix}* tensors (not a mean-teacher '
+                       'checkpoint)')
+    os.makedirs(osp.dirname(osp.abspath(dest)), exist_ok=True)
+    tmp = f'{dest}.tmp{os.getpid()}'
+    torch.save(teacher, tmp)
+    os.replace(tmp, dest)
+    return dict(tensors=len(teacher),
+                params=sum(v.numel() for v in teacher.values()),
+                bytes=osp.getsize(dest))
+
+
+def export_shipped_model(config: str,
+                         ckpt: str,
+                         name: str = DEFAULT_MODEL,
+                         out_dir: Optional[str] = None) -> Tuple[str, str]:
+    """Turn a training run into a shipped model (``NAME.py`` + weights).
+
+    The config is written resolved (no ``_base_``; :meth:`Config.dump`), so
+    the shipped folder needs nothing else; the weights are the EMA teacher's
+    (:func:`export_teacher`).
+
+    Args:
+        config (str): The run's training config.
+        ckpt (str): The run's checkpoint.
+        name (str): The shipped model's name. Default: :data:`DEFAULT_MODEL`.
+        out_dir (str, optional): Folder. Default: :data:`PRETRAINED_DIR`.
+
+    Returns:
+        tuple[str, str]: The config and weights paths written.
+    """
+    from mmengine.config import Config
+    out_dir = out_dir or PRETRAINED_DIR
+    cfg_path = osp.join(out_dir, f'{name}.py')
+    w_path = osp.join(out_dir, f'{name}_teacher.pth')
+    export_teacher(ckpt, w_path)
+    cfg = Config.fromfile(config)
+    tmp = osp.join(out_dir, f'.{name}.tmp{os.getpid()}.py')
+    cfg.dump(tmp)
+    os.replace(tmp, cfg_path)
+    return cfg_path, w_path
+
+
 __all__ = [
     'PRETRAINED_DIR', 'DEFAULT_MODEL', 'MODEL_CARD', 'shipped_model',
-    'shipped_model_paths', 'is_shipped_model'
+    'shipped_model_paths', 'is_shipped_model', 'export_teacher',
+    'export_shipped_model'
 ]

@@ -127,3 +127,49 @@ def test_real_shipped_model():
     out = inferencer(dark, tile_size=None)['predictions'][0]
     assert out.shape == dark.shape and out.dtype == np.uint8
     assert out.mean() > dark.mean() + 10, (out.mean(), dark.mean())
+
+
+def test_export_shipped_model_round_trip(tmp_path, monkeypatch):
+    """A mean-teacher checkpoint -> NAME.py + NAME_teacher.pth: the weights
+    are the teacher's (not the student's), float32 and weights-only
+    readable, and the inferencer by name enhances exactly as that teacher."""
+    import copy
+
+    import torch
+    from mmagic.registry import MODELS
+    from semillie_test_utils import TINY_MODEL
+
+    from semillie_mm.apis import SemiLLIEInferencer
+    from semillie_mm.apis.pretrained import export_shipped_model
+    torch.manual_seed(1)
+    teacher = MODELS.build(copy.deepcopy(TINY_MODEL['generator']))
+    student = MODELS.build(copy.deepcopy(TINY_MODEL['generator']))
+    state = {f'teacher.module.{k}': v for k, v in
+             teacher.state_dict().items()}
+    state.update({f'student.{k}': v for k, v in
+                  student.state_dict().items()})
+    state['teacher.steps'] = torch.tensor([7])
+    ckpt = str(tmp_path / 'iter_10.pth')
+    torch.save(dict(state_dict=state, meta=dict(note=np.float64(1.5))), ckpt)
+    (tmp_path / 'src').mkdir()
+    src_cfg, _ = write_shipped_model(tmp_path / 'src', 'tmpl')
+    out = tmp_path / 'out'
+    cfg_path, w_path = export_shipped_model(src_cfg, ckpt, 'mine', str(out))
+    assert osp.basename(cfg_path) == 'mine.py'
+    weights = torch.load(w_path, weights_only=True)
+    assert set(weights) == set(teacher.state_dict())
+    for k, v in teacher.state_dict().items():
+        assert weights[k].dtype == torch.float32
+        assert torch.equal(weights[k], v.float())
+    assert '_base_' not in open(cfg_path).read()
+    monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', str(out))
+    img = _images(1, (20, 28, 3), seed=3)[0]
+    got = SemiLLIEInferencer('mine', device='cpu', show_progress=False)(
+        img, return_preds=True)['predictions'][0]
+    with torch.no_grad():
+        ref = teacher(torch.from_numpy(img).permute(2, 0, 1)[None].float()
+                      / 255.)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    assert np.abs(got.astype(int) - np.round(ref * 255)).max() <= 1
+    other = student(torch.from_numpy(img).permute(2, 0, 1)[None].float()
+                    / 255.)[0].clamp(0, 1).permute(1, 2, 0).detach().numpy()
+    assert np.abs(got.astype(int) - np.round(other * 255)).max() > 1
