@@ -27,10 +27,51 @@ says why it exists. The measured facts behind them are in ``docs/install.md``.
    is imported, unless ``NO_ALBUMENTATIONS_UPDATE`` is set: nothing is fetched at
    run time, so the variable is set (``setdefault``: a user's value wins) before
    mmagic is imported.
+6. OpenCV decodes images of up to 2**30 pixels (a 48 KB PNG can declare
+   20000 x 20000 and then take tens of GB in the enhancement path). Its cap is
+   the environment variable ``OPENCV_IO_MAX_IMAGE_PIXELS``, read once when
+   cv2 is loaded; nothing in this package or in numpy/torch imports cv2
+   before this module, so it is set here (``setdefault``: a user's value
+   wins) to ``SEMILLIE_MAX_PIXELS`` (default 100 megapixels, see
+   docs/enhance.md, "Large images"). :data:`OPENCV_MAX_PIXELS` records the
+   cap OpenCV uses; ``semillie_mm.apis.image_io`` checks the size from the
+   file header first and relies on it only for files Pillow cannot read.
 """
 import os
 import os.path as osp
+import sys
 import warnings
+
+#: Environment variable: the largest image, in pixels, that is decoded.
+MAX_PIXELS_ENV = 'SEMILLIE_MAX_PIXELS'
+#: Its default: 100 megapixels (about 5 GB of CPU memory in the tiled
+#: enhancement path, docs/enhance.md "Large images").
+DEFAULT_MAX_PIXELS = 100_000_000
+OPENCV_MAX_PIXELS_ENV = 'OPENCV_IO_MAX_IMAGE_PIXELS'
+#: OpenCV's own default cap.
+OPENCV_DEFAULT_MAX_PIXELS = 1 << 30
+
+
+def _positive_int(value) -> int:
+    """``int(value)`` when it is a whole number > 0, else 0."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return 0
+    return max(number, 0)
+
+
+# fix 6 (before anything imports cv2: mmcv, mmagic)
+if 'cv2' not in sys.modules:
+    os.environ.setdefault(
+        OPENCV_MAX_PIXELS_ENV,
+        str(_positive_int(os.environ.get(MAX_PIXELS_ENV, ''))
+            or DEFAULT_MAX_PIXELS))
+#: The pixel cap of OpenCV's decoders in this process: the variable's value
+#: when cv2 was loaded (when something imported cv2 before semillie_mm, the
+#: value in the environment is assumed to be the one it read).
+OPENCV_MAX_PIXELS = _positive_int(os.environ.get(
+    OPENCV_MAX_PIXELS_ENV, '')) or OPENCV_DEFAULT_MAX_PIXELS
 
 import numpy as np
 import torch

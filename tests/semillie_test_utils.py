@@ -104,3 +104,36 @@ def write_shipped_model(folder, name='semillie_target', seed=0):
     net = MODELS.build(copy.deepcopy(TINY_MODEL['generator']))
     torch.save(net.state_dict(), weights)
     return cfg, weights
+
+
+def bomb_png(width=20000, height=20000):
+    """A decompression bomb: a valid PNG that declares ``width x height``.
+
+    1-bit grayscale, every pixel 0: each row is a filter byte and
+    ``ceil(width / 8)`` zero bytes, which zlib compresses about 1000 to 1,
+    so 20000 x 20000 (400 megapixels; OpenCV would decode it into 400 MB of
+    uint8 gray) is a file of about 48 KB. Small sizes decode to zeros with
+    OpenCV and Pillow alike.
+
+    Args:
+        width (int): Declared width.
+        height (int): Declared height.
+
+    Returns:
+        bytes: The PNG file.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data +
+                struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+
+    row = b'\0' * (1 + (width + 7) // 8)
+    comp = zlib.compressobj(9)
+    idat = b''.join(comp.compress(row) for _ in range(height))
+    idat += comp.flush()
+    # bit depth 1, colour type 0 (gray), deflate, filter 0, no interlace
+    ihdr = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) +
+            chunk(b'IDAT', idat) + chunk(b'IEND', b''))

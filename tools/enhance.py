@@ -14,6 +14,10 @@ counted in the summary printed at the end. A user's mistake (missing config,
 checkpoint or input, a truncated checkpoint, a bad option value) ends in one
 line on stderr and exit status 2; --debug shows the traceback. The work is done
 by semillie_mm.apis.SemiLLIEInferencer; see docs/enhance.md.
+
+An image whose header declares more than SEMILLIE_MAX_PIXELS pixels (default
+100 megapixels) is refused before it is decoded: a one-line error for a single
+INPUT file, a logged skip in a folder.
 """
 import json
 import logging
@@ -131,6 +135,19 @@ def check_args(args) -> None:
         args.ext = ext
     from semillie_mm.apis.checks import check_device
     check_device(args.device)
+    from semillie_mm.apis.image_io import (ImageTooLargeError,
+                                           check_image_size, max_image_pixels)
+    try:
+        max_image_pixels()
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    if osp.isfile(args.input):
+        try:
+            check_image_size(args.input)
+        except ImageTooLargeError as err:
+            raise UserError(f'input {args.input}: {err}') from err
+        except (OSError, ValueError):
+            pass  # unreadable: skipped with its reason, as in a folder
 
 
 def _write_json_atomic(obj, path: str) -> None:

@@ -1,7 +1,8 @@
 """Image files and arrays for inference: reading, writing, conversions.
 
 - :func:`read_image`: a file -> RGB(A)/gray array in its own bit depth, in
-  display orientation (EXIF), decoded with mmcv;
+  display orientation (EXIF), decoded with mmcv, refused when its header
+  declares more than :func:`max_image_pixels` pixels;
 - :func:`image_to_tensor` / :func:`tensor_to_image`: arrays of any supported
   layout and dtype <-> the network's ``(3, H, W)`` RGB in [0, 1];
 - :func:`adapt_to_format` and :func:`write_image_atomic`: write what the
@@ -9,16 +10,20 @@
 - :func:`list_images`: the image files of a folder tree;
 - :func:`side_by_side`: the ``input | output`` picture.
 
-See docs/enhance.md, section "Input handling".
+See docs/enhance.md, sections "Input handling" and "Large images".
 """
-import io
 import os
 import os.path as osp
+import re
 import tempfile
-from typing import Dict, List, Optional, Tuple
+import warnings
+from typing import BinaryIO, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from ..compat import (DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, OPENCV_MAX_PIXELS,
+                      OPENCV_MAX_PIXELS_ENV)
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 _NO_ALPHA_EXTS = ('.jpg', '.jpeg', '.bmp')
@@ -28,19 +33,80 @@ _8BIT_ONLY_EXTS = ('.jpg', '.jpeg', '.bmp', '.webp')
 # --------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------
-def _probe(data: bytes) -> Tuple[bool, int]:
-    """``(has_alpha, exif_orientation)`` from the file header (Pillow, lazy:
-    no pixel is decoded). A file Pillow does not know counts as having alpha,
-    so that everything OpenCV decodes is kept."""
+class ImageTooLargeError(ValueError):
+    """An image file declares more pixels than :func:`max_image_pixels`."""
+
+
+def max_image_pixels() -> int:
+    """The largest image, in pixels, that :func:`read_image` decodes.
+
+    Returns:
+        int: ``SEMILLIE_MAX_PIXELS`` from the environment (read at each
+        call), default 100 megapixels (about 5 GB of CPU memory in the tiled
+        enhancement path; docs/enhance.md, "Large images").
+
+    Raises:
+        ValueError: ``SEMILLIE_MAX_PIXELS`` is not a whole number > 0.
+    """
+    value = os.environ.get(MAX_PIXELS_ENV, '').strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
     try:
-        from PIL import Image
-        with Image.open(io.BytesIO(data)) as im:
-            alpha = im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
-                im.mode == 'P' and 'transparency' in im.info)
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-        return alpha, orientation
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ValueError(f'{MAX_PIXELS_ENV} must be a whole number of '
+                         f'pixels > 0, got {value!r}')
+    return number
+
+
+def _too_large(pixels: int, cap: int,
+               size: Optional[Tuple[int, int]] = None) -> ImageTooLargeError:
+    what = f'{size[0]} x {size[1]} = ' if size else ''
+    return ImageTooLargeError(
+        f'image too large: {what}{pixels:,} pixels, over the limit of '
+        f'{cap:,} ({MAX_PIXELS_ENV}; raise it if the machine has the '
+        'memory, see docs/enhance.md)')
+
+
+def _probe(f: BinaryIO, cap: int
+           ) -> Tuple[bool, int, Optional[Tuple[int, int]]]:
+    """``(has_alpha, exif_orientation, (width, height))`` from the file
+    header (Pillow, lazy: no pixel is decoded). A file Pillow does not know
+    counts as having alpha, so that everything OpenCV decodes is kept; its
+    size is then None.
+
+    Raises:
+        ImageTooLargeError: Pillow refuses the size: over twice
+            ``PIL.Image.MAX_IMAGE_PIXELS``, its decompression-bomb limit
+            (the message compares it with ``cap``).
+    """
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            # the size is checked by the caller against its own cap
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                alpha = im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
+                    im.mode == 'P' and 'transparency' in im.info)
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+                size = im.size
+        return alpha, orientation, size
+    except Image.DecompressionBombError as e:
+        # Pillow's message: 'Image size (N pixels) exceeds limit of ...'
+        found = re.search(r'\((\d+) pixels\)', str(e))
+        pixels = int(found.group(1)) if found else None
+        if pixels is not None and pixels > cap:
+            raise _too_large(pixels, cap) from e
+        limit = 2 * Image.MAX_IMAGE_PIXELS
+        raise ImageTooLargeError(
+            f'image too large: {pixels or "more than " + str(limit)} '
+            f'pixels, over Pillow\'s decompression-bomb limit of {limit:,} '
+            '(raise PIL.Image.MAX_IMAGE_PIXELS as well as '
+            f'{MAX_PIXELS_ENV})') from e
     except Exception:  # noqa: BLE001  (OpenCV may still decode it)
-        return True, 1
+        return True, 1, None
 
 
 def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -60,8 +126,59 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr
 
 
+def _probe_checked(f: BinaryIO, cap: int
+                   ) -> Tuple[bool, int, Optional[Tuple[int, int]]]:
+    """:func:`_probe`, then refuse what may not be decoded.
+
+    Raises:
+        ValueError: The file is empty.
+        ImageTooLargeError: The header declares more than ``cap`` pixels,
+            or Pillow cannot read it and OpenCV's cap is above ``cap``.
+    """
+    has_alpha, orientation, size = _probe(f, cap)
+    if size is not None:
+        if size[0] * size[1] > cap:
+            raise _too_large(size[0] * size[1], cap, size)
+        return has_alpha, orientation, size
+    f.seek(0, os.SEEK_END)
+    if f.tell() == 0:
+        raise ValueError('empty file')
+    if OPENCV_MAX_PIXELS > cap:
+        raise ImageTooLargeError(
+            'cannot read the image size from the header, and OpenCV\'s own '
+            f'limit ({OPENCV_MAX_PIXELS_ENV}={OPENCV_MAX_PIXELS}) is above '
+            f'{MAX_PIXELS_ENV}={cap}: import semillie_mm before cv2, or '
+            f'set {OPENCV_MAX_PIXELS_ENV}')
+    return has_alpha, orientation, size
+
+
+def check_image_size(path: str) -> Optional[Tuple[int, int]]:
+    """Check an image file's size from its header, decoding no pixel.
+
+    Args:
+        path (str): Image file.
+
+    Returns:
+        tuple[int, int] | None: ``(width, height)``, or None when Pillow
+        cannot read the header (OpenCV's cap then applies, see
+        :func:`read_image`).
+
+    Raises:
+        ImageTooLargeError: More pixels than :func:`max_image_pixels`.
+        ValueError: The file is empty.
+    """
+    with open(path, 'rb') as f:
+        return _probe_checked(f, max_image_pixels())[2]
+
+
 def read_image(path: str) -> np.ndarray:
     """Read an image file as RGB(A)/gray in its own bit depth.
+
+    The size is read from the header first (Pillow, which decodes no pixel
+    for it): an image of more than :func:`max_image_pixels` pixels is
+    refused before it is decoded. A file whose header Pillow cannot read is
+    decoded only while OpenCV's own cap (``OPENCV_IO_MAX_IMAGE_PIXELS``, set
+    by :mod:`semillie_mm.compat`) is not above that limit.
 
     Decoding is mmcv's (``mmcv.imfrombytes``, OpenCV backend). Images
     without alpha are decoded with ``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``, so
@@ -77,22 +194,28 @@ def read_image(path: str) -> np.ndarray:
         ``uint16`` or ``float32`` in [0, 1]; in display orientation.
 
     Raises:
+        ImageTooLargeError: More pixels than :func:`max_image_pixels`.
         ValueError: The file is empty or cannot be decoded.
     """
     import cv2
     import mmcv
     with open(path, 'rb') as f:
+        has_alpha, orientation, _ = _probe_checked(f, max_image_pixels())
+        f.seek(0)
         data = f.read()
-    if not data:
-        raise ValueError('empty file')
-    has_alpha, orientation = _probe(data)
     flag = 'unchanged' if has_alpha else (cv2.IMREAD_ANYDEPTH
                                           | cv2.IMREAD_ANYCOLOR)
     try:
         img = mmcv.imfrombytes(data, flag=flag, backend='cv2')
     except cv2.error as e:
+        if 'CV_IO_MAX_IMAGE' in str(e):  # OpenCV's own size check
+            raise ImageTooLargeError(
+                f'image too large: over OpenCV\'s limit of '
+                f'{OPENCV_MAX_PIXELS:,} pixels ({OPENCV_MAX_PIXELS_ENV})'
+            ) from e
         raise ValueError(f'cannot decode image ({e.__class__.__name__})'
                          ) from e
+    del data
     if img is None:
         raise ValueError('cannot decode image (corrupt or unsupported format)')
     if img.dtype not in (np.uint8, np.uint16):
@@ -174,10 +297,12 @@ def image_to_tensor(img: np.ndarray) -> Tuple[torch.Tensor, Dict]:
                          f'{img.shape}')
     channels = arr.shape[2]
     alpha = arr[..., 3:].copy() if channels == 4 else None
-    rgb = arr[..., :3] if channels >= 3 else np.repeat(arr, 3, axis=2)
-    x = torch.from_numpy(
-        np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) /
-        np.float32(scale))
+    # plane by plane into the float32 result: no other full-size temporary
+    x = np.empty((3, ) + arr.shape[:2], np.float32)
+    for c in range(3):
+        np.divide(arr[..., c if channels >= 3 else 0], np.float32(scale),
+                  out=x[c], dtype=np.float32)
+    x = torch.from_numpy(x)
     return x, dict(dtype=dtype, scale=scale, channels=channels,
                    squeeze=squeeze, alpha=alpha)
 
@@ -194,15 +319,17 @@ def tensor_to_image(y: torch.Tensor, layout: Dict) -> np.ndarray:
         grayscale (ITU-R BT.601 luma of the enhanced RGB); the alpha plane
         is copied unchanged.
     """
-    y = y.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+    # one float32 copy (``y`` is left alone), then in place
+    y = y.detach().cpu().float().clamp(0, 1).numpy().transpose(1, 2, 0)
     if layout['channels'] == 1:
         y = (0.299 * y[..., 0] + 0.587 * y[..., 1] +
              0.114 * y[..., 2])[..., None]
     scale, dtype = layout['scale'], layout['dtype']
     if scale != 1.:
-        y = np.clip(np.round(y * scale), 0, scale).astype(dtype)
-    else:
-        y = y.astype(dtype)
+        y *= np.float32(scale)
+        np.round(y, out=y)
+        np.clip(y, 0, scale, out=y)
+    y = y.astype(dtype)
     if layout['alpha'] is not None:
         y = np.concatenate([y, layout['alpha'].astype(y.dtype)], axis=2)
     if layout['squeeze']:

@@ -27,12 +27,13 @@ from mmengine.registry import DefaultScope
 from mmagic.registry import MODELS, TRANSFORMS
 from semillie_mm.ops.cpu_cache import enable_cpu_cache
 from semillie_mm.utils.cpu_threads import CPUThreadGovernor
-from .image_io import (IMG_EXTENSIONS, adapt_to_format, image_to_tensor,
-                       list_images, output_extension, read_image,
-                       side_by_side, tensor_to_image, write_image_atomic)
+from .image_io import (IMG_EXTENSIONS, ImageTooLargeError, adapt_to_format,
+                       image_to_tensor, list_images, output_extension,
+                       read_image, side_by_side, tensor_to_image,
+                       write_image_atomic)
 from .pretrained import DEFAULT_MODEL, is_shipped_model, shipped_model
-from .tiling import (DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, check_tiling,
-                     enhance_tensor, needs_tiling)
+from .tiling import (DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, _net_device,
+                     check_tiling, enhance_tensor, needs_tiling)
 
 logger = logging.getLogger(__name__)
 
@@ -229,14 +230,6 @@ def select_enhancement_network(model: nn.Module,
     if bgr or any(m != 0 for m in mean_l) or any(s != 255 for s in std_l):
         net = PreprocessedGenerator(net, mean_l, std_l, bgr=bgr)
     return net
-
-
-def _net_device(net: nn.Module) -> torch.device:
-    for p in net.parameters():
-        return p.device
-    for b in net.buffers():
-        return b.device
-    return torch.device('cpu')
 
 
 def _state_of(net: nn.Module, model: nn.Module) -> List[str]:
@@ -551,7 +544,10 @@ class SemiLLIEInferencer(BaseInferencer):
                     {k: v for k, v in item.items() if k != 'rel'})
             except Exception as e:  # noqa: BLE001
                 name = item.get('img_path') or 'array input'
-                reason = f'unreadable: {e}' if item.get('img_path') else str(e)
+                reason = str(e)
+                if item.get('img_path') and not isinstance(
+                        e, ImageTooLargeError):
+                    reason = f'unreadable: {e}'
                 if on_error != 'skip':
                     raise ValueError(f'{name}: {reason}') from e
                 logger.warning('skipped %s: %s', name, reason)
@@ -597,12 +593,14 @@ class SemiLLIEInferencer(BaseInferencer):
                 xs[0].shape[1], xs[0].shape[2], tile_size):
             ys = list(net(torch.stack(xs).to(device)).float().cpu())
         else:
-            ys = [enhance_tensor(net, x[None].to(device), tile_size,
-                                 tile_overlap, before_tile=update)[0]
-                  for x in xs]
+            # the image stays on the CPU; tiles go to the device one by one
+            ys = [enhance_tensor(net, x[None], tile_size, tile_overlap,
+                                 before_tile=update)[0] for x in xs]
         preds = []
         for (_, packed), y in zip(batch, ys):
-            y = y.clamp(0, 1)
+            # in place: a fresh output (an identity network's view of its
+            # input is in [0, 1] already)
+            y = y.clamp_(0, 1)
             preds.append(dict(pred_img=y,
                               output=tensor_to_image(y, packed['layout'])))
         return preds
@@ -867,12 +865,9 @@ def enhance_image(net: nn.Module,
         the alpha channel of RGBA is copied unchanged.
     """
     x, layout = image_to_tensor(img)
-    if device is None:
-        device = _net_device(net)
-    else:
-        device = torch.device(device)
-        net.to(device)
-    y = enhance_tensor(net, x[None].to(device), tile_size, tile_overlap)[0]
+    if device is not None:
+        net.to(torch.device(device))
+    y = enhance_tensor(net, x[None], tile_size, tile_overlap)[0]
     return tensor_to_image(y, layout)
 
 

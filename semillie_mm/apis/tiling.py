@@ -3,9 +3,14 @@
 An image whose height or width exceeds ``tile_size`` is cut into overlapping
 tiles; each tile's output is multiplied by a blending weight (1 inside, a
 raised cosine over the overlap, 0 over the first quarter of the overlap where
-the tile lacks context), weighted outputs and weights are accumulated on the
-CPU in float64, and the sum is divided by the weights. See docs/enhance.md,
-section "Tiling and memory".
+the tile lacks context) and accumulated into one float32 buffer on the CPU,
+which is then divided in place by the summed weights. The weights of a tile
+are the outer product of two 1-D profiles and the tiles form a grid, so the
+summed weights are the outer product of two 1-D sums: no ``H x W`` weight
+buffer is needed. Working memory on the CPU is the input (12 bytes per
+pixel) plus the output (12 bytes per pixel); only one tile is on the
+network's device at a time. See docs/enhance.md, section "Tiling and
+memory".
 """
 from typing import Callable, List, Optional
 
@@ -83,6 +88,15 @@ def _axis_weight(tile: int, overlap: int, ramp_start: bool,
     return w
 
 
+def _net_device(net: nn.Module) -> torch.device:
+    """The device of the network's first parameter (or buffer); CPU."""
+    for p in net.parameters():
+        return p.device
+    for b in net.buffers():
+        return b.device
+    return torch.device('cpu')
+
+
 @torch.no_grad()
 def enhance_tensor(net: nn.Module,
                    x: torch.Tensor,
@@ -95,13 +109,16 @@ def enhance_tensor(net: nn.Module,
     Tiling is used when ``tile_size`` is set and ``H`` or ``W`` exceeds it.
     Tiles of ``tile_size`` (clipped to the image) overlap by at least
     ``tile_overlap``; each output is multiplied by its blending weight
-    (:func:`_axis_weight` along both axes), weighted outputs and weights are
-    accumulated, and the sum is divided by the weights. Only one tile is on
-    the network's device at a time; the accumulators live on the CPU.
+    (:func:`_axis_weight` along both axes) and added into a float32 buffer
+    on the CPU, which is divided in place by the summed weights (kept as two
+    1-D sums, see the module docstring). Each tile is moved to the network's
+    device on its own, so a large image on the CPU never goes there whole;
+    the CPU working memory is ``x`` plus the ``(B, C, H, W)`` float32 output.
 
     Args:
         net (nn.Module): Enhancement network.
-        x (Tensor): ``(B, 3, H, W)`` on the network's device, RGB in [0, 1].
+        x (Tensor): ``(B, 3, H, W)`` RGB in [0, 1], on the CPU (best for
+            large images) or on the network's device.
         tile_size (int, optional): Tile side; None or <= 0 disables tiling.
         tile_overlap (int): Overlap between neighbouring tiles.
         before_tile (callable, optional): Called before each tile (e.g.
@@ -110,26 +127,39 @@ def enhance_tensor(net: nn.Module,
     Returns:
         Tensor: ``(B, C, H, W)`` float32 output on the CPU (not clamped).
     """
+    device = _net_device(net)
     b, _, h, w = x.shape
     if not needs_tiling(h, w, tile_size):
-        return net(x).float().cpu()
+        return net(x.to(device)).float().cpu()
     check_tiling(tile_size, tile_overlap)
     th, tw = min(tile_size, h), min(tile_size, w)
     ys = _tile_starts(h, th, tile_overlap)
     xs = _tile_starts(w, tw, tile_overlap)
+    wys = [_axis_weight(th, tile_overlap, i > 0, i < len(ys) - 1)
+           for i in range(len(ys))]
+    wxs = [_axis_weight(tw, tile_overlap, i > 0, i < len(xs) - 1)
+           for i in range(len(xs))]
+    # the summed weights of a grid of outer products: an outer product
+    wsum_y = np.zeros(h)
+    for y0, wy in zip(ys, wys):
+        wsum_y[y0:y0 + th] += wy
+    wsum_x = np.zeros(w)
+    for x0, wx in zip(xs, wxs):
+        wsum_x[x0:x0 + tw] += wx
     out = None
-    wsum = torch.zeros(1, 1, h, w, dtype=torch.float64)
-    for iy, y0 in enumerate(ys):
-        wy = _axis_weight(th, tile_overlap, iy > 0, iy < len(ys) - 1)
-        for ix, x0 in enumerate(xs):
-            wx = _axis_weight(tw, tile_overlap, ix > 0, ix < len(xs) - 1)
+    for y0, wy in zip(ys, wys):
+        for x0, wx in zip(xs, wxs):
             if before_tile is not None:
                 before_tile()
-            tile_out = net(x[:, :, y0:y0 + th, x0:x0 + tw]).double().cpu()
-            weight = torch.from_numpy(np.outer(wy, wx))[None, None]
+            tile = x[:, :, y0:y0 + th, x0:x0 + tw].to(device)
+            tile_out = net(tile).float().cpu()
+            del tile
+            weight = torch.from_numpy(np.outer(wy, wx).astype(np.float32))
             if out is None:
                 out = torch.zeros(b, tile_out.shape[1], h, w,
-                                  dtype=torch.float64)
-            out[:, :, y0:y0 + th, x0:x0 + tw] += tile_out * weight
-            wsum[:, :, y0:y0 + th, x0:x0 + tw] += weight
-    return (out / wsum).float()
+                                  dtype=torch.float32)
+            # fused: no temporary (and ``tile_out`` may be a view of ``x``)
+            out[:, :, y0:y0 + th, x0:x0 + tw].addcmul_(tile_out, weight)
+    out.div_(torch.from_numpy(wsum_y.astype(np.float32)).view(1, 1, h, 1))
+    out.div_(torch.from_numpy(wsum_x.astype(np.float32)).view(1, 1, 1, w))
+    return out

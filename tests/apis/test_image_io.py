@@ -1,14 +1,23 @@
-"""read_image against Pillow's decoding and EXIF transposition; atomic
-writes; the format adaptation."""
+"""read_image against Pillow's decoding and EXIF transposition; the pixel
+cap (decompression bombs); atomic writes; the format adaptation."""
+import json
 import os
+import os.path as osp
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from semillie_mm.apis.image_io import (adapt_to_format, image_to_tensor,
-                                       read_image, side_by_side,
-                                       tensor_to_image, write_image_atomic)
+import semillie_mm.apis.image_io as image_io
+from semillie_mm.apis.image_io import (ImageTooLargeError, adapt_to_format,
+                                       image_to_tensor, read_image,
+                                       side_by_side, tensor_to_image,
+                                       write_image_atomic)
+from semillie_test_utils import bomb_png
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _pattern(h=24, w=40):
@@ -97,3 +106,136 @@ def test_write_atomic_and_formats(tmp_path):
                                                              np.uint8))
     assert sorted(os.listdir(tmp_path)) == ['sub']
     assert os.listdir(tmp_path / 'sub') == ['x.png']
+
+
+def _child_env(**extra):
+    """The environment of a child Python: this checkout first on the path,
+    no pixel caps inherited."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('SEMILLIE_MAX_PIXELS', 'OPENCV_IO_MAX_IMAGE_PIXELS')}
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
+    env['PYTHONWARNINGS'] = 'ignore'
+    env.update(extra)
+    return env
+
+
+# Run in a child process: ru_maxrss is the process's peak resident memory
+# (KiB on Linux), so the read's extra memory is the peak after it minus the
+# peak before it (imports done), which nothing else in the child raises.
+_BOMB_CHILD = r"""
+import json, resource, sys, time
+import cv2, mmcv  # noqa: F401  (imported before the measurement)
+from PIL import Image  # noqa: F401
+from semillie_mm.apis.image_io import ImageTooLargeError, read_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    shape, message = list(read_image(sys.argv[1]).shape), None
+except ImageTooLargeError as e:
+    shape, message = None, str(e)
+seconds = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(shape=shape, message=message, seconds=seconds,
+                      extra_mib=(after - before) / 1024)))
+"""
+
+
+def test_decompression_bomb_refused_fast_and_small(tmp_path):
+    """A 48 KB PNG declaring 20000 x 20000 is refused from its header:
+    within 1 s and < 100 MB of extra peak RSS (getrusage ru_maxrss in a
+    child process), with the default cap."""
+    bomb = tmp_path / 'bomb.png'
+    bomb.write_bytes(bomb_png(20000, 20000))
+    assert bomb.stat().st_size < 64 * 1024
+    proc = subprocess.run(
+        [sys.executable, '-c', _BOMB_CHILD, str(bomb)], capture_output=True,
+        text=True, timeout=600, cwd=ROOT, env=_child_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res['shape'] is None, res
+    # Pillow refuses it first (over its own bomb limit): its pixel count
+    assert res['message'].startswith(
+        'image too large: 400,000,000 pixels, over the limit of '
+        '100,000,000 (SEMILLIE_MAX_PIXELS'), res
+    assert res['seconds'] < 1, res
+    assert res['extra_mib'] < 100, res
+    # the same file, small: a real PNG that decodes (to zeros)
+    small = tmp_path / 'small.png'
+    small.write_bytes(bomb_png(300, 200))
+    img = read_image(str(small))
+    assert img.shape == (200, 300) and img.max() == 0
+
+
+def test_pixel_cap_env(tmp_path, monkeypatch):
+    img = np.zeros((20, 30, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / 'x.png')
+    monkeypatch.setenv('SEMILLIE_MAX_PIXELS', '599')
+    with pytest.raises(ImageTooLargeError, match='30 x 20 = 600 pixels, '
+                       'over the limit of 599'):
+        read_image(str(tmp_path / 'x.png'))
+    monkeypatch.setenv('SEMILLIE_MAX_PIXELS', '600')
+    assert read_image(str(tmp_path / 'x.png')).shape == (20, 30, 3)
+    for bad in ('lots', '0', '-5', '1e8'):
+        monkeypatch.setenv('SEMILLIE_MAX_PIXELS', bad)
+        with pytest.raises(ValueError, match='SEMILLIE_MAX_PIXELS'):
+            read_image(str(tmp_path / 'x.png'))
+    monkeypatch.delenv('SEMILLIE_MAX_PIXELS')
+    assert image_io.max_image_pixels() == 100_000_000
+
+
+def test_header_pillow_cannot_read(tmp_path, monkeypatch):
+    """Radiance HDR: OpenCV decodes it, Pillow cannot read its header. It is
+    decoded only while OpenCV's own cap is not above SEMILLIE_MAX_PIXELS."""
+    import cv2
+    ok, buf = cv2.imencode('.hdr', np.full((40, 30, 3), 0.5, np.float32))
+    assert ok
+    path = tmp_path / 'x.hdr'
+    path.write_bytes(buf.tobytes())
+    with pytest.raises(Exception):
+        Image.open(path)
+    monkeypatch.setattr(image_io, 'OPENCV_MAX_PIXELS', 1 << 30)
+    with pytest.raises(ImageTooLargeError, match='cannot read the image size'):
+        read_image(str(path))
+    monkeypatch.setattr(image_io, 'OPENCV_MAX_PIXELS', 100_000_000)
+    assert read_image(str(path)).shape == (40, 30, 3)
+
+
+_OPENCV_CHILD = r"""
+import os, sys
+import semillie_mm  # noqa: F401  (sets OpenCV's cap before cv2 is loaded)
+import cv2
+import numpy as np
+from semillie_mm.apis.image_io import ImageTooLargeError, read_image
+print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])
+ok, buf = cv2.imencode('.png', np.zeros((40, 40, 3), np.uint8))
+try:
+    cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    print('decoded')
+except cv2.error:
+    print('refused by OpenCV')
+try:
+    read_image(sys.argv[1])  # Pillow cannot read the header: OpenCV's cap
+    print('decoded')
+except ImageTooLargeError as e:
+    print(e)
+"""
+
+
+def test_opencv_cap_set_before_cv2_is_loaded(tmp_path):
+    """Importing semillie_mm sets OPENCV_IO_MAX_IMAGE_PIXELS from
+    SEMILLIE_MAX_PIXELS before anything loads cv2: OpenCV itself refuses
+    a larger image."""
+    import cv2
+    ok, buf = cv2.imencode('.hdr', np.zeros((40, 40, 3), np.float32))
+    path = tmp_path / 'x.hdr'
+    path.write_bytes(buf.tobytes())
+    proc = subprocess.run(
+        [sys.executable, '-c', _OPENCV_CHILD, str(path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env=_child_env(SEMILLIE_MAX_PIXELS='1000'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()[-3:]
+    assert lines[0] == '1000' and lines[1] == 'refused by OpenCV', lines
+    assert lines[2].startswith("image too large: over OpenCV's limit of "
+                               '1,000 pixels'), lines

@@ -130,14 +130,19 @@ def test_enhance_ext_and_single_file(tmp_path, model_files, messy_folder):
     _no_temp_files(tmp_path)
 
 
+def _fresh_mmlogger():
+    """mmengine logs through the newest MMLogger; one made by an earlier test
+    writes to that test's (closed) captured stream, and logging's error
+    report would land in this test's stderr. A fresh one writes here."""
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance(f'enhance_test_{len(MMLogger._instance_dict)}')
+
+
 def _run_cli(tool, argv, capsys):
     """The tool's ``__main__`` path: run_cli(main) -> exit status, stderr."""
-    from mmengine.logging import MMLogger
     from semillie_mm.utils.cli import run_cli
-    # mmengine logs through the newest MMLogger; one made by an earlier test
-    # writes to that test's (closed) captured stream, and logging's error
-    # report would land in this test's stderr. A fresh one writes here.
-    MMLogger.get_instance(f'enhance_test_{len(MMLogger._instance_dict)}')
+    _fresh_mmlogger()
+    capsys.readouterr()  # what earlier calls printed
     with pytest.raises(SystemExit) as exc:
         run_cli(tool.main, argv, prog='enhance.py')
     return exc.value.code, capsys.readouterr().err
@@ -256,3 +261,59 @@ def test_enhance_shipped_model_errors(tmp_path, shipped, messy_folder,
         assert needle in lines[0], (needle, err)
     assert 'fresh clone' in lines[0] and 'CONFIG CHECKPOINT' in lines[0]
     assert not os.path.exists(out)
+
+
+def _plain_folder(folder, names, size=(20, 28)):
+    """Small RGB images named ``names`` in ``folder``; returns their
+    SHA-256 by name."""
+    import hashlib
+
+    import cv2
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(names))
+    for name in names:
+        cv2.imwrite(str(folder / name),
+                    rng.integers(0, 80, size + (3, ), dtype=np.uint8))
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in names}
+
+
+def _hashes(folder, names):
+    import hashlib
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in names}
+
+
+def test_decompression_bomb_skipped_in_folder_refused_alone(
+        tmp_path, model_files, capsys):
+    """A PNG declaring 20000 x 20000 (48 KB) is skipped with its reason in a
+    folder, the other images are enhanced; alone, it is one line, status 2,
+    before the model is loaded."""
+    from semillie_test_utils import bomb_png
+    tool = _load_tool()
+    cfg, ckpt = model_files
+    src = tmp_path / 'in'
+    _plain_folder(src, ['a.png', 'c.jpg'])
+    (src / 'b_bomb.png').write_bytes(bomb_png(20000, 20000))
+    out = tmp_path / 'out'
+    summary = tool.main([cfg, ckpt, str(src), str(out), '--tile', '16',
+                         '--tile-overlap', '4', '--no-progress'])
+    assert summary['processed'] == 2 and summary['skipped'] == 1
+    item = summary['skipped_files'][0]
+    assert item['path'].endswith('b_bomb.png')
+    assert item['reason'].startswith('image too large: 400,000,000 pixels')
+    assert sorted(os.listdir(out)) == ['a.png', 'c.jpg']
+    code, err = _run_cli(tool, [cfg, ckpt, str(src / 'b_bomb.png'),
+                                str(tmp_path / 'one.png')], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert 'b_bomb.png: image too large' in lines[0]
+    assert 'SEMILLIE_MAX_PIXELS' in lines[0]
+    assert not (tmp_path / 'one.png').exists()
+    os.environ['SEMILLIE_MAX_PIXELS'] = 'many'
+    try:
+        code, err = _run_cli(tool, [cfg, ckpt, str(src), str(out)], capsys)
+    finally:
+        del os.environ['SEMILLIE_MAX_PIXELS']
+    assert code == 2 and 'SEMILLIE_MAX_PIXELS' in err
+    assert len(err.strip().splitlines()) == 1
