@@ -3,7 +3,7 @@
     python tools/enhance.py [CONFIG CHECKPOINT] INPUT OUTPUT
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
-        [--vis-dir DIR] [--debug]
+        [--vis-dir DIR] [--skip-existing | --overwrite] [--debug]
 
 Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
 shipped in the package is used (semillie_mm/pretrained/, see MODEL_CARD.md
@@ -15,9 +15,16 @@ checkpoint or input, a truncated checkpoint, a bad option value) ends in one
 line on stderr and exit status 2; --debug shows the traceback. The work is done
 by semillie_mm.apis.SemiLLIEInferencer; see docs/enhance.md.
 
-An image whose header declares more than SEMILLIE_MAX_PIXELS pixels (default
-100 megapixels) is refused before it is decoded: a one-line error for a single
-INPUT file, a logged skip in a folder.
+An input is never overwritten: before any image is read, the run is refused
+(one line, status 2) when an output would be an input file (compared as real
+files: links are followed) or when two inputs map to one output name. Outputs
+that exist are kept and their inputs not enhanced again (--skip-existing, the
+default), so a run stopped by Ctrl-C resumes where it stopped; --overwrite
+replaces them. After Ctrl-C the summary of what was done is still printed (and
+written to --summary), and the exit status is 130. An image whose header
+declares more than SEMILLIE_MAX_PIXELS pixels (default 100 megapixels) is
+refused before it is decoded: a one-line error for a single INPUT file, a
+logged skip in a folder.
 """
 import json
 import logging
@@ -41,7 +48,8 @@ from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
 USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
          '       [--device D] [--tile N] [--tile-overlap N] [--no-tile]\n'
          '       [--batch-size N] [--ext EXT] [--student] [--summary FILE]\n'
-         '       [--vis-dir DIR] [--no-progress] [--debug]')
+         '       [--vis-dir DIR] [--skip-existing | --overwrite]\n'
+         '       [--no-progress] [--debug]')
 
 
 def parse_args(argv=None):
@@ -91,6 +99,16 @@ def parse_args(argv=None):
                         help='also write input | output pictures there')
     parser.add_argument('--no-progress', action='store_true',
                         help='no progress bar')
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument('--skip-existing', dest='overwrite',
+                          action='store_false',
+                          help='keep outputs that exist and do not enhance '
+                          'their inputs again: resumes an interrupted run '
+                          '(default)')
+    existing.add_argument('--overwrite', dest='overwrite',
+                          action='store_true',
+                          help='replace outputs that exist')
+    parser.set_defaults(overwrite=False)
     # options may come between the positional arguments
     args = parser.parse_intermixed_args(argv)
     paths = args.paths
@@ -150,12 +168,58 @@ def check_args(args) -> None:
             pass  # unreadable: skipped with its reason, as in a folder
 
 
+def plan_outputs(args):
+    """Where each input goes, checked before any work.
+
+    Args:
+        args (argparse.Namespace): Checked by :func:`check_args`.
+
+    Returns:
+        tuple[bool, str | None]: Whether INPUT is one image written to the
+        output file OUTPUT, and that file (None otherwise).
+
+    Raises:
+        UserError: An output would overwrite an input, or two inputs map to
+            one output name.
+    """
+    from semillie_mm.apis.inferencer import (OutputConflictError,
+                                             check_output_plan, list_inputs,
+                                             output_name)
+    to_file = osp.isfile(args.input) and \
+        osp.splitext(args.output)[1].lower() in IMG_EXTENSIONS
+    if to_file:
+        dst = args.output
+        if args.ext:
+            dst = osp.splitext(dst)[0] + args.ext
+        pairs = [(args.input, dst)]
+    else:
+        dst = None
+        items, _ = list_inputs(args.input)
+        pairs = [(item['img_path'],
+                  osp.join(args.output, output_name(item['rel'], args.ext)))
+                 for item in items]
+    try:
+        check_output_plan(pairs)
+    except OutputConflictError as err:
+        raise UserError(str(err)) from err
+    return to_file, dst
+
+
 def _write_json_atomic(obj, path: str) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp{os.getpid()}')
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def _empty_result() -> dict:
+    return dict(outputs=[], skipped=[], ignored=[], notes=[], existing=[])
 
 
 def main(argv=None) -> dict:
@@ -166,12 +230,19 @@ def main(argv=None) -> dict:
 
     Returns:
         dict: The summary: ``processed``, ``skipped``, ``skipped_files``
-        (``{'path', 'reason'}``), ``ignored`` (non-image files), ``notes``
-        (``{'path', 'note'}``) and ``outputs`` (written files).
+        (``{'path', 'reason'}``), ``ignored`` (non-image files and
+        dot-files), ``existing`` and ``existing_files`` (outputs kept by
+        --skip-existing), ``notes`` (``{'path', 'note'}``), ``outputs``
+        (written files) and ``interrupted``.
+
+    Raises:
+        KeyboardInterrupt: After the summary of the work done before it was
+            printed and written.
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     check_args(args)
+    to_file, dst = plan_outputs(args)
     from semillie_mm.apis.checks import (build_inferencer_checked,
                                          shipped_model_checked)
     if args.config is None:
@@ -187,35 +258,44 @@ def main(argv=None) -> dict:
     kwargs = dict(tile_size=tile, tile_overlap=args.tile_overlap,
                   batch_size=args.batch_size, on_error='skip',
                   return_preds=False, vis_out_dir=args.vis_dir or '')
-    to_file = osp.isfile(args.input) and \
-        osp.splitext(args.output)[1].lower() in IMG_EXTENSIONS
-    if to_file:  # one image to an explicit output file
-        dst = args.output
-        if args.ext:
-            dst = osp.splitext(dst)[0] + args.ext
-        if osp.abspath(dst) == osp.abspath(args.input):
-            raise UserError(f'output {dst} would overwrite the input; choose '
-                            'another name')
-        res = inferencer(args.input, **dict(kwargs, return_preds=True))
-        res['notes'] = []
-        if res['predictions']:
-            notes = inferencer.save_prediction(res['predictions'][0], dst)
-            res['outputs'] = [dst]
-            res['notes'] = [dict(path=args.input, note=n) for n in notes]
-    else:
-        res = inferencer(args.input, out_dir=args.output, ext=args.ext,
-                         **kwargs)
+    res, interrupted = _empty_result(), False
+    try:
+        if to_file and osp.exists(dst) and not args.overwrite:
+            res['existing'] = [dst]  # one image to an explicit output file
+        elif to_file:
+            res = inferencer(args.input, **dict(kwargs, return_preds=True))
+            res['notes'] = []
+            if res['predictions']:
+                notes = inferencer.save_prediction(res['predictions'][0],
+                                                   dst)
+                res['outputs'] = [dst]
+                res['notes'] = [dict(path=args.input, note=n) for n in notes]
+        else:
+            res = inferencer(args.input, out_dir=args.output, ext=args.ext,
+                             skip_existing=not args.overwrite, **kwargs)
+    except KeyboardInterrupt:
+        interrupted = True
+        if not to_file:  # what was written before Ctrl-C
+            res = dict(_empty_result(), **inferencer.last_results)
     summary = dict(processed=len(res['outputs']), skipped=len(res['skipped']),
                    skipped_files=res['skipped'], ignored=len(res['ignored']),
-                   notes=res['notes'], outputs=res['outputs'])
-    print(f"processed: {summary['processed']}  skipped: {summary['skipped']}"
-          f"  ignored (not images): {summary['ignored']}")
+                   existing=len(res['existing']),
+                   existing_files=res['existing'], notes=res['notes'],
+                   outputs=res['outputs'], interrupted=interrupted)
+    print(('interrupted: ' if interrupted else '') +
+          f"processed: {summary['processed']}  skipped: {summary['skipped']}"
+          f"  ignored (not images): {summary['ignored']}"
+          f"  existing (kept): {summary['existing']}")
     for item in summary['skipped_files']:
         print(f"  skipped {item['path']}: {item['reason']}")
     for item in summary['notes']:
         print(f"  note {item['path']}: {item['note']}")
+    if summary['existing']:
+        print('  existing outputs were kept (--overwrite replaces them)')
     if args.summary:
         _write_json_atomic(summary, args.summary)
+    if interrupted:
+        raise KeyboardInterrupt
     return summary
 
 

@@ -15,7 +15,7 @@ See docs/enhance.md, sections "Input handling" and "Large images".
 import os
 import os.path as osp
 import re
-import tempfile
+import secrets
 import warnings
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
@@ -246,14 +246,18 @@ def list_images(folder: str) -> Tuple[List[str], List[str]]:
     Returns:
         tuple[list[str], list[str]]: Paths of the files with an
         ``IMG_EXTENSIONS`` extension (sorted by folder, then name), and the
-        other files (ignored).
+        other files (ignored): files of other extensions and dot-files
+        (hidden files, such as the temporary files of
+        :func:`write_image_atomic` or macOS's ``._NAME.jpg``).
     """
     images, ignored = [], []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
             path = osp.join(root, name)
-            if osp.splitext(name)[1].lower() in IMG_EXTENSIONS:
+            if name.startswith('.'):
+                ignored.append(path)
+            elif osp.splitext(name)[1].lower() in IMG_EXTENSIONS:
                 images.append(path)
             else:
                 ignored.append(path)
@@ -396,13 +400,30 @@ def adapt_to_format(img: np.ndarray, ext: str) -> Tuple[np.ndarray, List[str]]:
     return img, notes
 
 
+def _create_temp_file(folder: str, name: str, ext: str) -> str:
+    """Create an empty ``folder/.NAME.XXXXXXXX.tmp.EXT`` (``O_EXCL``, mode
+    ``0o666`` less the umask, as ``open()`` gives) and return its path."""
+    for _ in range(100):
+        tmp = osp.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp{ext}')
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f'no free temporary name for {name} in {folder}')
+
+
 def write_image_atomic(path: str, img: np.ndarray) -> None:
     """Write an RGB(A)/gray image so that ``path`` is never half-written.
 
-    The image is encoded by ``mmcv.imwrite`` into a temporary file
-    (``.NAME.XXXX.tmp.EXT``) in the destination folder, flushed to disk and
-    moved onto ``path`` with :func:`os.replace`; on any error the temporary
-    file is removed.
+    The image is encoded by ``mmcv.imwrite`` into a temporary dot-file
+    (``.NAME.XXXXXXXX.tmp.EXT``, which :func:`list_images` ignores) in the
+    destination folder, flushed to disk and moved onto ``path`` with
+    :func:`os.replace`; on any error (KeyboardInterrupt included) the
+    temporary file is removed. The file gets the mode of any new file,
+    ``0o666`` less the umask (the temporary file is created with that mode,
+    not with ``mkstemp``'s ``0o600``).
 
     Args:
         path (str): Destination; its extension chooses the format.
@@ -426,9 +447,7 @@ def write_image_atomic(path: str, img: np.ndarray) -> None:
         arr = arr[..., [2, 1, 0, 3]]
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.',
-                               suffix='.tmp' + ext, dir=folder)
-    os.close(fd)
+    tmp = _create_temp_file(folder, osp.basename(path), ext)
     try:
         try:
             ok = mmcv.imwrite(np.ascontiguousarray(arr), tmp)

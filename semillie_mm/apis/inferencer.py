@@ -12,8 +12,9 @@ and :func:`enhance_image` (one array). See docs/enhance.md.
 import copy
 import logging
 import math
+import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -240,6 +241,135 @@ def _state_of(net: nn.Module, model: nn.Module) -> List[str]:
 
 
 # --------------------------------------------------------------------------
+# Inputs and where their outputs go
+# --------------------------------------------------------------------------
+class OutputConflictError(ValueError):
+    """Outputs that would overwrite an input, or each other."""
+
+
+def list_inputs(inputs) -> Tuple[List[dict], List[str]]:
+    """Inputs -> a list of ``dict(img_path=...)`` / ``dict(img=...)``.
+
+    A folder is searched recursively for ``IMG_EXTENSIONS`` files
+    (:func:`~semillie_mm.apis.image_io.list_images`: other files and
+    dot-files are ignored); each item remembers its name relative to the
+    folder, or its base name for a file (``rel``; None for arrays).
+
+    Args:
+        inputs (str | os.PathLike | np.ndarray | dict | list): An image
+            file, a folder, an array, a dict of pipeline inputs, or a list
+            of these.
+
+    Returns:
+        tuple[list[dict], list[str]]: The items, and the ignored files.
+
+    Raises:
+        TypeError: An input of another type.
+        FileNotFoundError: A path that does not exist.
+    """
+    if isinstance(inputs, (str, np.ndarray)) or hasattr(
+            inputs, '__fspath__'):
+        inputs = [inputs]
+    items, ignored = [], []
+    for item in inputs:
+        if isinstance(item, np.ndarray):
+            items.append(dict(img=item, rel=None))
+            continue
+        if isinstance(item, dict):
+            items.append(dict(item))
+            continue
+        if not isinstance(item, str) and not hasattr(item, '__fspath__'):
+            raise TypeError(f'inputs must be image paths, folders or '
+                            f'numpy arrays, got {type(item).__name__}')
+        item = os.fspath(item)
+        if osp.isdir(item):
+            images, skipped = list_images(item)
+            ignored += skipped
+            items += [dict(img_path=p, rel=osp.relpath(p, item))
+                      for p in images]
+        elif osp.isfile(item):
+            items.append(dict(img_path=item, rel=osp.basename(item)))
+        else:
+            raise FileNotFoundError(f'input {item} does not exist')
+    return items, ignored
+
+
+def output_name(rel: str, ext: Optional[str] = None) -> str:
+    """The output name of an input (relative to the output folder).
+
+    Args:
+        rel (str): The input's name relative to its folder.
+        ext (str, optional): The output extension (``'.png'``); None keeps
+            the input's.
+
+    Returns:
+        str: ``rel`` with ``ext``.
+    """
+    return osp.splitext(rel)[0] + ext if ext else rel
+
+
+def _listed(names: Sequence[str], limit: int = 3) -> str:
+    more = len(names) - limit
+    return '; '.join(names[:limit]) + (f'; and {more} more' if more > 0
+                                       else '')
+
+
+def check_output_plan(pairs: Sequence[Tuple[Optional[str], str]]) -> None:
+    """Refuse a run that would destroy an input or one of its own outputs.
+
+    Two checks, made before any image is read:
+
+    - two inputs mapping to one output path (e.g. ``a.png`` and ``a.jpg``
+      written with ``ext='.png'``): the second would replace the first;
+    - an output that already exists and is one of the inputs: the same file
+      by device and inode, as :func:`os.path.samefile` compares, so symbolic
+      links (an output folder that is a link to the input folder) and hard
+      links are caught, not only equal paths.
+
+    Args:
+        pairs (Sequence[tuple[str | None, str]]): ``(input file or None for
+            an array, output path)`` per image.
+
+    Raises:
+        OutputConflictError: One line naming the files (three of each kind
+            at most) and the fix.
+    """
+    by_dst: Dict[str, List[str]] = {}
+    for src, dst in pairs:
+        key = osp.normcase(osp.abspath(dst))
+        by_dst.setdefault(key, []).append(src or 'an array')
+    clashes = [f'{" and ".join(srcs)} -> {dst}'
+               for dst, srcs in by_dst.items() if len(srcs) > 1]
+    if clashes:
+        raise OutputConflictError(
+            f'{len(clashes)} output file(s) would be written from more than '
+            f'one input, the last overwriting the others: {_listed(clashes)}'
+            '; rename the inputs or choose another output extension')
+    inputs = {}
+    for src, _ in pairs:
+        if src:
+            try:
+                st = os.stat(src)
+            except OSError:
+                continue  # reported as unreadable when it is read
+            inputs[(st.st_dev, st.st_ino)] = src
+    same = []
+    for _, dst in pairs:
+        try:
+            st = os.stat(dst)
+        except OSError:
+            continue  # not there yet: nothing to destroy
+        src = inputs.get((st.st_dev, st.st_ino))
+        if src is not None:
+            same.append(f'{dst} is {src}')
+    if same:
+        raise OutputConflictError(
+            f'{len(same)} output file(s) would overwrite an input (the same '
+            f'file, through a link or the same folder): {_listed(same)}; '
+            'choose another output folder')
+
+
+# --------------------------------------------------------------------------
 # The inferencer
 # --------------------------------------------------------------------------
 class SemiLLIEInferencer(BaseInferencer):
@@ -286,6 +416,9 @@ class SemiLLIEInferencer(BaseInferencer):
         weights_loaded (bool): Whether a checkpoint was loaded.
         shipped_model (str | None): The name of the shipped model used, if
             ``model`` named one.
+        last_results (dict): The result of the latest call, filled image by
+            image: after an exception (KeyboardInterrupt included) it lists
+            what was written until then.
     """
 
     preprocess_kwargs: set = {'on_error'}
@@ -322,6 +455,7 @@ class SemiLLIEInferencer(BaseInferencer):
         register_all_modules(init_default_scope=False)
         self.network = network
         self.num_predicted_imgs = 0
+        self.last_results: dict = {}
         self._networks: Dict[str, nn.Module] = {}
         self._missing: Dict[str, List[str]] = {}
         self._governor: Optional[CPUThreadGovernor] = None
@@ -490,37 +624,11 @@ class SemiLLIEInferencer(BaseInferencer):
 
     # ---- inputs ---------------------------------------------------------
     def _inputs_to_list(self, inputs) -> list:
-        """Inputs -> a list of ``dict(img_path=...)`` / ``dict(img=...)``.
-
-        A folder is searched recursively for ``IMG_EXTENSIONS`` files (other
-        files are ignored and counted in ``self._ignored``); each item
-        remembers its name relative to the folder (``rel``), used under
-        ``out_dir``.
-        """
-        if isinstance(inputs, (str, np.ndarray)) or hasattr(
-                inputs, '__fspath__'):
-            inputs = [inputs]
-        items = []
-        for item in inputs:
-            if isinstance(item, np.ndarray):
-                items.append(dict(img=item, rel=None))
-                continue
-            if isinstance(item, dict):
-                items.append(dict(item))
-                continue
-            if not isinstance(item, str) and not hasattr(item, '__fspath__'):
-                raise TypeError(f'inputs must be image paths, folders or '
-                                f'numpy arrays, got {type(item).__name__}')
-            item = str(item)
-            if osp.isdir(item):
-                images, ignored = list_images(item)
-                self._ignored += ignored
-                items += [dict(img_path=p, rel=osp.relpath(p, item))
-                          for p in images]
-            elif osp.isfile(item):
-                items.append(dict(img_path=item, rel=osp.basename(item)))
-            else:
-                raise FileNotFoundError(f'input {item} does not exist')
+        """Inputs -> a list of ``dict(img_path=...)`` / ``dict(img=...)``
+        (:func:`list_inputs`; the ignored files are added to
+        ``self._ignored``)."""
+        items, ignored = list_inputs(inputs)
+        self._ignored += ignored
         return items
 
     def preprocess(self, inputs: list, batch_size: int = 1,
@@ -652,9 +760,7 @@ class SemiLLIEInferencer(BaseInferencer):
                 item['name'] = f'{self.num_predicted_imgs:08d}.png'
                 self.num_predicted_imgs += 1
             rel = item['name']
-        if ext:
-            rel = osp.splitext(rel)[0] + ext
-        return rel
+        return output_name(rel, ext)
 
     def save_prediction(self, pred: dict, path: str) -> List[str]:
         """Write one enhanced image (atomically), adapted to the format.
@@ -675,7 +781,8 @@ class SemiLLIEInferencer(BaseInferencer):
                     return_datasamples: bool = False,
                     return_preds: bool = True, out_dir: str = '',
                     ext: Optional[str] = None, batch: list = (),
-                    on_error: str = 'raise') -> dict:
+                    on_error: str = 'raise',
+                    results: Optional[dict] = None) -> dict:
         """Pack (and write) one batch's results.
 
         Args:
@@ -694,21 +801,29 @@ class SemiLLIEInferencer(BaseInferencer):
             batch (list): The ``(item, packed)`` pairs.
             on_error (str): ``'skip'`` logs and lists a failed write instead
                 of raising.
+            results (dict, optional): Add to this dict (with the keys
+                below), image by image, instead of a new one: what was
+                written before an exception (e.g. KeyboardInterrupt) stays
+                listed in it.
 
         Returns:
-            dict: ``predictions``, ``visualization``, ``outputs``, ``notes``.
+            dict: ``predictions``, ``visualization``, ``outputs``, ``notes``
+            (``results`` when given).
         """
         from mmagic.structures import DataSample
-        res = dict(predictions=[], visualization=visualization or [],
-                   outputs=[], notes=[])
+        res = results if results is not None else dict(
+            predictions=[], visualization=[], outputs=[], notes=[])
+        res['visualization'] += visualization or []
         for (item, packed), pred in zip(batch, preds):
             meta = dict(packed['metainfo'])
             if out_dir:
                 dst = osp.join(out_dir, self._out_name(item, ext))
                 src = item.get('img_path')
                 try:
-                    if src and osp.abspath(src) == osp.abspath(dst):
-                        raise ValueError('output would overwrite the input')
+                    # the real files, not the paths: links are followed
+                    if src and osp.exists(dst) and osp.samefile(src, dst):
+                        raise OutputConflictError(
+                            f'output {dst} is the input {src}')
                     notes = self.save_prediction(pred, dst)
                 except Exception as e:  # noqa: BLE001
                     if on_error != 'skip':
@@ -740,7 +855,8 @@ class SemiLLIEInferencer(BaseInferencer):
                  out_dir: str = '',
                  ext: Optional[str] = None,
                  vis_out_dir: str = '',
-                 on_error: str = 'raise') -> dict:
+                 on_error: str = 'raise',
+                 skip_existing: bool = False) -> dict:
         """Enhance images.
 
         Args:
@@ -765,15 +881,26 @@ class SemiLLIEInferencer(BaseInferencer):
                 is dropped and reported in ``notes``.
             vis_out_dir (str): Write the ``input | output`` pictures there.
             on_error (str): ``'raise'`` (default) or ``'skip'`` (log, list in
-                ``skipped`` and go on) for unreadable inputs and failed
-                writes.
+                ``skipped`` and go on) for unreadable inputs (images over
+                ``SEMILLIE_MAX_PIXELS`` included) and failed writes.
+            skip_existing (bool): With ``out_dir``, leave out the inputs
+                whose output file exists (listed in ``existing``): a run
+                interrupted earlier resumes where it stopped. Default: False
+                (overwrite them).
 
         Returns:
             dict: ``predictions`` (enhanced images, same shape and dtype as
             each input, or DataSamples), ``visualization`` (pictures, when
             ``return_vis``), ``outputs`` and ``notes`` (written files and
-            format notes), ``skipped`` (``{'path', 'reason'}``) and
-            ``ignored`` (non-image files of input folders).
+            format notes), ``skipped`` (``{'path', 'reason'}``), ``ignored``
+            (non-image files and dot-files of input folders) and
+            ``existing`` (outputs kept by ``skip_existing``). The same dict
+            is :attr:`last_results`, filled image by image.
+
+        Raises:
+            OutputConflictError: With ``out_dir``, before any image is read:
+                two inputs map to one output, or an existing output is one
+                of the inputs (:func:`check_output_plan`).
         """
         check_tiling(tile_size, tile_overlap)
         if on_error not in ('raise', 'skip'):
@@ -783,9 +910,24 @@ class SemiLLIEInferencer(BaseInferencer):
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         ext = output_extension(ext)
         self._skipped, self._ignored = [], []
-        items = self._inputs_to_list(inputs)
         results = dict(predictions=[], visualization=[], outputs=[],
-                       notes=[])
+                       notes=[], skipped=self._skipped,
+                       ignored=self._ignored, existing=[])
+        self.last_results = results
+        items = self._inputs_to_list(inputs)
+        if out_dir:
+            dsts = [osp.join(out_dir, self._out_name(item, ext))
+                    for item in items]
+            check_output_plan([(item.get('img_path'), dst)
+                               for item, dst in zip(items, dsts)])
+            if skip_existing:
+                results['existing'] = [d for d in dsts if osp.exists(d)]
+                items = [item for item, d in zip(items, dsts)
+                         if not osp.exists(d)]
+                if results['existing']:
+                    logger.info('%d outputs exist already, kept (their '
+                                'inputs are not enhanced again)',
+                                len(results['existing']))
         batches = self.preprocess(items, batch_size=batch_size,
                                   on_error=on_error)
         if self.show_progress:
@@ -797,14 +939,10 @@ class SemiLLIEInferencer(BaseInferencer):
                                  tile_overlap=tile_overlap, network=network)
             vis = self.visualize(batch, preds, return_vis=return_vis,
                                  vis_out_dir=vis_out_dir)
-            res = self.postprocess(
+            self.postprocess(
                 preds, vis, return_datasamples=return_datasamples,
                 return_preds=return_preds, out_dir=out_dir, ext=ext,
-                batch=batch, on_error=on_error)
-            for key in results:
-                results[key] += res[key]
-        results['skipped'] = self._skipped
-        results['ignored'] = self._ignored
+                batch=batch, on_error=on_error, results=results)
         return results
 
 
@@ -874,5 +1012,6 @@ def enhance_image(net: nn.Module,
 __all__ = [
     'SemiLLIEInferencer', 'LoadImageForEnhancement', 'PackEnhancementInputs',
     'PreprocessedGenerator', 'select_enhancement_network', 'init_enhancer',
-    'enhance_image', 'DEFAULT_INFERENCE_PIPELINE', 'IMG_EXTENSIONS'
+    'enhance_image', 'DEFAULT_INFERENCE_PIPELINE', 'IMG_EXTENSIONS',
+    'OutputConflictError', 'list_inputs', 'output_name', 'check_output_plan'
 ]

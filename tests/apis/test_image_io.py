@@ -12,9 +12,9 @@ from PIL import Image, ImageOps
 
 import semillie_mm.apis.image_io as image_io
 from semillie_mm.apis.image_io import (ImageTooLargeError, adapt_to_format,
-                                       image_to_tensor, read_image,
-                                       side_by_side, tensor_to_image,
-                                       write_image_atomic)
+                                       image_to_tensor, list_images,
+                                       read_image, side_by_side,
+                                       tensor_to_image, write_image_atomic)
 from semillie_test_utils import bomb_png
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -239,3 +239,25 @@ def test_opencv_cap_set_before_cv2_is_loaded(tmp_path):
     assert lines[0] == '1000' and lines[1] == 'refused by OpenCV', lines
     assert lines[2].startswith("image too large: over OpenCV's limit of "
                                '1,000 pixels'), lines
+
+
+def test_list_images_ignores_dot_files(tmp_path):
+    for name in ('a.png', '.a.png.0123abcd.tmp.png', '._b.jpg', 'c.txt'):
+        (tmp_path / name).write_bytes(b'x')
+    images, ignored = list_images(str(tmp_path))
+    assert [osp.basename(p) for p in images] == ['a.png']
+    assert sorted(osp.basename(p) for p in ignored) == sorted(
+        ['.a.png.0123abcd.tmp.png', '._b.jpg', 'c.txt'])
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o002, 0o077])
+def test_written_file_mode_follows_umask(tmp_path, umask):
+    """Outputs get 0o666 & ~umask, as any new file (mkstemp gave 0o600)."""
+    old = os.umask(umask)
+    try:
+        path = tmp_path / 'x.png'
+        write_image_atomic(str(path), np.zeros((4, 5, 3), np.uint8))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert os.listdir(tmp_path) == ['x.png']

@@ -317,3 +317,120 @@ def test_decompression_bomb_skipped_in_folder_refused_alone(
         del os.environ['SEMILLIE_MAX_PIXELS']
     assert code == 2 and 'SEMILLIE_MAX_PIXELS' in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_symlinked_output_folder_keeps_inputs(tmp_path, model_files,
+                                              capsys):
+    """OUTPUT a link to INPUT: the outputs are the input files (same
+    device and inode): refused before any work, inputs unchanged, with
+    --skip-existing (the default) and with --overwrite; same for one file
+    whose output is a hard link to it."""
+    tool = _load_tool()
+    cfg, ckpt = model_files
+    src = tmp_path / 'in'
+    names = ['a.png', 'b.jpg']
+    before = _plain_folder(src, names)
+    link = tmp_path / 'out'
+    link.symlink_to(src, target_is_directory=True)
+    for extra in ([], ['--overwrite']):
+        code, err = _run_cli(tool, [cfg, ckpt, str(src), str(link)] + extra,
+                             capsys)
+        assert _hashes(src, names) == before
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert 'would overwrite an input' in lines[0]
+        assert str(link / 'a.png') in lines[0]
+    os.link(src / 'a.png', tmp_path / 'hard.png')
+    code, err = _run_cli(tool, [cfg, ckpt, str(src / 'a.png'),
+                                str(tmp_path / 'hard.png'), '--overwrite'],
+                         capsys)
+    assert code == 2 and 'would overwrite an input' in err
+    assert _hashes(src, names) == before
+    # the Python API refuses too, before reading anything
+    from semillie_mm.apis import SemiLLIEInferencer
+    from semillie_mm.apis.inferencer import OutputConflictError
+    inf = SemiLLIEInferencer(cfg, ckpt, device='cpu', show_progress=False)
+    with pytest.raises(OutputConflictError):
+        inf(str(src), out_dir=str(link))
+    assert _hashes(src, names) == before
+
+
+def test_colliding_output_names_refused(tmp_path, model_files, capsys):
+    """a.png and a.jpg with --ext .png would both be out/a.png: one line
+    naming them, status 2, nothing written."""
+    tool = _load_tool()
+    cfg, ckpt = model_files
+    src = tmp_path / 'in'
+    _plain_folder(src, ['a.png', 'a.jpg', 'b.png'])
+    out = tmp_path / 'out'
+    code, err = _run_cli(tool, [cfg, ckpt, str(src), str(out), '--ext',
+                                '.png'], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert (f"{src / 'a.jpg'} and {src / 'a.png'} -> {out / 'a.png'}"
+            in lines[0]), lines[0]
+    assert 'b.png' not in lines[0]
+    assert not out.exists()
+    # without --ext the names differ: fine
+    summary = tool.main([cfg, ckpt, str(src), str(out), '--no-progress'])
+    assert summary['processed'] == 3
+
+
+def test_interrupt_then_resume(tmp_path, model_files, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt, injected at the third write) after two
+    images: the summary is written, no temporary file is left, the output
+    mode follows the umask; a re-run enhances only the other three."""
+    from semillie_mm.apis import SemiLLIEInferencer
+    tool = _load_tool()
+    cfg, ckpt = model_files
+    src = tmp_path / 'in'
+    names = ['a.png', 'b.png', 'c.png', 'd.jpg', 'e.png']
+    _plain_folder(src, names)
+    out = tmp_path / 'out'
+    summary_file = tmp_path / 'summary.json'
+    argv = [cfg, ckpt, str(src), str(out), '--no-progress', '--summary',
+            str(summary_file)]
+    save = SemiLLIEInferencer.save_prediction
+    calls = []
+
+    def interrupting_save(self, pred, path):
+        calls.append(osp.basename(path))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return save(self, pred, path)
+
+    monkeypatch.setattr(SemiLLIEInferencer, 'save_prediction',
+                        interrupting_save)
+    old_umask = os.umask(0o027)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tool.main(argv)
+    finally:
+        os.umask(old_umask)
+    summary = json.loads(summary_file.read_text())
+    assert summary['interrupted'] is True
+    assert summary['processed'] == 2
+    assert sorted(osp.basename(p) for p in summary['outputs']) == [
+        'a.png', 'b.png']
+    assert sorted(os.listdir(out)) == ['a.png', 'b.png']  # no temp file
+    for name in ('a.png', 'b.png'):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~0o027
+    assert summary_file.stat().st_mode & 0o777 == 0o666 & ~0o027
+    first = {n: (out / n).stat().st_mtime_ns for n in ('a.png', 'b.png')}
+
+    calls.clear()
+    monkeypatch.setattr(
+        SemiLLIEInferencer, 'save_prediction',
+        lambda self, pred, path: calls.append(osp.basename(path)) or save(
+            self, pred, path))
+    summary = tool.main(argv)
+    assert calls == ['c.png', 'd.jpg', 'e.png']
+    assert summary['processed'] == 3 and summary['existing'] == 2
+    assert summary['interrupted'] is False
+    assert sorted(os.listdir(out)) == sorted(names)
+    assert {n: (out / n).stat().st_mtime_ns for n in first} == first
+    # --overwrite enhances all five again
+    calls.clear()
+    summary = tool.main(argv + ['--overwrite'])
+    assert summary['processed'] == 5 and summary['existing'] == 0
+    assert sorted(calls) == sorted(names)
