@@ -4,6 +4,9 @@ Reads the finished runs of ``benchmarks/ablation.py`` (same ``--out-dir``,
 ``--rows``, ``--seeds``, ``--iters``) and measures, for each run's final
 TEACHER (what validation uses and what gives the pseudo-labels):
 
+- **PSNR with the colour matched**: the val PSNR after each output's mean
+  colour is matched to its GT's (a per-image, per-channel gain), which
+  separates the global brightness and cast from structure and noise;
 - **colour cast** on the TARGET val: the mean RGB of the outputs and the
   ratios G/R and B/R of those means, against the GT's (the TARGET degradation
   is a street-lamp cast: a model that keeps it has G/R and B/R below the
@@ -19,7 +22,9 @@ TEACHER (what validation uses and what gives the pseudo-labels):
   contrastive loss's negative).
 
 The input, CLAHE and (for the features) the GT itself are reported as
-references. Writes ``OUT/NAME.json`` and ``OUT/NAME.md``.
+references. Writes ``OUT/NAME.json`` and ``OUT/NAME.md``; each run's result is
+kept in its folder (``NAME.json``) and reused while its checkpoint is
+unchanged, so the command can be re-run as more runs finish.
 
     python benchmarks/diagnose_target.py --out-dir work_dirs/table3_v2 \
         --rows sup mt mt_scl mt_scl_rp full mt_scl_random --seeds 0 1 2 \
@@ -27,6 +32,7 @@ references. Writes ``OUT/NAME.json`` and ``OUT/NAME.md``.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import sys
 from typing import Dict, List
@@ -53,6 +59,32 @@ def colour_stats(outputs: Dict[str, 'np.ndarray']) -> dict:
     return dict(mean_rgb=[float(v) for v in means],
                 g_over_r=float(means[1] / max(means[0], 1e-6)),
                 b_over_r=float(means[2] / max(means[0], 1e-6)))
+
+
+def gain_matched(outputs: Dict[str, 'np.ndarray'],
+                 pairs: List[tuple]) -> Dict[str, 'np.ndarray']:
+    """Each output with its mean colour matched to its GT's.
+
+    A per-image, per-channel gain (mean of GT / mean of output), then
+    clipping: what is left of the error afterwards is structure, noise and
+    local colour, not the global brightness and cast that a dark input of
+    unknown exposure leaves ambiguous.
+
+    Args:
+        outputs (dict): stem -> uint8 RGB image.
+        pairs (list): ``(stem, low, gt)`` tuples.
+
+    Returns:
+        dict: stem -> float64 RGB image in [0, 255].
+    """
+    import numpy as np
+    out = {}
+    for stem, _, gt in pairs:
+        o = outputs[stem].astype(np.float64)
+        gain = gt.reshape(-1, 3).mean(0) / np.maximum(
+            o.reshape(-1, 3).mean(0), 1e-6)
+        out[stem] = np.clip(o * gain, 0, 255)
+    return out
 
 
 def mean_psnr(outputs: Dict[str, 'np.ndarray'], pairs: List[tuple]) -> float:
@@ -165,18 +197,21 @@ def reference_row(out_val: dict, val: List[tuple], feat: FeatureDistance,
         feat_dist_gt=feat.distance([out_val[s] for s in stems],
                                    [gt for _, _, gt in val]),
         feat_dist_input=feat.distance([out_val[s] for s in stems],
-                                      [low for _, low, _ in val]))
+                                      [low for _, low, _ in val]),
+        psnr=mean_psnr(out_val, val),
+        gain_matched_psnr=mean_psnr(gain_matched(out_val, val), val))
     if out_unl is not None:
         res.update(pseudo_label_psnr=mean_psnr(out_unl, unl),
                    pseudo_label_colour=colour_stats(out_unl))
     return res
 
 
-def _mean_std(vals: List[float]) -> str:
+def _mean_std(vals: List[float], digits: int = 3) -> str:
     import numpy as np
     if len(vals) == 1:
-        return f'{vals[0]:.3f}'
-    return f'{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}'
+        return f'{vals[0]:.{digits}f}'
+    return (f'{np.mean(vals):.{digits}f} ± '
+            f'{np.std(vals, ddof=1):.{digits}f}')
 
 
 def table(results: dict) -> str:
@@ -188,16 +223,20 @@ def table(results: dict) -> str:
     Returns:
         str: the table.
     """
-    head = ('| outputs | seeds | val G/R | val B/R | feature dist. to GT | '
+    head = ('| outputs | seeds | val PSNR (dB) | val PSNR, colour matched | '
+            'val G/R | val B/R | feature dist. to GT | '
             'feature dist. to input | pseudo-label PSNR (dB) | '
-            'pseudo-label G/R |\n|---|---:|---:|---:|---:|---:|---:|---:|')
+            'pseudo-label G/R |\n|---|---:|---:|---:|---:|---:|---:|---:|'
+            '---:|---:|')
     lines = [head]
     for name, r in results['references'].items():
         c = r['val_colour']
         pl = r.get('pseudo_label_psnr')
         plc = r.get('pseudo_label_colour', {}).get('g_over_r')
         lines.append(
-            f'| {name} | - | {c["g_over_r"]:.3f} | {c["b_over_r"]:.3f} | '
+            f'| {name} | - | {min(r["psnr"], 99):.2f} | '
+            f'{min(r["gain_matched_psnr"], 99):.2f} | '
+            f'{c["g_over_r"]:.3f} | {c["b_over_r"]:.3f} | '
             f'{r["feat_dist_gt"]:.3f} | {r["feat_dist_input"]:.3f} | '
             + (f'{pl:.2f}' if pl is not None else '') + ' | '
             + (f'{plc:.3f}' if plc is not None else '') + ' |')
@@ -208,6 +247,8 @@ def table(results: dict) -> str:
         get = lambda f: [f(r) for r in rs]  # noqa: E731
         lines.append(
             f'| {ablation.ROWS[row][1]} | {len(rs)} | '
+            f'{_mean_std(get(lambda r: r["psnr"]), 2)} | '
+            f'{_mean_std(get(lambda r: r["gain_matched_psnr"]), 2)} | '
             f'{_mean_std(get(lambda r: r["val_colour"]["g_over_r"]))} | '
             f'{_mean_std(get(lambda r: r["val_colour"]["b_over_r"]))} | '
             f'{_mean_std(get(lambda r: r["feat_dist_gt"]))} | '
@@ -236,10 +277,11 @@ def main(argv=None) -> dict:
     p.add_argument('--overlay', default=None)
     p.add_argument('--encoder-size', type=int, default=128)
     p.add_argument('--name', default='diagnose_target')
+    p.add_argument('--threads', type=int, default=1)
     args = p.parse_args(argv)
     import torch
     from mmengine.config import Config
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     val = ablation.load_val(args.data_root, 'val')
     unl = ablation._load_pairs(args.data_root, 'unlabeled/input',
                                'unlabeled_oracle/GT')
@@ -271,7 +313,19 @@ def main(argv=None) -> dict:
                                            ablation.ROWS[row][0]))
             ablation.apply_overlay(cfg, args.overlay)
             ablation.set_iters(cfg, args.iters)
-            res = diagnose_run(cfg, ckpt, val, unl, feat)
+            cache = osp.join(run, f'{args.name}.json')
+            key = dict(version=2, ckpt_mtime_ns=os.stat(ckpt).st_mtime_ns,
+                       encoder_size=args.encoder_size,
+                       data_root=args.data_root)
+            res = None
+            if osp.isfile(cache):  # a finished run is diagnosed once
+                with open(cache, encoding='utf-8') as f:
+                    cached = json.load(f)
+                if cached.get('key') == key:
+                    res = cached['result']
+            if res is None:
+                res = diagnose_run(cfg, ckpt, val, unl, feat)
+                ablation._atomic_json(cache, dict(key=key, result=res))
             rows.setdefault(row, {})[seed] = res
             print(f'[diagnose] {row} seed {seed}: val G/R '
                   f'{res["val_colour"]["g_over_r"]:.3f}, feature distance '

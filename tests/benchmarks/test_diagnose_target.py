@@ -29,3 +29,19 @@ def test_mean_psnr_against_closed_form():
     ref_y = 10 * np.log10(255.**2 / (100 / 75))
     got = diagnose_target.mean_psnr(out, [('x', None, gt), ('y', None, gt)])
     assert abs(got - (ref_x + ref_y) / 2) < 1e-9
+
+
+def test_gain_matching_removes_a_global_cast_only():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(20, 200, (16, 16, 3)).astype(np.uint8)
+    cast = np.clip(np.round(gt * np.array([1.0, 0.6, 0.4])), 0,
+                   255).astype(np.uint8)
+    pairs = [('a', None, gt)]
+    before = diagnose_target.mean_psnr(dict(a=cast), pairs)
+    matched = diagnose_target.gain_matched(dict(a=cast), pairs)
+    after = diagnose_target.mean_psnr(matched, pairs)
+    assert before < 15 and after > 35  # only rounding is left
+    # structure errors stay: a shuffled image gains nothing
+    shuffled = gt.reshape(-1, 3)[rng.permutation(256)].reshape(gt.shape)
+    m2 = diagnose_target.gain_matched(dict(a=shuffled), pairs)
+    assert diagnose_target.mean_psnr(m2, pairs) < 20
