@@ -281,7 +281,7 @@ class SemiLLIE(BaseEditModel):
         if bad is not None:
             self.skipped_generator_step = True
             self._restore_norm_stats(norm_state)
-            self._skip('generator and discriminator steps', bad)
+            self._skip('generator and discriminator steps are', bad)
             return log_vars
         g_optim.update_params(loss_g)
         self._train_steps += 1
@@ -304,7 +304,7 @@ class SemiLLIE(BaseEditModel):
             else:
                 d_skipped = True
                 self._restore_norm_stats(norm_state, only=self.discriminator)
-                self._skip('discriminator step', bad)
+                self._skip('discriminator step is', bad)
             log_vars.update(log_d)
         if not d_skipped:
             self._consecutive_skips = 0
@@ -346,7 +346,8 @@ class SemiLLIE(BaseEditModel):
         self._consecutive_skips += 1
         it = int(MessageHub.get_current_instance().get_info('iter', 0)
                  or 0) + 1
-        terms = ', '.join(bad) if bad else "another rank's losses"
+        terms = (f"non-finite {', '.join(bad)}" if bad else
+                 'a non-finite loss on another rank')
         limit = self.max_nonfinite_skips
         if limit is not None and self._consecutive_skips >= limit:
             raise FloatingPointError(
@@ -356,7 +357,7 @@ class SemiLLIE(BaseEditModel):
                 'resume from an earlier checkpoint (model.max_nonfinite_skips'
                 ' sets this limit).')
         print_log(
-            f'iteration {it}: non-finite {terms}; the {what} are skipped '
+            f'iteration {it}: {terms}; the {what} skipped '
             f'({self._consecutive_skips} in a row'
             + (f', the run stops at {limit})' if limit else ')'),
             logger='current', level=logging.WARNING)
