@@ -17,6 +17,7 @@ EXPECTED = [
     (METRICS, 'LOE'), (METRICS, 'PSNR'), (METRICS, 'SSIM'), (METRICS, 'NIQE'),
     (HOOKS, 'MeanTeacherHook'), (HOOKS, 'RNGStateHook'),
     (HOOKS, 'CPUThreadsHook'), (HOOKS, 'CPUMemoryCacheHook'),
+    (HOOKS, 'AtomicCheckpointHook'),
     (OPTIMIZERS, 'AdamP'),
     (MODEL_WRAPPERS, 'DeviceAwareSeparateDDP'),
 ]

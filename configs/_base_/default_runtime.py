@@ -19,7 +19,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',  # semillie_mm: atomic writes
         interval=5,
         by_epoch=True,
         save_optimizer=True,

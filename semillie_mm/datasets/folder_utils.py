@@ -1,8 +1,12 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""Helpers shared by the folder datasets: image listing, demo preparation."""
+"""Helpers shared by the folder datasets: image listing, demo preparation,
+skipping unreadable training images."""
+import logging
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
+
+from mmengine.logging import print_log
 
 #: File extensions taken as images (compared case-insensitively).
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.tif', '.tiff',
@@ -84,3 +88,76 @@ def maybe_prepare(data_root: str, prepare: Optional[Union[str,
                          f"dict(type='demo', ...), got {prepare!r}")
     from .demo_data import prepare_demo_data
     prepare_demo_data(root=data_root, **cfg)
+
+
+def unreadable_image_reason(path: str) -> Optional[str]:
+    """Why an image file cannot be used, or None if it decodes.
+
+    Args:
+        path (str): The image file.
+
+    Returns:
+        str | None: e.g. ``'cannot be decoded (truncated or not an
+        image)'``; None when OpenCV decodes it.
+    """
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        return f'cannot be read ({e.strerror or e})'
+    if not data:
+        return 'the file is empty'
+    import cv2
+    import numpy as np
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return 'cannot be decoded (truncated or not an image)'
+    return None
+
+
+class SkipUnreadableImagesMixin:
+    """For an mmengine ``BaseDataset``: skip training samples whose image
+    file is corrupt or unreadable.
+
+    When the pipeline of a sample raises and one of its files (the
+    ``*_path`` entries of its data info) cannot be read or decoded, the
+    file is logged by name (a warning) and ``prepare_data`` returns None, so
+    that ``BaseDataset`` fetches another random sample in its place (up to
+    ``max_refetch`` times). An error of the pipeline whose files are fine
+    propagates unchanged. In ``test_mode`` (validation, testing) nothing is
+    skipped: the error propagates with a note naming the file.
+    """
+
+    def prepare_data(self, idx: int) -> Any:
+        """``BaseDataset.prepare_data``; None for an unreadable image.
+
+        Args:
+            idx (int): The index of the data info.
+
+        Returns:
+            Any: The pipeline's output, or None when a file of the sample
+            cannot be read (training only).
+        """
+        try:
+            return super().prepare_data(idx)
+        except Exception as err:
+            info = self.get_data_info(idx)
+            bad = []
+            for key in sorted(info):
+                if key.endswith('_path') and isinstance(info[key], str):
+                    reason = unreadable_image_reason(info[key])
+                    if reason is not None:
+                        bad.append((info[key], reason))
+            if not bad:
+                raise
+            if self.test_mode:
+                if hasattr(err, 'add_note'):  # Python 3.11+
+                    for path, reason in bad:
+                        err.add_note(f'image {path}: {reason}')
+                raise
+            for path, reason in bad:
+                print_log(
+                    f'{type(self).__name__}: skipped the unreadable image '
+                    f'{path}: {reason}; another sample takes its place',
+                    logger='current', level=logging.WARNING)
+            return None

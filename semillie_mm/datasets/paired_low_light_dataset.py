@@ -6,11 +6,12 @@ from typing import Callable, List, Optional, Sequence, Union
 from mmengine.dataset import BaseDataset
 
 from mmagic.registry import DATASETS
-from .folder_utils import index_by_stem, maybe_prepare
+from .folder_utils import (SkipUnreadableImagesMixin, index_by_stem,
+                           maybe_prepare)
 
 
 @DATASETS.register_module()
-class PairedLowLightDataset(BaseDataset):
+class PairedLowLightDataset(SkipUnreadableImagesMixin, BaseDataset):
     """Low-light inputs and their ground truths in two folders.
 
     Layout (the authors' ``labeled/{input,GT}`` and ``val/{input,GT}``, LSRW's
@@ -29,6 +30,10 @@ class PairedLowLightDataset(BaseDataset):
     relative stem) and ``sample_idx``; mmagic's
     ``LoadImageFromFile(key='img')`` / ``LoadImageFromFile(key='gt')`` and
     ``PackInputs`` use them directly.
+
+    In training (not ``test_mode``), a sample whose input or ground truth is
+    corrupt or unreadable is logged by name and replaced by another random
+    sample (:class:`SkipUnreadableImagesMixin`).
 
     (mmagic registers its own ``PairedImageDataset`` -- pix2pix's A|B
     concatenated images -- so this one is named ``PairedLowLightDataset``.)

@@ -6,11 +6,12 @@ from typing import Callable, List, Optional, Sequence, Union
 from mmengine.dataset import BaseDataset
 
 from mmagic.registry import DATASETS
-from .folder_utils import maybe_prepare, scan_images
+from .folder_utils import (SkipUnreadableImagesMixin, maybe_prepare,
+                           scan_images)
 
 
 @DATASETS.register_module()
-class UnpairedLowLightDataset(BaseDataset):
+class UnpairedLowLightDataset(SkipUnreadableImagesMixin, BaseDataset):
     """A folder of low-light images without ground truth.
 
     Used for the unpaired half of semi-supervised training (the authors'
@@ -19,6 +20,10 @@ class UnpairedLowLightDataset(BaseDataset):
 
     Each item has ``img_path`` (absolute), ``key`` (path relative to the
     folder without extension) and ``sample_idx``.
+
+    In training (not ``test_mode``), a corrupt or unreadable image is logged
+    by name and replaced by another random sample
+    (:class:`SkipUnreadableImagesMixin`).
 
     (mmagic registers its own ``UnpairedImageDataset`` -- CycleGAN's two
     domains -- so this one is named ``UnpairedLowLightDataset``.)

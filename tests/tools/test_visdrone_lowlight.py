@@ -205,3 +205,42 @@ def test_cli_user_errors(tmp_path, visdrone, monkeypatch, capsys):
                            '--no-progress'], monkeypatch, capsys)
     assert code == 2 and len(err) == 1 and f'{bad}:1' in err[0], err
     assert not osp.exists(out)
+
+
+@pytest.mark.parametrize('key,bad', [
+    ('input', '/ABS/escaped.png'),
+    ('input', '../escaped.png'),
+    ('gt', 'labeled/GT/../../../escaped.png'),
+    ('source', '../outside.jpg'),
+])
+def test_from_manifest_refuses_paths_leaving_src_or_out(
+        tmp_path, visdrone, monkeypatch, capsys, key, bad):
+    out = tmp_path / 'out'
+    tool.main([str(visdrone), str(out), '--no-progress'])
+    manifest = json.loads((out / 'manifest.json').read_text())
+    # a normal manifest rebuilds
+    report = tool.main([str(visdrone), str(tmp_path / 'ok'),
+                        '--from-manifest', str(out / 'manifest.json'),
+                        '--no-progress'])
+    assert not report['failed'] and report['written'] == 13
+    # a readable file outside SRC, targets outside OUT
+    (tmp_path / 'outside.jpg').write_bytes(
+        (visdrone / manifest['files'][0]['source']).read_bytes())
+    bad = bad.replace('/ABS', str(tmp_path))
+    i = next(i for i, f in enumerate(manifest['files']) if key in f)
+    manifest['files'][i][key] = bad
+    evil = tmp_path / 'evil.json'
+    evil.write_text(json.dumps(manifest))
+    rebuilt = tmp_path / 'rebuilt'
+    code, err = _run_tool([str(visdrone), str(rebuilt), '--from-manifest',
+                           str(evil), '--no-progress'], monkeypatch, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert str(evil) in err[0] and f'files[{i}] {key}' in err[0], err
+    assert repr(bad) in err[0], err
+    assert not (tmp_path / 'escaped.png').exists()
+    assert not rebuilt.exists()
+    # the library refuses it too (a manifest dict from elsewhere)
+    with pytest.raises(ValueError, match=r'\.\.|relative'):
+        vl.write_dataset(manifest, str(visdrone), str(rebuilt),
+                         progress=False)
+    assert not rebuilt.exists()

@@ -438,10 +438,14 @@ def write_dataset(manifest: dict,
             SHA-256 digests (rebuilds).
         progress (bool): Show a progress bar.
 
+    Raises:
+        ValueError: an entry's path is absolute or contains ``..``.
+
     Returns:
         dict: ``written`` (int), ``failed`` (list of ``{input, error}``),
         ``mismatched`` (outputs whose digest differs from the manifest).
     """
+    check_manifest_paths(manifest)
     entries = manifest['files']
     jobs = [(src, out, e, verify) for e in entries]
     bar = None
@@ -483,8 +487,63 @@ def write_dataset(manifest: dict,
                 mismatched=mismatched)
 
 
+#: Manifest entry keys that hold paths (relative to SRC or OUT).
+MANIFEST_PATH_KEYS = ('source', 'input', 'gt')
+
+
+def _is_contained(rel) -> bool:
+    """Whether ``rel`` is a relative path that stays inside its folder."""
+    if not isinstance(rel, str) or not rel or '\0' in rel:
+        return False
+    parts = rel.replace('\\', '/').split('/')
+    return not (osp.isabs(rel) or rel.startswith(('/', '\\'))
+                or osp.splitdrive(rel)[0] or '..' in parts)
+
+
+def check_manifest_paths(manifest: dict, name: str = 'manifest') -> None:
+    """Refuse a manifest whose paths would leave SRC or OUT.
+
+    Every ``source`` (read under SRC), ``input`` and ``gt`` (written under
+    OUT) of ``manifest['files']`` must be a relative path without ``..``
+    components; an absolute path or ``..`` could read or overwrite any file.
+
+    Args:
+        manifest (dict): A manifest (``files`` is a list of dicts).
+        name (str): What to call the manifest in the error (its file name).
+
+    Raises:
+        ValueError: one line naming ``name`` and the first bad entry.
+    """
+    files = manifest.get('files')
+    if not isinstance(files, list):
+        raise ValueError(f'{name}: "files" is not a list')
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            raise ValueError(f'{name}: files[{i}] is not an object')
+        for key in MANIFEST_PATH_KEYS:
+            if key not in entry and key == 'gt':
+                continue
+            rel = entry.get(key)
+            if not _is_contained(rel):
+                raise ValueError(
+                    f'{name}: files[{i}] {key} {rel!r} is not a relative '
+                    'path inside its folder (absolute paths and ".." are '
+                    'refused)')
+
+
 def load_manifest(path: str) -> dict:
-    """Read a manifest file and check its format."""
+    """Read a manifest file and check its format and paths.
+
+    Args:
+        path (str): The ``manifest.json`` of an earlier build.
+
+    Raises:
+        ValueError: not JSON, another format, or an entry whose path is
+            absolute or contains ``..`` (see :func:`check_manifest_paths`).
+
+    Returns:
+        dict: The manifest.
+    """
     try:
         with open(path, encoding='utf-8') as f:
             manifest = json.load(f)
@@ -494,4 +553,5 @@ def load_manifest(path: str) -> dict:
     if fmt != MANIFEST_FORMAT:
         raise ValueError(f'{path}: unsupported manifest format {fmt!r} '
                          f'(expected {MANIFEST_FORMAT})')
+    check_manifest_paths(manifest, path)
     return manifest

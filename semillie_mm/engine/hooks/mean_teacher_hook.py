@@ -1,7 +1,10 @@
 """MeanTeacherHook: update the teacher (EMA of the student) after each step."""
+import logging
 from typing import Optional
 
+import torch
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmagic.registry import HOOKS
@@ -17,6 +20,12 @@ class MeanTeacherHook(Hook):
     ``max(0.004, 1 / (1 + step))``, the paper's beta = 0.996 with warm-up). It is a
     submodule of the model, so its parameters and its step counter are saved in and
     resumed from checkpoints with the rest of the model.
+
+    The teacher is never updated from non-finite weights: not after an
+    iteration whose generator step the model skipped (its
+    ``skipped_generator_step`` is True: a non-finite loss), nor when a
+    student parameter or buffer is NaN or infinite (a warning names the
+    iteration).
 
     Args:
         teacher_name (str): attribute of the model holding the teacher.
@@ -56,5 +65,25 @@ class MeanTeacherHook(Hook):
         if not self.every_n_train_iters(runner, self.interval):
             return
         model = self._unwrap(runner.model)
+        model.mean_teacher_hook_ran = True
+        if getattr(model, 'skipped_generator_step', False):
+            return
         student = self._unwrap(getattr(model, self.student_name))
+        if not self._all_finite(student):
+            print_log(
+                f'iteration {runner.iter + 1}: the student has non-finite '
+                'weights; the teacher is not updated from them',
+                logger='current', level=logging.WARNING)
+            return
         getattr(model, self.teacher_name).update_parameters(student)
+
+    @staticmethod
+    def _all_finite(module) -> bool:
+        """Whether every floating parameter and buffer of ``module`` is
+        finite (one device synchronisation)."""
+        tensors = [t for t in (*module.parameters(), *module.buffers())
+                   if t.is_floating_point()]
+        if not tensors:
+            return True
+        return bool(torch.stack(
+            [torch.isfinite(t.detach()).all() for t in tensors]).all())

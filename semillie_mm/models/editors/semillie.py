@@ -1,10 +1,12 @@
 """SemiLLIE: the mean-teacher model of Semi-LLIE (paper Sec. III-B, III-F, eq. 10)."""
+import logging
 import math
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MessageHub
+from mmengine.dist import all_reduce, is_distributed
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 
@@ -45,6 +47,16 @@ class SemiLLIE(BaseEditModel):
                                  + L_scr(student(strong), teacher(weak), weak))
         then the discriminator step on detached student outputs.
 
+    Non-finite losses: when a generator loss term is NaN or infinite (on any
+    rank: a flag is all-reduced, so every DDP process skips together), the
+    iteration's generator and discriminator steps are skipped, the
+    BatchNorm running statistics it touched are restored and
+    :class:`MeanTeacherHook` leaves the teacher alone
+    (``skipped_generator_step``); a non-finite discriminator loss skips the
+    discriminator step only. Each skip logs a warning naming the iteration
+    and the loss terms. ``max_nonfinite_skips`` skipped iterations in a row
+    stop the run with a ``FloatingPointError``.
+
     ``loss_weight`` of each loss config carries g1, g2, lambda2 and the relative
     weights of the unsupervised terms; ``unsup_weight`` and ``unsup_ramp`` give
     lambda1(t). The negative of the contrastive loss is the low-light input (its
@@ -73,6 +85,9 @@ class SemiLLIE(BaseEditModel):
         unsup_weight (float): lambda1's maximum (0.2). 0 trains supervised
             only: the unpaired forward passes are skipped.
         unsup_ramp (dict): ``length`` (T) and ``by`` ('epoch' or 'iter').
+        max_nonfinite_skips (int, optional): stop after this many iterations
+            in a row were skipped for a non-finite loss. None never stops.
+            Default: 10.
         train_cfg (dict, optional): unused keys are kept for compatibility.
         test_cfg (dict, optional): ``use_teacher`` (default True) selects the
             network used for validation, testing and inference.
@@ -93,6 +108,7 @@ class SemiLLIE(BaseEditModel):
                  gan_loss: Optional[dict] = None,
                  unsup_weight: float = 0.2,
                  unsup_ramp: Optional[dict] = None,
+                 max_nonfinite_skips: Optional[int] = 10,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
@@ -134,7 +150,18 @@ class SemiLLIE(BaseEditModel):
         self.unsup_ramp = dict(dict(length=0, by='epoch'), **(unsup_ramp or {}))
         if self.unsup_ramp['by'] not in ('epoch', 'iter'):
             raise ValueError("unsup_ramp.by must be 'epoch' or 'iter'")
+        if max_nonfinite_skips is not None and max_nonfinite_skips < 1:
+            raise ValueError('max_nonfinite_skips must be >= 1 or None, got '
+                             f'{max_nonfinite_skips}')
+        self.max_nonfinite_skips = max_nonfinite_skips
+        #: True when the last train_step skipped the generator step (read by
+        #: MeanTeacherHook: the teacher is not updated then).
+        self.skipped_generator_step = False
+        #: Set by MeanTeacherHook when it runs (see the check in train_step).
+        self.mean_teacher_hook_ran = False
+        self._consecutive_skips = 0
         self._train_steps = 0
+        self._norm_modules: Optional[List[nn.Module]] = None
 
     def init_weights(self):
         """Initialise the parts, then start the teacher as a copy of the
@@ -207,11 +234,13 @@ class SemiLLIE(BaseEditModel):
         Returns:
             dict: every loss term and lambda1, for logging.
         """
-        if self._train_steps > 0 and int(self.teacher.steps) == 0:
+        if self._train_steps > 0 and int(self.teacher.steps) == 0 and \
+                not self.mean_teacher_hook_ran:
             raise RuntimeError(
                 'the teacher was never updated: add '
                 "dict(type='MeanTeacherHook') to custom_hooks")
-        self._train_steps += 1
+        self.skipped_generator_step = False
+        norm_state = self._save_norm_stats()
         data = self.data_preprocessor(data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
         lq, weak = inputs['paired'], inputs['unpaired_weak']
@@ -247,9 +276,17 @@ class SemiLLIE(BaseEditModel):
                 losses['loss_adv'] = self.gan_loss(
                     self.discriminator(pred), True, is_disc=False)
             loss_g, log_vars = self.parse_losses(losses)
-        g_optim.update_params(loss_g)
+        bad = self._nonfinite_terms(log_vars)
         log_vars['lambda_unsup'] = torch.tensor(lam)
+        if bad is not None:
+            self.skipped_generator_step = True
+            self._restore_norm_stats(norm_state)
+            self._skip('generator and discriminator steps are', bad)
+            return log_vars
+        g_optim.update_params(loss_g)
+        self._train_steps += 1
 
+        d_skipped = False
         if self.discriminator is not None:
             set_requires_grad(self.discriminator, True)
             d_optim = optim_wrapper['discriminator']
@@ -261,9 +298,103 @@ class SemiLLIE(BaseEditModel):
                     loss_d_real=0.5 * self.gan_loss(
                         self.discriminator(gt), True, is_disc=True))
                 loss_d, log_d = self.parse_losses(d_losses)
-            d_optim.update_params(loss_d)
+            bad = self._nonfinite_terms(log_d)
+            if bad is None:
+                d_optim.update_params(loss_d)
+            else:
+                d_skipped = True
+                self._restore_norm_stats(norm_state, only=self.discriminator)
+                self._skip('discriminator step is', bad)
             log_vars.update(log_d)
+        if not d_skipped:
+            self._consecutive_skips = 0
         return log_vars
+
+    # ------------------------------------------------------------ faults
+    @staticmethod
+    def _nonfinite_terms(log_vars: Dict[str, torch.Tensor]
+                         ) -> Optional[List[str]]:
+        """The non-finite loss terms, or None if every rank's are finite.
+
+        One flag per rank is all-reduced (max) when distributed, so all
+        ranks skip the same steps and DDP's collectives stay matched.
+
+        Args:
+            log_vars (dict): ``parse_losses``'s log variables (``loss`` and
+                the terms).
+
+        Returns:
+            list[str] | None: None when the losses of every rank are finite;
+            otherwise the names of this rank's non-finite terms (empty when
+            only another rank's were).
+        """
+        names = list(log_vars)
+        local = torch.stack([
+            ~torch.isfinite(v.detach()).all() for v in log_vars.values()
+        ]).float()
+        flag = local.max().reshape(1)
+        if is_distributed():
+            all_reduce(flag, op='max')
+        values = torch.cat([local, flag]).tolist()
+        if values[-1] == 0:
+            return None
+        bad = [n for n, v in zip(names, values) if v]
+        return [n for n in bad if n != 'loss'] or bad
+
+    def _skip(self, what: str, bad: List[str]) -> None:
+        """Count a skipped iteration, warn, and stop after too many."""
+        self._consecutive_skips += 1
+        it = int(MessageHub.get_current_instance().get_info('iter', 0)
+                 or 0) + 1
+        terms = (f"non-finite {', '.join(bad)}" if bad else
+                 'a non-finite loss on another rank')
+        limit = self.max_nonfinite_skips
+        if limit is not None and self._consecutive_skips >= limit:
+            raise FloatingPointError(
+                f'{self._consecutive_skips} training iterations in a row had '
+                f'a non-finite loss (the last: iteration {it}, {terms}); '
+                'stopping. Lower the learning rate, check the data, or '
+                'resume from an earlier checkpoint (model.max_nonfinite_skips'
+                ' sets this limit).')
+        print_log(
+            f'iteration {it}: {terms}; the {what} skipped '
+            f'({self._consecutive_skips} in a row'
+            + (f', the run stops at {limit})' if limit else ')'),
+            logger='current', level=logging.WARNING)
+
+    def _norm_stat_modules(self) -> List[nn.Module]:
+        """The normalisation layers whose running statistics the forward
+        passes of a training step update (student and discriminator)."""
+        if self._norm_modules is None:
+            parts = [m for m in (self.generator, self.discriminator)
+                     if m is not None]
+            self._norm_modules = [
+                m for part in parts for m in part.modules()
+                if isinstance(m, nn.modules.batchnorm._NormBase)
+                and m.track_running_stats
+            ]
+        return self._norm_modules
+
+    def _save_norm_stats(self) -> List[Tuple[nn.Module, dict]]:
+        """Copies of the running statistics, to undo a skipped step."""
+        return [(m, {k: getattr(m, k).clone()
+                     for k in ('running_mean', 'running_var',
+                               'num_batches_tracked')
+                     if getattr(m, k, None) is not None})
+                for m in self._norm_stat_modules()]
+
+    @staticmethod
+    def _restore_norm_stats(state: List[Tuple[nn.Module, dict]],
+                            only: Optional[nn.Module] = None) -> None:
+        """Put back the running statistics saved by
+        :meth:`_save_norm_stats` (of the modules under ``only``, if given)."""
+        keep = None if only is None else {id(m) for m in only.modules()}
+        with torch.no_grad():
+            for module, buffers in state:
+                if keep is not None and id(module) not in keep:
+                    continue
+                for name, value in buffers.items():
+                    getattr(module, name).copy_(value)
 
     def _student_forward(self, lq: torch.Tensor, strong: torch.Tensor):
         """Run the student on the paired input and the strong view (one batch
