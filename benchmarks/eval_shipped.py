@@ -111,12 +111,14 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    sys.path.insert(0, osp.join(ablation.REPO, 'tools'))
-    from run_demo import load_shipped
+    from semillie_mm.apis import SemiLLIEInferencer, pretrained
     from semillie_mm.datasets.target_domain_data import \
         prepare_target_domain_data
     prepare_target_domain_data(args.data_root)
-    net, cfg_path, weights = load_shipped(args.name)
+    name = args.name or pretrained.DEFAULT_MODEL
+    cfg_path, weights = pretrained.shipped_model(name)
+    net = SemiLLIEInferencer(name, device='cpu',
+                             show_progress=False).get_network('teacher')
     res = dict(config=cfg_path, weights=weights)
     val = ablation.load_val(args.data_root, 'val')
     res['target_val'] = ablation.score(ablation._enhance_all(net, val), val)

@@ -162,13 +162,8 @@ def _shipped_supervised():
 
 
 def load_shipped(name: Optional[str] = None) -> tuple:
-    """The network of the model shipped in the package, as the demo runs it.
-
-    Built as ``SemiLLIEInferencer(name)`` builds it: the shipped config's
-    model without the parts only the training losses use, its teacher (the
-    bare ``SemiLLIENet``; wrapped in the preprocessor's normalisation if that
-    is not plain ``x / 255``), into which the weights file (the bare
-    network's state dict) is loaded strictly, with ``weights_only=True``.
+    """The teacher of the model shipped in the package, built by
+    ``SemiLLIEInferencer(name)`` (so the demo runs what the tools run).
 
     Args:
         name (str | None): The shipped model; None: ``DEFAULT_MODEL``
@@ -181,33 +176,11 @@ def load_shipped(name: Optional[str] = None) -> tuple:
     Raises:
         FileNotFoundError: The shipped config or weights file is missing.
     """
-    import copy
-
-    import torch
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    from mmagic.registry import MODELS
-    from semillie_mm.apis import pretrained
-    from semillie_mm.apis.inferencer import (TRAINING_ONLY_KEYS,
-                                             PreprocessedGenerator,
-                                             select_enhancement_network)
-    cfg_path, weights = pretrained.shipped_model(name
-                                                 or pretrained.DEFAULT_MODEL)
-    cfg = Config.fromfile(cfg_path)
-    model_cfg = copy.deepcopy(cfg.model)
-    for key in TRAINING_ONLY_KEYS:
-        if model_cfg.get(key) is not None:
-            model_cfg[key] = None
-    model_cfg.pop('pretrained', None)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope',
-                                                      'mmagic')):
-        model = MODELS.build(model_cfg)
-    net = select_enhancement_network(model, use_teacher=True)
-    bare = net.generator if isinstance(net, PreprocessedGenerator) else net
-    bare.load_state_dict(
-        torch.load(weights, map_location='cpu', weights_only=True))
-    net.eval()
-    return net, cfg_path, weights
+    from semillie_mm.apis import SemiLLIEInferencer, pretrained
+    name = name or pretrained.DEFAULT_MODEL
+    cfg_path, weights = pretrained.shipped_model(name)
+    inferencer = SemiLLIEInferencer(name, device='cpu', show_progress=False)
+    return inferencer.get_network('teacher'), cfg_path, weights
 
 
 def _missing_shipped(name: Optional[str] = None) -> str:

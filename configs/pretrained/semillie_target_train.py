@@ -32,12 +32,7 @@ _paired_source = dict(
     prepare='target_domain',
     pipeline={{_base_.paired_pipeline}})
 _paired_target = dict(
-    type='PairedLowLightDataset',
-    data_root=data_root,
-    input_dir='unlabeled/input',
-    gt_dir='unlabeled_oracle/GT',
-    prepare='target_domain',
-    pipeline={{_base_.paired_pipeline}})
+    _paired_source, input_dir='unlabeled/input', gt_dir='unlabeled_oracle/GT')
 train_dataloader = dict(
     batch_size=8,
     dataset=dict(
