@@ -8,14 +8,15 @@ says why it exists. The measured facts behind them are in ``docs/install.md``.
    missing.
 2. ``torch.load(weights_only=True)`` is torch's default since 2.6. MMEngine 0.10.7
    checkpoints hold more than tensors (the message hub's HistoryBuffer, numpy
-   scalars, the config), so ``load_from``, ``--resume`` and ``load_checkpoint`` fail
-   under the new default. We do NOT turn the safety off for the whole process
-   (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` would): only MMEngine's loader for local
-   checkpoint files -- the files a user names in ``load_from``, ``--resume``,
-   ``init_cfg=dict(type='Pretrained', ...)`` or a tool's CHECKPOINT argument -- is
-   re-registered to unpickle them fully. Loading a checkpoint runs code stored in
-   it: only load checkpoints you trust. Every other ``torch.load`` in the process
-   keeps torch's safe default.
+   arrays and scalars), so ``load_from``, ``--resume`` and ``load_checkpoint``
+   fail under the plain default. MMEngine's loader for local checkpoint files
+   -- the files a user names in ``load_from``, ``--resume``,
+   ``init_cfg=dict(type='Pretrained', ...)`` or a tool's CHECKPOINT argument --
+   is re-registered to :func:`semillie_mm.utils.checkpoint.load_checkpoint_file`:
+   still weights-only, with the few globals MMEngine's checkpoints need allowed
+   (never ``builtins.getattr`` itself). Full unpickling only where the caller
+   trusts the file (``--trust-checkpoint``). Every other ``torch.load`` in the
+   process keeps torch's default.
 3. MMEngine's PyTorch launcher calls ``torch.cuda.set_device`` unconditionally, so
    ``tools/dist_train.sh`` cannot start on a machine without CUDA. On such a machine
    (and only with the gloo backend) the process group is initialised without it.
@@ -38,7 +39,6 @@ says why it exists. The measured facts behind them are in ``docs/install.md``.
    file header first and relies on it only for files Pillow cannot read.
 """
 import os
-import os.path as osp
 import sys
 import warnings
 
@@ -132,37 +132,24 @@ def filter_third_party_warnings():
 _PATCHED = False
 
 
-def load_trusted_checkpoint(filename: str, map_location=None):
-    """Load a local checkpoint file that the user named, with full unpickling.
-
-    Args:
-        filename (str): path of the checkpoint file.
-        map_location: as in :func:`torch.load`.
-
-    Returns:
-        dict | OrderedDict: the loaded checkpoint.
-    """
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file {filename} does not exist')
-    # mmengine checkpoints contain Python objects (HistoryBuffer, numpy types, the
-    # config); weights_only=True rejects them. See the module docstring.
-    return torch.load(filename, map_location=map_location, weights_only=False)
-
-
 def patch_mmengine_checkpoint_loader():
-    """Make MMEngine's local-file checkpoint loader work under torch >= 2.6.
+    """Point MMEngine's local-file checkpoint loader at the safe loader.
 
     Only the loader for local paths (the ``''`` scheme of
-    :class:`mmengine.runner.CheckpointLoader`) is replaced; remote schemes and
-    all other ``torch.load`` calls are left as they are.
+    :class:`mmengine.runner.CheckpointLoader`) is replaced, by
+    :func:`semillie_mm.utils.checkpoint.load_checkpoint_file` (weights-only
+    with MMEngine's few globals allowed; full unpickling only for trusted
+    files); remote schemes and all other ``torch.load`` calls are left as
+    they are.
     """
     global _PATCHED
     if _PATCHED:
         return
     from mmengine.runner.checkpoint import CheckpointLoader
+
+    from semillie_mm.utils.checkpoint import load_checkpoint_file
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_trusted_checkpoint, force=True)
+        prefixes='', loader=load_checkpoint_file, force=True)
     _PATCHED = True
 
 

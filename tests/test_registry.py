@@ -38,8 +38,8 @@ def test_mmagic_names_not_overridden():
 def test_checkpoint_loader_only_local_scheme_relaxed():
     import torch
     from mmengine.runner.checkpoint import CheckpointLoader
-    from semillie_mm.compat import load_trusted_checkpoint
-    assert CheckpointLoader._schemes[''] is load_trusted_checkpoint
+    from semillie_mm.utils.checkpoint import load_checkpoint_file
+    assert CheckpointLoader._schemes[''] is load_checkpoint_file
     # torch.load itself keeps its safe default elsewhere in the process
     import inspect
     assert inspect.signature(torch.load).parameters['weights_only'].default \

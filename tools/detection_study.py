@@ -27,9 +27,11 @@ os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from semillie_mm.detection import study  # noqa: E402
-from semillie_mm.utils.cli import (UserError, check_checkpoint,  # noqa: E402
-                                   load_config, require_dir, require_file,
-                                   run_cli)
+from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
+                                         set_trust_checkpoints)
+from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
+                                      load_config, require_dir, require_file)
+from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
 
 ANN_HINT = 'make it with tools/dataset_converters/visdrone2coco.py'
 
@@ -76,6 +78,7 @@ def parse_args(argv=None):
     parser.add_argument('--enhance-ext', default=None,
                         help='extension of the enhanced images (default: as the input)')
     parser.add_argument('--force', action='store_true', help='recompute finished rows')
+    add_trust_argument(parser)
     args = parser.parse_args(argv)
     if not args.train_ann or not args.test_ann:
         if not args.ann_dir:
@@ -124,6 +127,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s: '
                         '%(message)s')
     args = parse_args(argv)
+    set_trust_checkpoints(args.trust_checkpoint)
     try:
         methods = [study.parse_method(s) for s in (args.method or ['Original=none'])]
     except ValueError as err:

@@ -42,6 +42,8 @@ from semillie_mm.apis import (DEFAULT_TILE_OVERLAP,  # noqa: E402
                               DEFAULT_TILE_SIZE, IMG_EXTENSIONS)
 from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402
                                          MODEL_CARD)
+from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
+                                         set_trust_checkpoints)
 from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
                                    run_cli)
 
@@ -49,7 +51,7 @@ USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
          '       [--device D] [--tile N] [--tile-overlap N] [--no-tile]\n'
          '       [--batch-size N] [--ext EXT] [--student] [--summary FILE]\n'
          '       [--vis-dir DIR] [--skip-existing | --overwrite]\n'
-         '       [--no-progress] [--debug]')
+         '       [--no-progress] [--trust-checkpoint] [--debug]')
 
 
 def parse_args(argv=None):
@@ -109,6 +111,7 @@ def parse_args(argv=None):
                           action='store_true',
                           help='replace outputs that exist')
     parser.set_defaults(overwrite=False)
+    add_trust_argument(parser)
     # options may come between the positional arguments
     args = parser.parse_intermixed_args(argv)
     paths = args.paths
@@ -242,6 +245,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     check_args(args)
+    set_trust_checkpoints(args.trust_checkpoint)
     to_file, dst = plan_outputs(args)
     from semillie_mm.apis.checks import (build_inferencer_checked,
                                          shipped_model_checked)

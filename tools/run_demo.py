@@ -299,7 +299,8 @@ def main(argv=None):
     wall_start = time.time()
     import semillie_mm  # noqa: F401
     from semillie_mm.datasets.folder_utils import maybe_prepare
-    from semillie_mm.utils.cli import UserError, load_config
+    from semillie_mm.utils.checks import load_config
+    from semillie_mm.utils.cli import UserError
     cfg = load_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

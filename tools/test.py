@@ -26,9 +26,11 @@ from mmengine.hooks import Hook  # noqa: E402
 
 from semillie_mm.apis import write_image_atomic  # noqa: E402
 from semillie_mm.evaluation import format_table1, group_metrics  # noqa: E402
-from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
-                                   check_checkpoint, check_config_files,
-                                   load_config, run_cli)
+from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
+                                         set_trust_checkpoints)
+from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
+                                      check_config_files, load_config)
+from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 
 
 class SaveEnhancedImagesHook(Hook):
@@ -152,6 +154,7 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    add_trust_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -174,6 +177,7 @@ def main(argv=None):
             or folder of the config (e.g. a data root) that does not exist.
     """
     args = parse_args(argv)
+    set_trust_checkpoints(args.trust_checkpoint)
     cfg = load_config(args.config)
     check_checkpoint(args.checkpoint)
     cfg.launcher = args.launcher

@@ -20,9 +20,11 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import semillie_mm  # noqa: E402,F401  (compat fixes + registration)
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
-                                   check_checkpoint, check_config_files,
-                                   load_config, run_cli)
+from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
+                                         set_trust_checkpoints)
+from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
+                                      check_config_files, load_config)
+from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -66,6 +68,7 @@ def parse_args(argv=None):
         default='none',
         help='job launcher')
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    add_trust_argument(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -164,6 +167,7 @@ def main(argv=None):
             the config names (e.g. a data root) that does not exist.
     """
     args = parse_args(argv)
+    set_trust_checkpoints(args.trust_checkpoint)
     cfg = build_cfg(args)
     from mmengine.runner import Runner
     try:

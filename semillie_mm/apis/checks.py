@@ -8,7 +8,8 @@ they use the model shipped in the package (:func:`shipped_model_checked`).
 """
 from typing import Optional, Tuple
 
-from semillie_mm.utils.cli import UserError, check_checkpoint, load_config
+from semillie_mm.utils.checks import check_checkpoint, load_config
+from semillie_mm.utils.cli import UserError
 from .pretrained import DEFAULT_MODEL, shipped_model
 
 

@@ -87,8 +87,10 @@ def export_teacher(ckpt: str, dest: str) -> dict:
 
     Args:
         ckpt (str): An mmengine checkpoint of ``SemiLLIE`` from your own
-            training run. It is unpickled in full (it holds the message hub,
-            numpy objects): do not pass a file you did not make.
+            training run, read weights-only
+            (:func:`~semillie_mm.utils.checkpoint.load_checkpoint_file`;
+            ``trusted_checkpoints()`` around the call for a file that needs
+            more).
         dest (str): Output ``.pth``: ``{name: float32 tensor}`` of the
             generator, readable with ``torch.load(weights_only=True)``;
             written atomically.
@@ -100,7 +102,9 @@ def export_teacher(ckpt: str, dest: str) -> dict:
         KeyError: The checkpoint holds no ``teacher.module.*`` tensors.
     """
     import torch
-    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+
+    from semillie_mm.utils.checkpoint import load_checkpoint_file
+    state = load_checkpoint_file(ckpt, map_location='cpu')
     state = state.get('state_dict', state)
     prefix = 'teacher.module.'
     teacher = {k[len(prefix):]: v.float().clone() for k, v in state.items()

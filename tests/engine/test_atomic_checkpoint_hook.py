@@ -12,7 +12,7 @@ from mmengine.logging import MessageHub, MMLogger
 from mmengine.runner.checkpoint import find_latest_checkpoint, save_checkpoint
 
 from mmagic.registry import HOOKS
-from semillie_mm.compat import load_trusted_checkpoint
+from semillie_mm.utils.checkpoint import load_checkpoint_file
 from semillie_mm.engine.hooks import AtomicCheckpointHook
 
 HOOK = AtomicCheckpointHook
@@ -108,7 +108,7 @@ def _assert_clean_and_loadable(work_dir, expected_iter):
     assert not [n for n in names if n.startswith('.')], names
     last = find_latest_checkpoint(str(work_dir))
     assert last == osp.join(str(work_dir), f'iter_{expected_iter}.pth')
-    state = load_trusted_checkpoint(last, map_location='cpu')
+    state = load_checkpoint_file(last, map_location='cpu')
     assert state['meta']['iter'] == expected_iter
     assert state['state_dict']['w'].shape == (4096, )
     return names
@@ -152,7 +152,7 @@ def test_disk_full_on_best_keeps_the_previous_best(tmp_path, disk_full_on):
         _train_iter(hook, runner, dict(PSNR=20.))
     names = os.listdir(tmp_path)
     assert not [n for n in names if n.startswith('.')], names
-    best = load_trusted_checkpoint(str(tmp_path / 'best_PSNR_iter_1.pth'))
+    best = load_checkpoint_file(str(tmp_path / 'best_PSNR_iter_1.pth'))
     assert int(best['state_dict']['w'][0]) == 1
     # iter_2.pth (written before validation) is complete
     _assert_clean_and_loadable(tmp_path, 2)
@@ -170,7 +170,7 @@ def test_replacing_best_and_outdated_checkpoints(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [
         'best_PSNR_iter_3.pth', 'iter_3.pth', 'last_checkpoint']
     _assert_clean_and_loadable(tmp_path, 3)
-    state = load_trusted_checkpoint(str(tmp_path / 'iter_3.pth'))
+    state = load_checkpoint_file(str(tmp_path / 'iter_3.pth'))
     info = state['message_hub']['runtime_info']
     assert info['best_ckpt'] == str(tmp_path / 'best_PSNR_iter_3.pth')
     assert info['keep_ckpt_ids'] == [3]

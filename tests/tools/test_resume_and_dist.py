@@ -23,8 +23,8 @@ def run(args, timeout=900, **env):
 
 
 def load_state(path):
-    from semillie_mm.compat import load_trusted_checkpoint
-    return load_trusted_checkpoint(path, map_location='cpu')
+    from semillie_mm.utils.checkpoint import load_checkpoint_file
+    return load_checkpoint_file(path, map_location='cpu')
 
 
 def test_resume_is_exact(tmp_path):

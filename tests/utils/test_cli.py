@@ -7,8 +7,9 @@ import textwrap
 import pytest
 import torch
 
-from semillie_mm.utils.cli import (UserError, check_checkpoint, load_config,
-                                   require_dir, require_file, run_cli)
+from semillie_mm.utils.checks import (check_checkpoint, load_config,
+                                      require_dir, require_file)
+from semillie_mm.utils.cli import UserError, run_cli
 
 
 def _main_raising(exc):
@@ -161,7 +162,9 @@ def test_run_cli_in_a_process(tmp_path):
         spec.loader.exec_module(cli)
 
         def main(argv):
-            cli.require_file(argv[0], 'input image', 'check the path')
+            # a message with a newline: run_cli folds it into one line
+            raise cli.UserError('input image ' + argv[0] +
+                                ' does not exist;\\n check the path')
 
         cli.run_cli(main)
     """))
@@ -180,7 +183,7 @@ def test_run_cli_in_a_process(tmp_path):
 
 
 def test_check_config_files(tmp_path):
-    from semillie_mm.utils.cli import check_config_files
+    from semillie_mm.utils.checks import check_config_files
     weights = tmp_path / 'w.pth'
     weights.write_bytes(b'x')
     cfg = dict(

@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
-from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
-                                   load_config, run_cli)
+from semillie_mm.utils.checks import load_config  # noqa: E402
+from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -27,8 +27,8 @@ from semillie_mm.datasets.converters.visdrone_lowlight import (  # noqa: E402,F4
     IMG_EXTENSIONS, MANIFEST_FORMAT, MANIFEST_NAME, PAPER_COUNTS, SPLIT_DIRS,
     brightness, classify, load_manifest, plan_dataset, read_overrides,
     scan_images, split_counts, write_dataset)
-from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
-                                   require_dir, require_file, run_cli)
+from semillie_mm.utils.checks import require_dir, require_file  # noqa: E402
+from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
