@@ -56,7 +56,9 @@ def parse_args(argv=None):
                         help='NAME=none | NAME=folder:DIR | NAME=semillie:CONFIG[,CHECKPOINT] '
                         '(repeat; default: Original=none)')
     parser.add_argument('--work-dir', default='work_dirs/detection_study')
-    parser.add_argument('--det-config', default=detection.DEFAULT_DET_CONFIG, help='mmdet config')
+    parser.add_argument('--det-config', default=detection.DEFAULT_DET_CONFIG,
+                        help='mmdet config: a file, or the name of one shipped in '
+                        'semillie_mm/detection/configs/ (default: the paper\'s, from scratch)')
     parser.add_argument('--epochs', type=int, help='override the number of epochs (12)')
     parser.add_argument('--img-scale', type=int, nargs=2, metavar=('W', 'H'),
                         help='override the Resize scale (1333 800)')
@@ -82,6 +84,7 @@ def parse_args(argv=None):
             parser.error('give --ann-dir or both --train-ann and --test-ann')
         args.train_ann = args.train_ann or osp.join(args.ann_dir, 'train.json')
         args.test_ann = args.test_ann or osp.join(args.ann_dir, 'test.json')
+    args.det_config = detection.find_detector_config(args.det_config)
     return args
 
 

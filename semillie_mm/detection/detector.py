@@ -1,7 +1,14 @@
-"""The detector of the detection study: one row's mmdet config and COCO annotations.
+"""The detector of the detection study: its shipped mmdet configs, one row's config and annotations.
 
-The default config is ``configs/detection/faster-rcnn_r50_fpn_12e_visdrone-night.py`` (Faster
-R-CNN R50-FPN trained from scratch for 12 epochs, the paper's setting).
+The configs ship inside the package (``semillie_mm/detection/configs/``, installed as package
+data), so the default is found in an installed package as in a checkout:
+
+- ``faster-rcnn_r50_fpn_12e_visdrone-night.py`` (:data:`DEFAULT_DET_CONFIG`): Faster R-CNN
+  R50-FPN trained from scratch for 12 epochs, the paper's setting;
+- ``faster-rcnn_r50_fpn_12e_visdrone-night_imagenet.py``: the same from a local ImageNet
+  ResNet-50 checkpoint (not the paper's setting).
+
+:func:`find_detector_config` accepts either a file or the bare name of a shipped config.
 """
 import json
 import os
@@ -10,10 +17,27 @@ from typing import Dict, List, Optional, Sequence
 
 from ._io import dump_json_atomic
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEFAULT_DET_CONFIG = osp.join(REPO_ROOT, 'configs', 'detection',
-                              'faster-rcnn_r50_fpn_12e_visdrone-night.py')
+DETECTOR_CONFIG_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'configs')
+DEFAULT_DET_CONFIG = osp.join(DETECTOR_CONFIG_DIR, 'faster-rcnn_r50_fpn_12e_visdrone-night.py')
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def find_detector_config(config: str) -> str:
+    """The file of a detector config: a path, or the name of a config shipped with the package.
+
+    Args:
+        config (str): a config file, or a bare name (no folder; ``.py`` optional) of a file in
+            :data:`DETECTOR_CONFIG_DIR`, e.g. ``'faster-rcnn_r50_fpn_12e_visdrone-night_imagenet'``.
+
+    Returns:
+        str: the shipped config's path for a bare name that is no file in the current folder;
+        otherwise ``config`` unchanged (existing or not).
+    """
+    if not isinstance(config, str) or not config or osp.isfile(config) \
+            or osp.basename(config) != config:
+        return config
+    shipped = osp.join(DETECTOR_CONFIG_DIR, config if config.endswith('.py') else f'{config}.py')
+    return shipped if osp.isfile(shipped) else config
 
 
 def _images_by_stem(img_dir: str) -> Dict[str, str]:
@@ -109,7 +133,7 @@ def build_detector_config(det_config: str, img_dir: str, train_ann: str, test_an
 
     Args:
         det_config (str): the mmdet config (default
-            ``configs/detection/faster-rcnn_r50_fpn_12e_visdrone-night.py``).
+            :data:`DEFAULT_DET_CONFIG`).
         img_dir (str): the row's image folder.
         train_ann (str): the row's train COCO JSON.
         test_ann (str): the row's test COCO JSON.

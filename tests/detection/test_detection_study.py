@@ -148,7 +148,7 @@ def test_build_detector_config(tmp_path):
 
 def test_imagenet_variant_missing_checkpoint(tmp_path):
     pytest.importorskip('mmdet')
-    variant = osp.join(ROOT, 'configs', 'detection',
+    variant = osp.join(detection.DETECTOR_CONFIG_DIR,
                        'faster-rcnn_r50_fpn_12e_visdrone-night_imagenet.py')
     with pytest.raises(FileNotFoundError, match='resnet50-0676ba61.pth'):
         detection.build_detector_config(variant, 'i', 'a.json', 'b.json', 'w')
@@ -159,6 +159,61 @@ def test_imagenet_variant_missing_checkpoint(tmp_path):
         detection.build_detector_config(
             variant, 'i', 'a.json', 'b.json', 'w',
             cfg_options={'model.backbone.init_cfg.checkpoint': 'torchvision://resnet50'})
+
+
+def test_find_detector_config(tmp_path, monkeypatch):
+    """The shipped configs by bare name; anything else is returned as given."""
+    variant = 'faster-rcnn_r50_fpn_12e_visdrone-night_imagenet'
+    shipped = osp.join(osp.dirname(detection.__file__), 'configs', f'{variant}.py')
+    assert osp.isfile(shipped)
+    assert detection.DEFAULT_DET_CONFIG == osp.join(
+        osp.dirname(detection.__file__), 'configs', 'faster-rcnn_r50_fpn_12e_visdrone-night.py')
+    monkeypatch.chdir(tmp_path)
+    assert detection.find_detector_config(variant) == shipped
+    assert detection.find_detector_config(f'{variant}.py') == shipped
+    for given in ('nothing', 'nothing.py', f'sub/{variant}.py', str(tmp_path / 'x.py')):
+        assert detection.find_detector_config(given) == given
+    pytest.importorskip('mmengine')
+    args = tool.parse_args(['--images', 'i', '--ann-dir', 'a', '--det-config', variant])
+    assert args.det_config == shipped
+    assert tool.parse_args(['--images', 'i', '--ann-dir', 'a']).det_config == \
+        detection.DEFAULT_DET_CONFIG
+    # a file of that name in the current folder is the user's, not the shipped one
+    (tmp_path / f'{variant}.py').write_text('x = 1\n')
+    assert detection.find_detector_config(f'{variant}.py') == f'{variant}.py'
+
+
+def test_detector_configs_ship_in_the_package(tmp_path):
+    """The default detector config is package data: found in a built (non-editable) package.
+
+    ``setup.py build_py`` lays the package out as a wheel would; a fresh process imports it from
+    there, with another working folder and no checkout on its path, and reads the default config.
+    """
+    import shutil
+    import subprocess
+    import sys
+    pytest.importorskip('mmdet')
+    src, lib, cwd = tmp_path / 'src', tmp_path / 'lib', tmp_path / 'elsewhere'
+    src.mkdir()
+    cwd.mkdir()
+    for name in ('setup.py', 'README.md'):
+        shutil.copy(osp.join(ROOT, name), src / name)
+    shutil.copytree(osp.join(ROOT, 'requirements'), src / 'requirements')
+    shutil.copytree(osp.join(ROOT, 'semillie_mm'), src / 'semillie_mm',
+                    ignore=shutil.ignore_patterns('__pycache__', '*.so', '*.pyd'))
+    subprocess.run([sys.executable, 'setup.py', '-q', 'build_py', '-d', str(lib)], cwd=src,
+                   check=True, capture_output=True)
+    code = ('import json; import semillie_mm.detection as d; '
+            "cfg = d.build_detector_config(d.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json', 'w'); "
+            'print(json.dumps([d.DEFAULT_DET_CONFIG, cfg.model.type, '
+            'cfg.model.roi_head.bbox_head.num_classes]))')
+    env = dict(os.environ, PYTHONPATH=str(lib), NO_ALBUMENTATIONS_UPDATE='1')
+    out = subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    path, model, num_classes = json.loads(out.strip().splitlines()[-1])
+    assert path == str(lib / 'semillie_mm' / 'detection' / 'configs'
+                       / 'faster-rcnn_r50_fpn_12e_visdrone-night.py')
+    assert (model, num_classes) == ('FasterRCNN', 10)
 
 
 def test_local_pretrained_init(tmp_path):
