@@ -42,8 +42,9 @@ setup(
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     include_package_data=True,
     # the shipped model (semillie_mm/apis/pretrained.py): config, weights and
-    # model card
-    package_data={'semillie_mm.pretrained': ['*.py', '*.pth', '*.md']},
+    # model card; the detection study's mmdet configs
+    package_data={'semillie_mm.pretrained': ['*.py', '*.pth', '*.md'],
+                  'semillie_mm.detection.configs': ['*.py']},
     python_requires='>=3.9',
     license='Apache License 2.0',
     install_requires=parse_requirements('requirements/runtime.txt'),

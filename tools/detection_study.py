@@ -1,7 +1,7 @@
 """Downstream detection study: Faster R-CNN on enhanced VisDrone night images (paper Sec. V, Table VII).
 
-A thin command line over :mod:`semillie_mm.detection.study` (the methods, resuming, the tables: see
-there and docs/detection.md). Example::
+A thin command line over :mod:`semillie_mm.detection` (the methods, the detector, resuming, the
+tables: see there and docs/detection.md). Example::
 
     python tools/detection_study.py \\
         --images data/visdrone_night/images --ann-dir data/visdrone_night/annotations \\
@@ -26,7 +26,7 @@ os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-from semillie_mm.detection import study  # noqa: E402
+from semillie_mm import detection  # noqa: E402
 from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
                                          set_trust_checkpoints)
 from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
@@ -58,7 +58,9 @@ def parse_args(argv=None):
                         help='NAME=none | NAME=folder:DIR | NAME=semillie:CONFIG[,CHECKPOINT] '
                         '(repeat; default: Original=none)')
     parser.add_argument('--work-dir', default='work_dirs/detection_study')
-    parser.add_argument('--det-config', default=study.DEFAULT_DET_CONFIG, help='mmdet config')
+    parser.add_argument('--det-config', default=detection.DEFAULT_DET_CONFIG,
+                        help='mmdet config: a file, or the name of one shipped in '
+                        'semillie_mm/detection/configs/ (default: the paper\'s, from scratch)')
     parser.add_argument('--epochs', type=int, help='override the number of epochs (12)')
     parser.add_argument('--img-scale', type=int, nargs=2, metavar=('W', 'H'),
                         help='override the Resize scale (1333 800)')
@@ -85,6 +87,7 @@ def parse_args(argv=None):
             parser.error('give --ann-dir or both --train-ann and --test-ann')
         args.train_ann = args.train_ann or osp.join(args.ann_dir, 'train.json')
         args.test_ann = args.test_ann or osp.join(args.ann_dir, 'test.json')
+    args.det_config = detection.find_detector_config(args.det_config)
     return args
 
 
@@ -93,7 +96,7 @@ def check_inputs(args, methods) -> None:
 
     Args:
         args (argparse.Namespace): From :func:`parse_args`.
-        methods (list[study.Method]): The parsed methods.
+        methods (list[detection.Method]): The parsed methods.
 
     Raises:
         UserError: The first problem found.
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     set_trust_checkpoints(args.trust_checkpoint)
     try:
-        methods = [study.parse_method(s) for s in (args.method or ['Original=none'])]
+        methods = [detection.parse_method(s) for s in (args.method or ['Original=none'])]
     except ValueError as err:
         raise UserError(f'--method {err}') from err
     check_inputs(args, methods)
@@ -140,14 +143,14 @@ def main(argv=None) -> int:
     from semillie_mm.apis.checks import check_device
     check_device(device, '--enhance-device')
     try:
-        results = study.run_study(
+        results = detection.run_study(
             methods, args.images, args.train_ann, args.test_ann, args.work_dir,
             det_config=args.det_config, epochs=args.epochs, img_scale=args.img_scale,
             batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
             pretrained_backbone=args.pretrained_backbone, cfg_options=args.cfg_options,
             enhance_device=device, use_teacher=not args.use_student, tile_size=args.tile_size,
             enhance_ext=args.enhance_ext, force=args.force)
-    except (study.StoredResultMismatch, FileNotFoundError) as err:
+    except (detection.StoredResultMismatch, FileNotFoundError) as err:
         raise UserError(str(err)) from err
     with open(osp.join(args.work_dir, 'table_vii.md'), encoding='utf-8') as f:
         print(f.read())

@@ -9,8 +9,9 @@ from mmengine.registry import WEIGHT_INITIALIZERS
 class LocalPretrainedInit(PretrainedInit):
     """mmengine's ``Pretrained`` initializer restricted to a file on disk.
 
-    Used by ``configs/detection/faster-rcnn_r50_fpn_12e_visdrone-night_imagenet.py`` to start the
-    detector's backbone from a local ImageNet checkpoint. Unlike ``Pretrained`` it never fetches
+    Used by the shipped detector config ``faster-rcnn_r50_fpn_12e_visdrone-night_imagenet.py``
+    (``semillie_mm/detection/configs/``) to start the detector's backbone from a local ImageNet
+    checkpoint. Unlike ``Pretrained`` it never fetches
     ``torchvision://``, ``open-mmlab://`` or ``http(s)://`` addresses, and a missing file gives an
     error that names the file and says how to get one. It is registered in mmengine's root
     ``WEIGHT_INITIALIZERS``, so it is found from any scope (mmdet's registry is a child of it).
@@ -57,5 +58,6 @@ def check_local_checkpoint(path) -> str:
             f'(https://download.pytorch.org/models/resnet50-0676ba61.pth) and set '
             f'model.backbone.init_cfg.checkpoint (tools/detection_study.py: '
             f'--pretrained-backbone) to its path, or use the from-scratch config '
-            f'configs/detection/faster-rcnn_r50_fpn_12e_visdrone-night.py as the paper.')
+            f'faster-rcnn_r50_fpn_12e_visdrone-night.py (semillie_mm/detection/configs/, the '
+            f'default of tools/detection_study.py) as the paper.')
     return path

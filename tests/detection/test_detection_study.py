@@ -1,4 +1,4 @@
-"""Tests of the detection study (semillie_mm.detection.study) and its command line
+"""Tests of the detection study (semillie_mm.detection) and its command line
 (tools/detection_study.py: arguments and one-line errors).
 
 The end-to-end test runs the whole study on a tiny generated VisDrone-style set: conversion to
@@ -28,6 +28,7 @@ def _load(rel, name):
     return module
 
 
+from semillie_mm import detection  # noqa: E402
 from semillie_mm.detection import study  # noqa: E402
 
 tool = _load('tools/detection_study.py', 'detection_study_tool')
@@ -35,20 +36,20 @@ from semillie_mm.datasets.converters import visdrone2coco as v2c  # noqa: E402
 
 
 def test_parse_method():
-    m = study.parse_method('Original=none')
+    m = detection.parse_method('Original=none')
     assert (m.name, m.kind, m.path, m.config, m.checkpoint) == ('Original', 'none', None, None,
                                                                  None)
-    m = study.parse_method('ZeroDCE=folder:some/dir')
+    m = detection.parse_method('ZeroDCE=folder:some/dir')
     assert m.kind == 'folder' and m.path == osp.abspath('some/dir')
-    m = study.parse_method('Semi-LLIE (Ours)=semillie:a/cfg.py,b/ckpt.pth')
+    m = detection.parse_method('Semi-LLIE (Ours)=semillie:a/cfg.py,b/ckpt.pth')
     assert m.name == 'Semi-LLIE (Ours)' and m.kind == 'semillie'
     assert m.config == osp.abspath('a/cfg.py') and m.checkpoint == osp.abspath('b/ckpt.pth')
-    assert study.parse_method('X=semillie:a/cfg.py').checkpoint is None
+    assert detection.parse_method('X=semillie:a/cfg.py').checkpoint is None
     for bad in ('Original', '=none', 'A=none:x', 'A=folder:', 'A=semillie:', 'A=zerodce:x'):
         with pytest.raises(ValueError):
-            study.parse_method(bad)
-    assert study.slugify('Semi-LLIE (Ours)') == 'semi-llie-ours'
-    assert study.slugify('***') == 'method'
+            detection.parse_method(bad)
+    assert detection.slugify('Semi-LLIE (Ours)') == 'semi-llie-ours'
+    assert detection.slugify('***') == 'method'
 
 
 def test_cli_arguments():
@@ -69,14 +70,14 @@ def test_cli_arguments():
 def test_metrics_to_row_and_tables(tmp_path):
     raw = {'coco/bbox_mAP': 0.094, 'coco/bbox_mAP_50': 0.183, 'coco/bbox_mAP_75': 0.085,
            'coco/bbox_mAP_s': 0.035, 'coco/bbox_mAP_m': 0.149, 'coco/bbox_mAP_l': -1.0}
-    row = study.metrics_to_row(raw)
+    row = detection.metrics_to_row(raw)
     assert row == dict(AP=9.4, AP50=18.3, AP75=8.5, APs=3.5, APm=14.9, APl=None)
     # no detection at all: mmdet returns no bbox metric, every AP is 0
-    assert study.metrics_to_row({}) == {c: 0.0 for c, _ in study.METRICS}
-    results = [dict(name='Original', epochs=12, metrics=study.metrics_to_row({})),
+    assert detection.metrics_to_row({}) == {c: 0.0 for c, _ in detection.METRICS}
+    results = [dict(name='Original', epochs=12, metrics=detection.metrics_to_row({})),
                dict(name='Semi-LLIE (Ours)', epochs=12, metrics=row)]
     md, cv = str(tmp_path / 't.md'), str(tmp_path / 't.csv')
-    study.write_tables(results, md, cv)
+    detection.write_tables(results, md, cv)
     lines = open(md).read().splitlines()
     assert '| Model | Epochs | AP | AP50 | AP75 | APs | APm | APl |' in lines
     assert '| Semi-LLIE (Ours) | 12 | 9.4 | 18.3 | 8.5 | 3.5 | 14.9 | n/a |' in lines
@@ -97,7 +98,7 @@ def test_resolve_annotations(tmp_path, visdrone_factory):
     for name in os.listdir(data['img_dir']):
         Image.open(osp.join(data['img_dir'], name)).save(png_dir / (name[:-4] + '.png'))
     out = str(tmp_path / 'resolved.json')
-    assert study.resolve_annotations(ann, str(png_dir), out) == 3
+    assert detection.resolve_annotations(ann, str(png_dir), out) == 3
     with open(out) as f, open(ann) as g:
         resolved, orig = json.load(f), json.load(g)
     assert [i['file_name'] for i in resolved['images']] == [
@@ -106,16 +107,16 @@ def test_resolve_annotations(tmp_path, visdrone_factory):
     # a different size is an error (the boxes would not match)
     Image.new('RGB', (64, 64)).save(png_dir / 'night_0001.png')
     with pytest.raises(ValueError, match='differ in size'):
-        study.resolve_annotations(ann, str(png_dir), out)
+        detection.resolve_annotations(ann, str(png_dir), out)
     os.remove(png_dir / 'night_0001.png')
     with pytest.raises(FileNotFoundError, match='missing'):
-        study.resolve_annotations(ann, str(png_dir), out)
+        detection.resolve_annotations(ann, str(png_dir), out)
 
 
 def test_build_detector_config(tmp_path):
     pytest.importorskip('mmdet')
-    cfg = study.build_detector_config(
-        study.DEFAULT_DET_CONFIG, str(tmp_path / 'img'), str(tmp_path / 'tr.json'),
+    cfg = detection.build_detector_config(
+        detection.DEFAULT_DET_CONFIG, str(tmp_path / 'img'), str(tmp_path / 'tr.json'),
         str(tmp_path / 'te.json'), str(tmp_path / 'wd'))
     # the paper's setting, read from mmdet's own base configs plus ours
     assert cfg.default_scope == 'mmdet'
@@ -131,9 +132,9 @@ def test_build_detector_config(tmp_path):
     assert cfg.test_dataloader.dataset.data_prefix.img == str(tmp_path / 'img') + '/'
     assert cfg.val_dataloader is None and cfg.val_cfg is None
     # short-run overrides
-    cfg = study.build_detector_config(
-        study.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json', 'w', epochs=3, img_scale=(256, 192),
-        batch_size=4, num_workers=0, cfg_options={'model.backbone.depth': 18})
+    cfg = detection.build_detector_config(
+        detection.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json', 'w', epochs=3,
+        img_scale=(256, 192), batch_size=4, num_workers=0, cfg_options={'model.backbone.depth': 18})
     assert cfg.train_cfg.max_epochs == 3
     assert cfg.param_scheduler[1].milestones == [2, 3] and cfg.param_scheduler[1].end == 3
     assert [t.scale for t in cfg.train_dataloader.dataset.pipeline if t.type == 'Resize'] == [
@@ -147,17 +148,72 @@ def test_build_detector_config(tmp_path):
 
 def test_imagenet_variant_missing_checkpoint(tmp_path):
     pytest.importorskip('mmdet')
-    variant = osp.join(ROOT, 'configs', 'detection',
+    variant = osp.join(detection.DETECTOR_CONFIG_DIR,
                        'faster-rcnn_r50_fpn_12e_visdrone-night_imagenet.py')
     with pytest.raises(FileNotFoundError, match='resnet50-0676ba61.pth'):
-        study.build_detector_config(variant, 'i', 'a.json', 'b.json', 'w')
+        detection.build_detector_config(variant, 'i', 'a.json', 'b.json', 'w')
     with pytest.raises(FileNotFoundError, match='nothing.pth'):
-        study.build_detector_config(study.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json', 'w',
-                                    pretrained_backbone=str(tmp_path / 'nothing.pth'))
+        detection.build_detector_config(detection.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json',
+                                        'w', pretrained_backbone=str(tmp_path / 'nothing.pth'))
     with pytest.raises(ValueError, match='downloads nothing'):
-        study.build_detector_config(
+        detection.build_detector_config(
             variant, 'i', 'a.json', 'b.json', 'w',
             cfg_options={'model.backbone.init_cfg.checkpoint': 'torchvision://resnet50'})
+
+
+def test_find_detector_config(tmp_path, monkeypatch):
+    """The shipped configs by bare name; anything else is returned as given."""
+    variant = 'faster-rcnn_r50_fpn_12e_visdrone-night_imagenet'
+    shipped = osp.join(osp.dirname(detection.__file__), 'configs', f'{variant}.py')
+    assert osp.isfile(shipped)
+    assert detection.DEFAULT_DET_CONFIG == osp.join(
+        osp.dirname(detection.__file__), 'configs', 'faster-rcnn_r50_fpn_12e_visdrone-night.py')
+    monkeypatch.chdir(tmp_path)
+    assert detection.find_detector_config(variant) == shipped
+    assert detection.find_detector_config(f'{variant}.py') == shipped
+    for given in ('nothing', 'nothing.py', f'sub/{variant}.py', str(tmp_path / 'x.py')):
+        assert detection.find_detector_config(given) == given
+    pytest.importorskip('mmengine')
+    args = tool.parse_args(['--images', 'i', '--ann-dir', 'a', '--det-config', variant])
+    assert args.det_config == shipped
+    assert tool.parse_args(['--images', 'i', '--ann-dir', 'a']).det_config == \
+        detection.DEFAULT_DET_CONFIG
+    # a file of that name in the current folder is the user's, not the shipped one
+    (tmp_path / f'{variant}.py').write_text('x = 1\n')
+    assert detection.find_detector_config(f'{variant}.py') == f'{variant}.py'
+
+
+def test_detector_configs_ship_in_the_package(tmp_path):
+    """The default detector config is package data: found in a built (non-editable) package.
+
+    ``setup.py build_py`` lays the package out as a wheel would; a fresh process imports it from
+    there, with another working folder and no checkout on its path, and reads the default config.
+    """
+    import shutil
+    import subprocess
+    import sys
+    pytest.importorskip('mmdet')
+    src, lib, cwd = tmp_path / 'src', tmp_path / 'lib', tmp_path / 'elsewhere'
+    src.mkdir()
+    cwd.mkdir()
+    for name in ('setup.py', 'README.md'):
+        shutil.copy(osp.join(ROOT, name), src / name)
+    shutil.copytree(osp.join(ROOT, 'requirements'), src / 'requirements')
+    shutil.copytree(osp.join(ROOT, 'semillie_mm'), src / 'semillie_mm',
+                    ignore=shutil.ignore_patterns('__pycache__', '*.so', '*.pyd'))
+    subprocess.run([sys.executable, 'setup.py', '-q', 'build_py', '-d', str(lib)], cwd=src,
+                   check=True, capture_output=True)
+    code = ('import json; import semillie_mm.detection as d; '
+            "cfg = d.build_detector_config(d.DEFAULT_DET_CONFIG, 'i', 'a.json', 'b.json', 'w'); "
+            'print(json.dumps([d.DEFAULT_DET_CONFIG, cfg.model.type, '
+            'cfg.model.roi_head.bbox_head.num_classes]))')
+    env = dict(os.environ, PYTHONPATH=str(lib), NO_ALBUMENTATIONS_UPDATE='1')
+    out = subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    path, model, num_classes = json.loads(out.strip().splitlines()[-1])
+    assert path == str(lib / 'semillie_mm' / 'detection' / 'configs'
+                       / 'faster-rcnn_r50_fpn_12e_visdrone-night.py')
+    assert (model, num_classes) == ('FasterRCNN', 10)
 
 
 def test_local_pretrained_init(tmp_path):
@@ -219,10 +275,10 @@ def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
     v2c.convert(data['img_dir'], data['ann_dir'], ann_dir, seed=0)
     bright = str(tmp_path / 'bright')
     _brighten_folder(data['img_dir'], bright)
-    methods = [study.parse_method('Original=none'),
-               study.parse_method(f'Gamma=folder:{bright}')]
+    methods = [detection.parse_method('Original=none'),
+               detection.parse_method(f'Gamma=folder:{bright}')]
     cfg_path, ckpt = _tiny_semillie(tmp_path)
-    methods.append(study.parse_method(f'Semi-LLIE (tiny)=semillie:{cfg_path},{ckpt}'))
+    methods.append(detection.parse_method(f'Semi-LLIE (tiny)=semillie:{cfg_path},{ckpt}'))
     work_dir = str(tmp_path / 'study')
     kwargs = dict(
         epochs=1, img_scale=(128, 96), batch_size=4, num_workers=0, seed=0,
@@ -247,8 +303,8 @@ def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
             'default_hooks.checkpoint': None,
             'default_hooks.logger.interval': 1,
         })
-    results = study.run_study(methods, data['img_dir'], osp.join(ann_dir, 'train.json'),
-                              osp.join(ann_dir, 'test.json'), work_dir, **kwargs)
+    results = detection.run_study(methods, data['img_dir'], osp.join(ann_dir, 'train.json'),
+                                  osp.join(ann_dir, 'test.json'), work_dir, **kwargs)
     assert [r['name'] for r in results] == [m.name for m in methods]
     for r in results:
         assert r['epochs'] == 1
@@ -256,7 +312,7 @@ def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
         # the evaluation really ran (all keys of CocoMetric present; values are fractions)
         assert 'coco/bbox_mAP' in r['raw_metrics'], r['raw_metrics']
         assert all(v is None or 0 <= v <= 100 for v in r['metrics'].values())
-        assert osp.isfile(osp.join(work_dir, 'rows', study.slugify(r['name']), 'result.json'))
+        assert osp.isfile(osp.join(work_dir, 'rows', detection.slugify(r['name']), 'result.json'))
     enhanced = osp.join(work_dir, 'rows', 'semi-llie-tiny', 'images')
     assert sorted(os.listdir(enhanced)) == sorted(os.listdir(data['img_dir']))
     # the enhanced images are the inferencer's outputs of the night images
@@ -282,14 +338,14 @@ def test_study_end_to_end(tmp_path, visdrone_factory, monkeypatch):
     monkeypatch.setattr(study, 'run_row_subprocess', fail)
     monkeypatch.setattr(study, 'enhance_images', fail)
     os.remove(osp.join(work_dir, 'table_vii.md'))
-    again = study.run_study(methods, data['img_dir'], osp.join(ann_dir, 'train.json'),
-                            osp.join(ann_dir, 'test.json'), work_dir, **kwargs)
+    again = detection.run_study(methods, data['img_dir'], osp.join(ann_dir, 'train.json'),
+                                osp.join(ann_dir, 'test.json'), work_dir, **kwargs)
     assert [r['metrics'] for r in again] == [r['metrics'] for r in results]
     assert osp.isfile(osp.join(work_dir, 'table_vii.md'))
     # other settings for a stored row: an error, not a silent reuse
-    with pytest.raises(study.StoredResultMismatch, match='other settings'):
-        study.run_study(methods[:1], data['img_dir'], osp.join(ann_dir, 'train.json'),
-                        osp.join(ann_dir, 'test.json'), work_dir, **dict(kwargs, epochs=2))
+    with pytest.raises(detection.StoredResultMismatch, match='other settings'):
+        detection.run_study(methods[:1], data['img_dir'], osp.join(ann_dir, 'train.json'),
+                            osp.join(ann_dir, 'test.json'), work_dir, **dict(kwargs, epochs=2))
 
 
 def test_cli_one_line_errors(tmp_path, visdrone_factory, capsys):
