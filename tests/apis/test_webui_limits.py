@@ -286,6 +286,24 @@ def test_large_images_refused_then_next_request_served(demo_server):
     assert shown.status_code == 200
 
 
+def test_gray_alpha_16bit_uploads(demo_server):
+    """The page reads the file itself (read_image, then 8-bit RGB)."""
+    import cv2
+    client = demo_server['client']
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 70, (20, 28), np.uint8)
+    rgba = rng.integers(0, 70, (20, 28, 4), np.uint8)
+    deep = rng.integers(0, 20000, (20, 28, 3), np.uint16)
+    for img in (gray, rgba, deep):
+        ok, data = cv2.imencode('.png', img)
+        msg = _run(client, _upload(client, data.tobytes()))
+        assert msg['success'] is True, msg
+        shown = client.get(msg['output']['data'][0]['url']).content
+        out = cv2.imdecode(np.frombuffer(shown, np.uint8),
+                           cv2.IMREAD_UNCHANGED)
+        assert out.shape == (20, 28, 3) and out.dtype == np.uint8
+
+
 def test_queue_bounded_one_at_a_time(demo_server):
     demo = demo_server['demo']
     assert demo._queue.max_size == QUEUE_SIZE
