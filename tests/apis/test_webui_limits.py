@@ -28,7 +28,7 @@ import semillie_mm.apis.webui as webui  # noqa: E402
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MAX_UPLOAD_MB = 1  # 10^6 bytes
 MAX_PIXELS = 40_000_000  # above 6000 x 6000, below 7000 x 7000
-KEEP_SECONDS = 4
+KEEP_SECONDS = 8  # an upload must outlive the wait for its turn
 QUEUE_SIZE = 3
 TIMEOUT = 120  # seconds, per HTTP call: the machine may be busy
 
@@ -271,6 +271,11 @@ def test_large_images_refused_then_next_request_served(demo_server):
     assert msg['success'] is False
     error = msg['output']['error']
     assert 'Image too large' in error and f'{MAX_PIXELS:,}' in error, error
+    # a decompression bomb (20000 x 20000, 48 KB): Pillow's refusal
+    bomb = _upload(client, bomb_png(20000, 20000), 'bomb.png')
+    msg = _run(client, bomb, tile=True)
+    assert msg['success'] is False
+    assert '400000000 pixels' in msg['output']['error']
     # a bad tile size is an error, not a crash
     small = _upload(client, _png(np.full((40, 48, 3), 30, np.uint8)))
     msg = _run(client, small, tile_size='many')
