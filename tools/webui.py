@@ -1,7 +1,10 @@
 """A web demo of a semillie-mm model, in your browser, served from this machine.
 
     python tools/webui.py [CONFIG [CHECKPOINT]] [--port 7860]
-        [--device cpu|cuda] [--host 127.0.0.1] [--debug]
+        [--device cpu|cuda] [--host 127.0.0.1] [--allowed-hosts NAME ...]
+        [--auth USER:PASSWORD | --auth-file FILE] [--max-upload-mb 50]
+        [--max-pixels 24000000] [--max-tile 512] [--queue-size 16]
+        [--keep-seconds 600]
 
 Open the printed address, upload a photo, choose the network (teacher /
 student) and the tiling, and compare the input with the enhanced image; the
@@ -9,7 +12,8 @@ enhanced PNG can be downloaded. Without CONFIG the model shipped in the package
 is used (semillie_mm/pretrained/, see MODEL_CARD.md there; the page and the
 log say so); with CONFIG but without CHECKPOINT the weights are random (the
 page says so). Nothing is fetched from the network. The page is built by
-semillie_mm.apis.webui; see docs/enhance.md.
+semillie_mm.apis.webui; see docs/enhance.md, "Web demo" and "Web demo under
+hostile use" (the limits below).
 """
 import argparse
 import os
@@ -24,6 +28,7 @@ os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
+import semillie_mm.apis.webui as webui  # noqa: E402  (gradio not imported)
 from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402
                                          MODEL_CARD)
 from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
@@ -55,6 +60,48 @@ def parse_args(argv=None):
                         help='cpu, cuda or cuda:N (default: cpu)')
     parser.add_argument('--student', action='store_true',
                         help='preselect the student (default: the teacher)')
+    lim = parser.add_argument_group(
+        'limits and access (docs/enhance.md, "Web demo under hostile use")')
+    lim.add_argument('--allowed-hosts', action='append', default=[],
+                     metavar='NAME[,NAME...]',
+                     help='more host names or addresses the page may be '
+                     'reached by (the Host header; others get 400, against '
+                     'DNS rebinding); always allowed: localhost, 127.0.0.1, '
+                     '::1 and --host; "*" allows any. Repeatable')
+    lim.add_argument('--auth', action='append', default=[],
+                     metavar='USER:PASSWORD',
+                     help='require this login (repeatable; visible to other '
+                     'users of this machine in the process list: prefer '
+                     '--auth-file)')
+    lim.add_argument('--auth-file', action='append', default=[],
+                     metavar='FILE',
+                     help='require a login from FILE, one USER:PASSWORD a '
+                     'line (# comments)')
+    lim.add_argument('--max-upload-mb', type=float,
+                     default=webui.DEFAULT_MAX_UPLOAD_MB,
+                     help='largest upload in MB (10^6 bytes); larger ones get '
+                     f'413 (default: {webui.DEFAULT_MAX_UPLOAD_MB})')
+    lim.add_argument('--max-pixels', type=int,
+                     default=webui.DEFAULT_MAX_PIXELS,
+                     help='largest image in pixels, refused from its header '
+                     'before decoding; never above SEMILLIE_MAX_PIXELS '
+                     f'(default: {webui.DEFAULT_MAX_PIXELS})')
+    lim.add_argument('--max-tile', type=int, default=webui.DEFAULT_MAX_TILE,
+                     help='largest tile side (tile sizes are clamped to '
+                     f'{webui.MIN_TILE}..this); without tiles only images of '
+                     'at most this squared pixels are enhanced (default: '
+                     f'{webui.DEFAULT_MAX_TILE}, 4.5 GB on the CPU with the '
+                     'default model; raise it on a GPU)')
+    lim.add_argument('--queue-size', type=int,
+                     default=webui.DEFAULT_QUEUE_SIZE,
+                     help='requests that may wait while one is enhanced; '
+                     'more are told the queue is full (default: '
+                     f'{webui.DEFAULT_QUEUE_SIZE})')
+    lim.add_argument('--keep-seconds', type=int,
+                     default=webui.DEFAULT_KEEP_SECONDS,
+                     help='uploads, results and PNGs to download are deleted '
+                     'after this many seconds, and all when the server '
+                     f'stops (default: {webui.DEFAULT_KEEP_SECONDS})')
     return parser.parse_args(argv)
 
 
@@ -80,6 +127,25 @@ def check_port(host: str, port: int) -> None:
                             ) from err
 
 
+def check_limits(args) -> None:
+    """Fail with one line on a limit out of range.
+
+    Args:
+        args (argparse.Namespace): From :func:`parse_args`.
+
+    Raises:
+        UserError: A limit out of range.
+    """
+    import math
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        raise UserError(f'--max-upload-mb {args.max_upload_mb}: must be > 0')
+    for name, low in (('max_pixels', 1), ('max_tile', webui.MIN_TILE),
+                      ('queue_size', 1), ('keep_seconds', 1)):
+        if getattr(args, name) < low:
+            raise UserError(f'--{name.replace("_", "-")} '
+                            f'{getattr(args, name)}: must be >= {low}')
+
+
 def main(argv=None) -> int:
     """Run the tool.
 
@@ -91,6 +157,16 @@ def main(argv=None) -> int:
     """
     args = parse_args(argv)
     check_port(args.host, args.port)
+    check_limits(args)
+    try:
+        auth = webui.parse_auth(args.auth, args.auth_file)
+    except OSError as err:
+        raise UserError(f'--auth-file {err.filename}: {err.strerror}'
+                        ) from err
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    allowed = [name for value in args.allowed_hosts
+               for name in value.split(',') if name.strip()]
     from semillie_mm.apis.checks import (build_inferencer_checked,
                                          check_device, shipped_model_checked)
     check_device(args.device)
@@ -104,9 +180,17 @@ def main(argv=None) -> int:
         args.config, args.checkpoint, device=args.device,
         network='student' if args.student else 'teacher',
         show_progress=False)
-    from semillie_mm.apis.webui import build_app, build_demo, serve
-    serve(build_app(build_demo(inferencer, args.checkpoint, shipped=shipped)),
-          args.host, args.port)
+    demo = webui.build_demo(
+        inferencer, args.checkpoint, shipped=shipped,
+        max_pixels=args.max_pixels, max_tile=args.max_tile,
+        queue_size=args.queue_size, keep_seconds=args.keep_seconds)
+    app = webui.build_app(demo, host=args.host, allowed_hosts=allowed,
+                          max_upload_mb=args.max_upload_mb, auth=auth)
+    names = sorted(webui.allowed_host_names(args.host, allowed))
+    print(f'answering to Host names: {", ".join(names)} (more: '
+          '--allowed-hosts)' + ('' if auth else '; no login (--auth-file)'),
+          flush=True)
+    webui.serve(app, args.host, args.port)
     return 0
 
 

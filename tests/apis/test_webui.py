@@ -265,7 +265,7 @@ def test_webui_shipped_model(tmp_path, monkeypatch, capsys):
     _, weights = write_shipped_model(tmp_path)
     monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', str(tmp_path))
     served = []
-    monkeypatch.setattr(webui, 'build_app', lambda demo: demo)
+    monkeypatch.setattr(webui, 'build_app', lambda demo, **kw: demo)
     monkeypatch.setattr(webui, 'serve',
                         lambda app, host, port: served.append(app))
     assert tool.main(['--port', str(_free_port())]) == 0
