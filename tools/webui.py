@@ -31,6 +31,8 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import semillie_mm.apis.webui as webui  # noqa: E402  (gradio not imported)
 from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402
                                          MODEL_CARD)
+from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
+                                         set_trust_checkpoints)
 from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
 
 
@@ -102,6 +104,7 @@ def parse_args(argv=None):
                      help='uploads, results and PNGs to download are deleted '
                      'after this many seconds, and all when the server '
                      f'stops (default: {webui.DEFAULT_KEEP_SECONDS})')
+    add_trust_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -156,6 +159,7 @@ def main(argv=None) -> int:
         int: Exit status.
     """
     args = parse_args(argv)
+    set_trust_checkpoints(args.trust_checkpoint)
     check_port(args.host, args.port)
     check_limits(args)
     try:
