@@ -1,8 +1,13 @@
 """User-facing APIs: enhance images with a trained model (docs/enhance.md).
 
 - :mod:`.inferencer`: :class:`SemiLLIEInferencer` (mmengine
-  ``BaseInferencer``), the ground-truth-free inference pipeline, and the
-  low-level :func:`init_enhancer` / :func:`enhance_image`;
+  ``BaseInferencer``) and the low-level :func:`init_enhancer` /
+  :func:`enhance_image`; its pipeline's transforms are in
+  :mod:`semillie_mm.datasets.transforms.enhancement_inputs`;
+- :mod:`.enhancement_network`: the network of a built model (the editor's
+  ``enhancer()``);
+- :mod:`.output_plan`: the inputs of a call and their output paths;
+- :mod:`.cpu_tuning`: the opt-in CPU tuning of a call;
 - :mod:`.pretrained`: the trained model shipped in the package
   (:func:`shipped_model`);
 - :mod:`.tiling`: tiled inference of large images;
@@ -11,10 +16,11 @@
 """
 from .image_io import (IMG_EXTENSIONS, list_images, read_image,
                        side_by_side, write_image_atomic)
-from .inferencer import (LoadImageForEnhancement, PackEnhancementInputs,
-                         PreprocessedGenerator, SemiLLIEInferencer,
-                         enhance_image, init_enhancer,
-                         select_enhancement_network)
+from semillie_mm.datasets.transforms.enhancement_inputs import (
+    LoadImageForEnhancement, PackEnhancementInputs)
+from .enhancement_network import (PreprocessedGenerator,
+                                  select_enhancement_network)
+from .inferencer import SemiLLIEInferencer, enhance_image, init_enhancer
 from .pretrained import DEFAULT_MODEL, PRETRAINED_DIR, shipped_model
 from .tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, enhance_tensor
 
