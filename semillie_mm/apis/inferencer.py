@@ -13,7 +13,6 @@ import itertools
 import logging
 import math
 import os.path as osp
-import re
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -23,21 +22,22 @@ from mmengine.config import Config, ConfigDict
 from mmengine.dataset import Compose
 from mmengine.infer import BaseInferencer
 from mmengine.registry import DefaultScope
-from mmengine.runner.checkpoint import (_load_checkpoint,
-                                        _load_checkpoint_to_model)
+from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmagic.registry import MODELS, TRANSFORMS
 from .cpu_tuning import cpu_tuning as cpu_tuning_context
-from .enhancement_network import (PreprocessedGenerator,
+from .enhancement_network import (PreprocessedGenerator, _inner,
+                                  load_network_weights,
                                   select_enhancement_network)
-from .image_io import (ImageTooLargeError, adapt_to_format, image_to_tensor,
+from .image_io import (ImageTooLargeError, adapt_to_format,
                        output_extension, side_by_side, tensor_to_image,
                        write_image_atomic)
-from .output_plan import (OutputConflictError, check_output_plan,
-                          list_inputs, output_name)
-from .pretrained import DEFAULT_MODEL, is_shipped_model, shipped_model
+from .output_plan import (OutputConflictError, list_inputs, output_name,
+                          plan_outputs)
+from .pretrained import DEFAULT_MODEL, resolve_model, shipped_model
 from .tiling import (DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, _net_device,
-                     check_tiling, enhance_tensor, needs_tiling)
+                     check_tiling, enhance_image, enhance_tensor,
+                     needs_tiling)
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +50,6 @@ DEFAULT_INFERENCE_PIPELINE = [
 TRAINING_ONLY_KEYS = ('ram_encoder', 'perceptual_loss', 'contrastive_loss',
                       'discriminator', 'gan_loss')
 NETWORKS = ('teacher', 'student')
-
-
-def _inner(net: nn.Module) -> nn.Module:
-    return net.generator if isinstance(net, PreprocessedGenerator) else net
-
-
-def _names_in(net: nn.Module, model: nn.Module) -> List[str]:
-    """Names (in ``model.state_dict()``) of the tensors of ``net``."""
-    ids = {id(t) for t in net.state_dict(keep_vars=True).values()}
-    return [k for k, t in model.state_dict(keep_vars=True).items()
-            if id(t) in ids]
 
 
 class SemiLLIEInferencer(BaseInferencer):
@@ -120,19 +109,8 @@ class SemiLLIEInferencer(BaseInferencer):
         if network not in NETWORKS:
             raise ValueError(f'network must be one of {NETWORKS}, got '
                              f'{network!r}')
-        self.shipped_model = None
-        if isinstance(model, str) and not osp.isfile(model) and \
-                is_shipped_model(model):
-            self.shipped_model = model
-            model, shipped_weights = shipped_model(model)
-            weights = shipped_weights if weights is None else weights
-            logger.info('using the shipped model %s (weights %s)',
-                        self.shipped_model, weights)
-        if isinstance(model, str) and not osp.isfile(model):
-            raise FileNotFoundError(f'config file {model} does not exist')
-        if weights is not None and not osp.isfile(weights):
-            raise FileNotFoundError(f'checkpoint file {weights} does not '
-                                    'exist')
+        model, weights, self.shipped_model = resolve_model(
+            model, weights, logger)
         import semillie_mm  # noqa: F401  (registers the modules)
         from mmagic.utils import register_all_modules
         register_all_modules(init_default_scope=False)
@@ -185,54 +163,14 @@ class SemiLLIEInferencer(BaseInferencer):
         self.weights_loaded = checkpoint is not None
         self._missing: Dict[str, List[str]] = {}
         if checkpoint is not None:
-            self._missing = self._load_weights(model, checkpoint, dropped)
+            self._missing = load_network_weights(model, self._networks,
+                                                 checkpoint, dropped)
         else:
             logger.warning('no checkpoint given: the weights are random, '
                            'the outputs mean nothing')
         for module in (model, *self._networks.values()):
             module.to(device).eval()
         return model
-
-    def _load_weights(self, model: nn.Module, checkpoint,
-                      dropped: List[str]) -> Dict[str, List[str]]:
-        """Load the checkpoint with mmengine into the model, or, when it is
-        the bare network's, into each network. Returns, per network, the
-        weights it lacks (:meth:`get_network` refuses such a network)."""
-        state = checkpoint.get('state_dict', checkpoint) if isinstance(
-            checkpoint, dict) else None
-        if not isinstance(state, dict):
-            raise ValueError('the checkpoint holds no state dict')
-        state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-        nets = {name: _inner(net) for name, net in self._networks.items()}
-        model_keys = model.state_dict().keys()
-        bare = not (state.keys() & model_keys) and any(
-            net is not model for net in nets.values())
-        for target in {id(n): n for n in nets.values()}.values() if bare \
-                else [model]:
-            own = target.state_dict()
-            wrong = [f'{k}: {tuple(v.shape)} in the checkpoint, '
-                     f'{tuple(own[k].shape)} in the model'
-                     for k, v in state.items()
-                     if k in own and getattr(v, 'shape', None) is not None
-                     and v.shape != own[k].shape]
-            if wrong:
-                raise RuntimeError(f'size mismatch for {wrong[0]} '
-                                   f'({len(wrong)} tensors differ)')
-            # silent: the summary below replaces mmengine's list of keys
-            _load_checkpoint_to_model(target, checkpoint, logger='silent')
-        missing = {
-            name: [k for k in (net.state_dict() if bare else _names_in(
-                net, model)) if k not in state
-                and not k.endswith('num_batches_tracked')]
-            for name, net in nets.items()}
-        unexpected = [] if bare else [
-            k for k in state if k not in model_keys
-            and not any(k.startswith(d + '.') for d in dropped)]
-        # a checkpoint that fits no network is one error (get_network)
-        if unexpected and any(not m for m in missing.values()):
-            logger.warning('ignored %d checkpoint keys not in the model, '
-                           'e.g. %s', len(unexpected), unexpected[:3])
-        return missing
 
     def get_network(self, network: Optional[str] = None) -> nn.Module:
         """The enhancement network (RGB [0, 1] -> RGB [0, 1]), in eval mode.
@@ -420,53 +358,41 @@ class SemiLLIEInferencer(BaseInferencer):
                  skip_existing: bool = False,
                  cpu_tuning: bool = False,
                  results: Optional[dict] = None) -> dict:
-        """Enhance images.
+        """Enhance images (all arguments: docs/enhance.md).
 
         Args:
             inputs (str | np.ndarray | dict | list): An image file, a folder
-                (recursive; other files ignored), an RGB(A)/gray array
-                (uint8, uint16 or float in [0, 1]) or a list of these.
-            batch_size (int): Images per forward pass (images of one size
-                that need no tiling are stacked). Default: 1.
+                (recursive), an RGB(A)/gray array or a list of these.
+            batch_size (int): Images of one size that need no tiling are
+                stacked by this many. Default: 1.
             tile_size (int, optional): Larger images run in overlapping
                 tiles; None or 0 runs them whole. Default: 512.
             tile_overlap (int): Tile overlap. Default: 64.
-            network (str, optional): ``'teacher'`` / ``'student'``; default
-                the constructor's.
-            return_vis (bool): Also return the ``input | output`` pictures.
-            return_datasamples (bool): Predictions as mmagic ``DataSample``
-                (``pred_img`` on the 0..255 scale, metainfo ``img_path``,
-                ``ori_shape``, ``ori_dtype``, ``output_path``).
-            return_preds (bool): Return the predictions.
-            out_dir (str): Write the enhanced images there (atomically),
-                names relative to an input folder, ``NNNNNNNN.png`` for
-                arrays (numbered across calls).
-            ext (str, optional): Extension of written images; default each
-                input's. What the format cannot hold is listed in ``notes``.
-            vis_out_dir (str): Write the ``input | output`` pictures there.
-            on_error (str): ``'raise'`` (default) or ``'skip'`` (log, list in
-                ``skipped``, go on) for unreadable inputs (images over
-                ``SEMILLIE_MAX_PIXELS`` included) and failed writes.
-            skip_existing (bool): With ``out_dir``, leave out the inputs
-                whose output exists (listed in ``existing``). Default: False.
-            cpu_tuning (bool): On the CPU, run the call under
-                :func:`~semillie_mm.apis.cpu_tuning.cpu_tuning` (thread
-                count following the free cores, caching allocator), both
-                restored when the call ends. Default: False.
-            results (dict, optional): A dict to fill, image by image, with
-                the keys below: after an exception (KeyboardInterrupt
-                included) it holds what was done until then.
+            network (str, optional): ``'teacher'`` / ``'student'``.
+            return_vis (bool): Return the ``input | output`` pictures.
+            return_datasamples (bool): Predictions as mmagic ``DataSample``.
+            return_preds (bool): Return the predictions. Default: True.
+            out_dir (str): Write the enhanced images there (names relative
+                to an input folder; arrays ``NNNNNNNN.png``, numbered on
+                across calls).
+            ext (str, optional): Extension of written images.
+            vis_out_dir (str): Write the pictures there (PNG).
+            on_error (str): ``'raise'`` or ``'skip'`` (log, list in
+                ``skipped``) unreadable inputs and failed writes.
+            skip_existing (bool): Leave out inputs whose output exists.
+            cpu_tuning (bool): Run under :func:`~semillie_mm.apis.
+                cpu_tuning.cpu_tuning` on the CPU (restored at the end).
+            results (dict, optional): Filled image by image instead of a
+                new dict: after an exception it holds what was done.
 
         Returns:
-            dict: ``predictions`` (same shape and dtype as each input, or
-            DataSamples), ``visualization``, ``outputs`` and ``notes``
-            (written files, format notes), ``skipped`` (``{'path',
-            'reason'}``), ``ignored`` (non-image files of input folders) and
-            ``existing`` (outputs kept by ``skip_existing``).
+            dict: ``predictions`` (as each input's shape and dtype),
+            ``visualization``, ``outputs``, ``notes``, ``skipped``,
+            ``ignored`` (non-image files) and ``existing``.
 
         Raises:
-            OutputConflictError: With ``out_dir``, before any image is read:
-                two inputs map to one output, or an output is an input.
+            OutputConflictError: Before any image is read: two inputs map
+                to one output, or an output is an input.
         """
         check_tiling(tile_size, tile_overlap)
         if on_error not in ('raise', 'skip'):
@@ -489,18 +415,11 @@ class SemiLLIEInferencer(BaseInferencer):
             if item.get('rel') is None and (out_dir or vis_out_dir):
                 item['rel'] = f'{next(self._array_names):08d}.png'
         if out_dir:
-            dsts = [osp.join(out_dir, output_name(item['rel'], ext))
-                    for item in items]
-            check_output_plan([(item.get('img_path'), dst)
-                               for item, dst in zip(items, dsts)])
-            if skip_existing:
-                results['existing'] = [d for d in dsts if osp.exists(d)]
-                items = [item for item, d in zip(items, dsts)
-                         if not osp.exists(d)]
-                if results['existing']:
-                    logger.info('%d outputs exist already, kept (their '
-                                'inputs are not enhanced again)',
-                                len(results['existing']))
+            items, results['existing'] = plan_outputs(items, out_dir, ext,
+                                                      skip_existing)
+        if results['existing']:
+            logger.info('%d outputs exist already, kept (their inputs are '
+                        'not enhanced again)', len(results['existing']))
         batches = self.preprocess(items, batch_size=batch_size)
         if self.show_progress:
             from rich.progress import track
@@ -527,35 +446,6 @@ def init_enhancer(config,
         config, checkpoint, device=str(device),
         network='teacher' if use_teacher else 'student', show_progress=False)
     return inferencer.get_network()
-
-
-def enhance_image(net: nn.Module,
-                  img: np.ndarray,
-                  tile_size: Optional[int] = DEFAULT_TILE_SIZE,
-                  tile_overlap: int = DEFAULT_TILE_OVERLAP,
-                  device: Union[str, torch.device, None] = None) -> np.ndarray:
-    """Enhance one image array with a network.
-
-    Args:
-        net (nn.Module): From :func:`init_enhancer` or
-            :meth:`SemiLLIEInferencer.get_network`.
-        img (np.ndarray): Gray ``HxW``/``HxWx1``, RGB or RGBA; ``uint8``,
-            ``uint16`` or float in [0, 1].
-        tile_size (int, optional): Tile side for large images; None or 0
-            runs the whole image. Default: 512.
-        tile_overlap (int): Tile overlap. Default: 64.
-        device (str | torch.device, optional): Where to run (the network is
-            moved); default: the network's device.
-
-    Returns:
-        np.ndarray: Same shape and dtype as ``img`` (gray: BT.601 luma of
-        the enhanced RGB; RGBA: alpha copied).
-    """
-    x, layout = image_to_tensor(img)
-    if device is not None:
-        net.to(torch.device(device))
-    y = enhance_tensor(net, x[None], tile_size, tile_overlap)[0]
-    return tensor_to_image(y, layout)
 
 
 __all__ = [

@@ -141,6 +141,39 @@ def check_output_plan(pairs: Sequence[Tuple[Optional[str], str]]) -> None:
             'choose another output folder')
 
 
+def plan_outputs(items: List[dict],
+                 out_dir: str,
+                 ext: Optional[str] = None,
+                 skip_existing: bool = False
+                 ) -> Tuple[List[dict], List[str]]:
+    """Check where the items go under ``out_dir``, before any is read.
+
+    Args:
+        items (list[dict]): From :func:`list_inputs`, each with its ``rel``
+            name.
+        out_dir (str): The output folder.
+        ext (str, optional): The output extension; None keeps each input's.
+        skip_existing (bool): Leave out the items whose output exists.
+
+    Returns:
+        tuple[list[dict], list[str]]: The items to enhance, and the existing
+        outputs whose items were left out (none unless ``skip_existing``).
+
+    Raises:
+        OutputConflictError: See :func:`check_output_plan`.
+    """
+    dsts = [osp.join(out_dir, output_name(item['rel'], ext))
+            for item in items]
+    check_output_plan([(item.get('img_path'), dst)
+                       for item, dst in zip(items, dsts)])
+    if not skip_existing:
+        return items, []
+    there = [osp.exists(dst) for dst in dsts]
+    return ([item for item, t in zip(items, there) if not t],
+            [dst for dst, t in zip(dsts, there) if t])
+
+
 __all__ = [
-    'OutputConflictError', 'list_inputs', 'output_name', 'check_output_plan'
+    'OutputConflictError', 'list_inputs', 'output_name', 'check_output_plan',
+    'plan_outputs'
 ]

@@ -304,3 +304,19 @@ def test_cpu_tuning_is_opt_in_and_restored():
     assert r['interrupted'] == [2, 0]
     if r['ext']:
         assert r['inside'][1:] == [1, True]  # the allocator was on
+
+
+def test_networks_are_the_editors_enhancer(model_files):
+    """One switch: the networks are what ``SemiLLIE.enhancer`` returns, the
+    method validation and testing use (``test_cfg.use_teacher``)."""
+    from semillie_mm.apis import SemiLLIEInferencer
+    ckpt, _ = model_files
+    inf = SemiLLIEInferencer(DEMO_CFG, ckpt, device='cpu',
+                             show_progress=False)
+    model = inf.model
+    assert inf.get_network('teacher') is model.enhancer(use_teacher=True)
+    assert inf.get_network('student') is model.enhancer(use_teacher=False)
+    assert model.enhancer() is model.teacher.module
+    model.test_cfg = dict(use_teacher=False)
+    assert model.enhancer() is model.student
+    assert model.enhancer(use_teacher=True) is model.teacher.module
