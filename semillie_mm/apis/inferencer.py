@@ -136,7 +136,8 @@ class SemiLLIEInferencer(BaseInferencer):
         networks; the model is returned in eval mode on ``device``."""
         checkpoint = None
         if weights is not None:  # mmengine's loaders (semillie_mm.compat)
-            checkpoint = _load_checkpoint(weights, map_location='cpu')
+            checkpoint = _load_checkpoint(weights, map_location='cpu',
+                                          logger='current')
         if not cfg:
             meta = checkpoint if isinstance(checkpoint, dict) else {}
             text = meta.get('message_hub', {}).get('runtime_info', {}).get(
