@@ -185,9 +185,9 @@ def plan_outputs(args):
         UserError: An output would overwrite an input, or two inputs map to
             one output name.
     """
-    from semillie_mm.apis.inferencer import (OutputConflictError,
-                                             check_output_plan, list_inputs,
-                                             output_name)
+    from semillie_mm.apis.output_plan import (OutputConflictError,
+                                              check_output_plan, list_inputs,
+                                              output_name)
     to_file = osp.isfile(args.input) and \
         osp.splitext(args.output)[1].lower() in IMG_EXTENSIONS
     if to_file:
@@ -259,10 +259,11 @@ def main(argv=None) -> dict:
         network='student' if args.student else 'teacher',
         show_progress=not args.no_progress)
     tile = None if args.no_tile else args.tile
+    res, interrupted = _empty_result(), False
     kwargs = dict(tile_size=tile, tile_overlap=args.tile_overlap,
                   batch_size=args.batch_size, on_error='skip',
-                  return_preds=False, vis_out_dir=args.vis_dir or '')
-    res, interrupted = _empty_result(), False
+                  return_preds=False, vis_out_dir=args.vis_dir or '',
+                  cpu_tuning=True, results=res)
     try:
         if to_file and osp.exists(dst) and not args.overwrite:
             res['existing'] = [dst]  # one image to an explicit output file
@@ -278,9 +279,7 @@ def main(argv=None) -> dict:
             res = inferencer(args.input, out_dir=args.output, ext=args.ext,
                              skip_existing=not args.overwrite, **kwargs)
     except KeyboardInterrupt:
-        interrupted = True
-        if not to_file:  # what was written before Ctrl-C
-            res = dict(_empty_result(), **inferencer.last_results)
+        interrupted = True  # ``res`` holds what was written before Ctrl-C
     summary = dict(processed=len(res['outputs']), skipped=len(res['skipped']),
                    skipped_files=res['skipped'], ignored=len(res['ignored']),
                    existing=len(res['existing']),

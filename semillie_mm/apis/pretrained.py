@@ -16,6 +16,7 @@ module attribute :data:`PRETRAINED_DIR` when a function is called, so tests
 point it elsewhere with ``monkeypatch.setattr(
 'semillie_mm.apis.pretrained.PRETRAINED_DIR', folder)``.
 """
+import logging
 import os
 import os.path as osp
 from typing import Optional, Tuple
@@ -80,6 +81,40 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Tuple[str, str]:
                 'it is committed in the semillie-mm repository (a fresh '
                 'clone has it), or pass CONFIG CHECKPOINT of your own model')
     return shipped_model_paths(name)
+
+
+def resolve_model(model, weights: Optional[str] = None,
+                  logger: Optional[logging.Logger] = None
+                  ) -> Tuple[object, Optional[str], Optional[str]]:
+    """What an inferencer's ``model`` / ``weights`` name.
+
+    Args:
+        model: A config (file or object) or a shipped model's name.
+        weights (str, optional): A checkpoint; None takes a shipped model's.
+        logger (logging.Logger, optional): Says (INFO) that a shipped model
+            is used.
+
+    Returns:
+        tuple: ``(config, weights, shipped name or None)``.
+
+    Raises:
+        FileNotFoundError: A config or checkpoint file that does not exist
+            (also one of a shipped model).
+    """
+    name = None
+    if isinstance(model, str) and not osp.isfile(model) and \
+            is_shipped_model(model):
+        name = model
+        model, shipped_weights = shipped_model(name)
+        weights = shipped_weights if weights is None else weights
+        if logger is not None:
+            logger.info('using the shipped model %s (weights %s)', name,
+                        weights)
+    if isinstance(model, str) and not osp.isfile(model):
+        raise FileNotFoundError(f'config file {model} does not exist')
+    if weights is not None and not osp.isfile(weights):
+        raise FileNotFoundError(f'checkpoint file {weights} does not exist')
+    return model, weights, name
 
 
 def export_teacher(ckpt: str, dest: str) -> dict:
@@ -155,6 +190,7 @@ def export_shipped_model(config: str,
 
 __all__ = [
     'PRETRAINED_DIR', 'DEFAULT_MODEL', 'MODEL_CARD', 'shipped_model',
+    'resolve_model',
     'shipped_model_paths', 'is_shipped_model', 'export_teacher',
     'export_shipped_model'
 ]

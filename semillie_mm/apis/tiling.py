@@ -12,11 +12,13 @@ pixel) plus the output (12 bytes per pixel); only one tile is on the
 network's device at a time. See docs/enhance.md, section "Tiling and
 memory".
 """
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from .image_io import image_to_tensor, tensor_to_image
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_TILE_OVERLAP = 64
@@ -163,3 +165,34 @@ def enhance_tensor(net: nn.Module,
     out.div_(torch.from_numpy(wsum_y.astype(np.float32)).view(1, 1, h, 1))
     out.div_(torch.from_numpy(wsum_x.astype(np.float32)).view(1, 1, 1, w))
     return out
+
+
+def enhance_image(net: nn.Module,
+                  img: np.ndarray,
+                  tile_size: Optional[int] = DEFAULT_TILE_SIZE,
+                  tile_overlap: int = DEFAULT_TILE_OVERLAP,
+                  device: Union[str, torch.device, None] = None) -> np.ndarray:
+    """Enhance one image array with a network.
+
+    Args:
+        net (nn.Module): Network from
+            :func:`~semillie_mm.apis.inferencer.init_enhancer` (or
+            :meth:`~semillie_mm.apis.SemiLLIEInferencer.get_network`).
+        img (np.ndarray): ``HxW`` / ``HxWx1`` grayscale, ``HxWx3`` RGB or
+            ``HxWx4`` RGBA; ``uint8``, ``uint16`` or float in [0, 1].
+        tile_size (int, optional): Tile side for large images; None or 0 runs
+            the whole image at once. Default: 512.
+        tile_overlap (int): Tile overlap. Default: 64.
+        device (str | torch.device, optional): Where to run; default: the
+            network's device (the network is moved if they differ).
+
+    Returns:
+        np.ndarray: The enhanced image, same shape and dtype as ``img``.
+        Grayscale stays grayscale (ITU-R BT.601 luma of the enhanced RGB);
+        the alpha channel of RGBA is copied unchanged.
+    """
+    x, layout = image_to_tensor(img)
+    if device is not None:
+        net.to(torch.device(device))
+    y = enhance_tensor(net, x[None], tile_size, tile_overlap)[0]
+    return tensor_to_image(y, layout)

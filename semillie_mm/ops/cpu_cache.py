@@ -17,7 +17,7 @@ cached blocks worth its size. The memory it holds between two steps is
 released by :func:`empty_cpu_cache`. It is enabled by
 :class:`~semillie_mm.engine.hooks.CPUMemoryCacheHook` (the runner, i.e.
 ``tools/train.py`` / ``tools/test.py``) and by
-:class:`~semillie_mm.apis.SemiLLIEInferencer` on the CPU;
+:class:`~semillie_mm.apis.SemiLLIEInferencer` with ``cpu_tuning=True``;
 ``SEMILLIE_CPU_CACHE_MB`` sets the limit, ``0`` turns it off. Without the
 extension it is not available and nothing changes.
 """

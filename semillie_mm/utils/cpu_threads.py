@@ -18,7 +18,8 @@ again after ``raise_after`` samples in a row with room. It must be called
 from the thread that runs the model (OpenMP's thread count is a per-thread
 setting), e.g. once per iteration: :class:`~semillie_mm.engine.hooks.
 CPUThreadsHook` does that for MMEngine's runner and
-:class:`~semillie_mm.apis.SemiLLIEInferencer` between images and tiles. On
+:class:`~semillie_mm.apis.SemiLLIEInferencer` between images and tiles
+(with ``cpu_tuning=True``, see :mod:`semillie_mm.apis.cpu_tuning`). On
 systems without ``/proc`` it does nothing. ``SEMILLIE_ADAPTIVE_THREADS=0``
 turns it off.
 """

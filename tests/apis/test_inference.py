@@ -118,9 +118,15 @@ def test_select_network_and_preprocessor_wrapper():
     assert select_enhancement_network(bare) is bare
 
     class Teacher(Edit):
+        """A mean-teacher editor: it says which network it runs through
+        ``enhancer()``, as ``SemiLLIE`` does (the one switch)."""
+
         def __init__(self):
             super().__init__()
             self.teacher = _local_net(2)
+
+        def enhancer(self, use_teacher=True):
+            return self.teacher if use_teacher else self.generator
 
     m = Teacher()
     assert select_enhancement_network(m) is m.teacher

@@ -182,3 +182,141 @@ def test_configs_carry_inference_pipeline(name):
     with DefaultScope.overwrite_default_scope('mmagic'):
         for t in pipeline:
             TRANSFORMS.build(t)
+
+
+def test_declared_kwargs_match_the_stages():
+    """Each ``*_kwargs`` set is exactly its stage's keyword-only parameters,
+    and with the call-level ones they are exactly ``__call__``'s."""
+    import inspect
+
+    from semillie_mm.apis import SemiLLIEInferencer
+    declared = set()
+    for stage in ('preprocess', 'forward', 'visualize', 'postprocess'):
+        params = inspect.signature(
+            getattr(SemiLLIEInferencer, stage)).parameters.values()
+        keyword_only = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+        assert keyword_only == getattr(SemiLLIEInferencer,
+                                       f'{stage}_kwargs'), stage
+        assert not declared & keyword_only
+        declared |= keyword_only
+    call = set(inspect.signature(SemiLLIEInferencer.__call__).parameters)
+    call_level = {'self', 'inputs', 'batch_size', 'skip_existing',
+                  'cpu_tuning', 'results'}
+    assert call - call_level == declared
+
+
+def test_no_per_call_state_and_results_argument(model_files, tmp_path):
+    """A call leaves the inferencer's attributes as they were (the array
+    counter aside); the result goes to the dict passed as ``results``."""
+    from semillie_mm.apis import SemiLLIEInferencer
+    ckpt, _ = model_files
+    inf = SemiLLIEInferencer(DEMO_CFG, ckpt, device='cpu',
+                             show_progress=False)
+    before = dict(vars(inf))
+    mine = dict(stale=1)
+    res = inf(_images(2), out_dir=str(tmp_path / 'o'), results=mine,
+              on_error='skip')
+    assert res is mine and 'stale' in mine and len(mine['outputs']) == 2
+    after = vars(inf)
+    assert set(after) == set(before)
+    assert all(after[k] is v for k, v in before.items())
+    # a second call numbers its arrays on
+    res = inf(_images(1), out_dir=str(tmp_path / 'o'))
+    assert [osp.basename(p) for p in res['outputs']] == ['00000002.png']
+
+
+def test_checkpoint_of_other_shapes_is_refused(model_files, tmp_path):
+    from semillie_mm.apis import SemiLLIEInferencer
+    ckpt, _ = model_files
+    state = torch.load(ckpt, weights_only=False)['state_dict']
+    key = next(k for k in state if k.startswith('generator.')
+               and k.endswith('weight'))
+    state[key] = torch.zeros(*state[key].shape[:-1], state[key].shape[-1] + 1)
+    path = str(tmp_path / 'other_shapes.pth')
+    torch.save(dict(state_dict=state), path)
+    with pytest.raises(RuntimeError, match=f'size mismatch for {key}'):
+        SemiLLIEInferencer(DEMO_CFG, path, device='cpu')
+
+
+CPU_TUNING_CHECK = r'''
+import json, torch
+import semillie_mm.apis.cpu_tuning as ct
+from semillie_mm.apis import SemiLLIEInferencer
+from semillie_mm.ops.cpu_cache import cpu_cache_available, cpu_cache_stats
+
+class Lowering(ct.CPUThreadGovernor):
+    """A governor that finds the cores busy: one thread."""
+    def __init__(self):
+        super().__init__(enabled=True)
+        self.enabled = True
+    def update(self):
+        torch.set_num_threads(1)
+        self.calls = getattr(self, 'calls', 0) + 1
+        return 1
+
+ct.CPUThreadGovernor = Lowering
+torch.set_num_threads(2)
+inf = SemiLLIEInferencer(CFG, device='cpu', show_progress=False)
+img = torch.rand(24, 40, 3).numpy()
+r = dict(ext=cpu_cache_available())
+inf(img, tile_size=16, tile_overlap=4)
+r['off'] = [torch.get_num_threads(), cpu_cache_stats()['installed']]
+seen = []
+orig = inf.forward
+def spy(batch, before_tile=None, **kw):
+    out = orig(batch, before_tile, **kw)
+    seen.append([torch.get_num_threads(), cpu_cache_stats()['active'],
+                 cpu_cache_stats()['limit_bytes'] > 0])
+    return out
+inf.forward = spy
+inf(img, tile_size=16, tile_overlap=4, cpu_tuning=True)
+s = cpu_cache_stats()
+r['inside'] = seen[0]
+r['on'] = [torch.get_num_threads(), s['limit_bytes'], s['cached_bytes']]
+try:
+    with ct.cpu_tuning():
+        torch.set_num_threads(1)
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    r['interrupted'] = [torch.get_num_threads(),
+                        cpu_cache_stats()['limit_bytes']]
+print(json.dumps(r))
+'''
+
+
+def test_cpu_tuning_is_opt_in_and_restored():
+    """Without ``cpu_tuning`` a call changes no process-wide CPU state; with
+    it, the thread count (lowered by the governor during the call) and the
+    caching allocator (on during the call) are put back when it ends, an
+    exception included. In a fresh interpreter: the allocator is
+    process-wide."""
+    import json
+    import subprocess
+    import sys
+    code = f'CFG = {DEMO_CFG!r}\n' + CPU_TUNING_CHECK
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r['off'] == [2, 0]  # untouched: no allocator installed
+    assert r['inside'][0] == 1  # the governor lowered the thread count
+    assert r['on'] == [2, 0, 0]  # restored; limit back to 0, nothing cached
+    assert r['interrupted'] == [2, 0]
+    if r['ext']:
+        assert r['inside'][1:] == [1, True]  # the allocator was on
+
+
+def test_networks_are_the_editors_enhancer(model_files):
+    """One switch: the networks are what ``SemiLLIE.enhancer`` returns, the
+    method validation and testing use (``test_cfg.use_teacher``)."""
+    from semillie_mm.apis import SemiLLIEInferencer
+    ckpt, _ = model_files
+    inf = SemiLLIEInferencer(DEMO_CFG, ckpt, device='cpu',
+                             show_progress=False)
+    model = inf.model
+    assert inf.get_network('teacher') is model.enhancer(use_teacher=True)
+    assert inf.get_network('student') is model.enhancer(use_teacher=False)
+    assert model.enhancer() is model.teacher.module
+    model.test_cfg = dict(use_teacher=False)
+    assert model.enhancer() is model.student
+    assert model.enhancer(use_teacher=True) is model.teacher.module

@@ -4,8 +4,11 @@
 The rest of the pipelines reuses mmagic / mmcv transforms: ``LoadImageFromFile``,
 ``Flip`` and ``RandomTransposeHW`` (together the 8 flips/rotations), ``Resize``,
 ``CopyValues``, ``ColorJitter`` (wrapped in mmcv's ``RandomApply``) and
-``PackInputs`` for validation.
+``PackInputs`` for validation. :mod:`.enhancement_inputs` holds the
+ground-truth-free pipeline of :class:`~semillie_mm.apis.SemiLLIEInferencer`.
 """
+from .enhancement_inputs import (LoadImageForEnhancement,
+                                 PackEnhancementInputs)
 from .low_light_synthesis import (DEFAULT_LOW_LIGHT_RANGES, LowLightSynthesis,
                                   sample_low_light_params,
                                   synthesize_low_light)
@@ -17,5 +20,6 @@ from .random_grayscale_keys import RandomGrayscaleKeys
 __all__ = [
     'DEFAULT_LOW_LIGHT_RANGES', 'LowLightSynthesis', 'sample_low_light_params',
     'synthesize_low_light', 'PackSemiInputs', 'PairedRandomCropWithPad',
-    'RandomGaussianBlur', 'RandomGrayscaleKeys'
+    'RandomGaussianBlur', 'RandomGrayscaleKeys', 'LoadImageForEnhancement',
+    'PackEnhancementInputs'
 ]

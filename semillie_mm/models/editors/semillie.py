@@ -195,9 +195,20 @@ class SemiLLIE(BaseEditModel):
         g = self.generator
         return g.module if is_model_wrapper(g) else g
 
-    def enhancer(self) -> nn.Module:
-        """The network used for validation, testing and inference."""
-        use_teacher = (self.test_cfg or {}).get('use_teacher', True)
+    def enhancer(self, use_teacher: Optional[bool] = None) -> nn.Module:
+        """The network used for validation, testing and inference.
+
+        Args:
+            use_teacher (bool, optional): The teacher (True) or the student
+                (False). Default: ``test_cfg['use_teacher']`` (True when
+                unset), the one switch that validation, testing and
+                :class:`~semillie_mm.apis.SemiLLIEInferencer` follow.
+
+        Returns:
+            nn.Module: The teacher's network or the student.
+        """
+        if use_teacher is None:
+            use_teacher = (self.test_cfg or {}).get('use_teacher', True)
         return self.teacher.module if use_teacher else self.student
 
     def forward_tensor(self, inputs, data_samples=None, **kwargs):
