@@ -25,6 +25,8 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmagic.registry import MODELS, TRANSFORMS
+from semillie_mm.utils.checkpoint import trust_enabled, trusted_checkpoints
+
 from .cpu_tuning import cpu_tuning as cpu_tuning_context
 from .enhancement_network import (PreprocessedGenerator, _inner,
                                   load_network_weights,
@@ -84,6 +86,11 @@ class SemiLLIEInferencer(BaseInferencer):
             without a teacher use their generator for both.
         scope (str): Registry scope of the model. Default: 'mmagic'.
         show_progress (bool): Progress bar while inferring. Default: True.
+        trust_checkpoint (bool): Unpickle ``weights`` in full and allow a
+            config stored in it (Python code) to run. Default: False: the
+            checkpoint is read weights-only
+            (:mod:`semillie_mm.utils.checkpoint`) and a config must be
+            given.
 
     Attributes:
         model (nn.Module): The built model (no training-only parts such as
@@ -105,7 +112,8 @@ class SemiLLIEInferencer(BaseInferencer):
                  device: Optional[str] = None,
                  network: str = 'teacher',
                  scope: Optional[str] = 'mmagic',
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True,
+                 trust_checkpoint: bool = False) -> None:
         if network not in NETWORKS:
             raise ValueError(f'network must be one of {NETWORKS}, got '
                              f'{network!r}')
@@ -117,8 +125,9 @@ class SemiLLIEInferencer(BaseInferencer):
         self.network = network
         # names of arrays written to out_dir: 00000000.png, ... across calls
         self._array_names = itertools.count()
-        super().__init__(model=model, weights=weights, device=device,
-                         scope=scope, show_progress=show_progress)
+        with trusted_checkpoints(trust_checkpoint):
+            super().__init__(model=model, weights=weights, device=device,
+                             scope=scope, show_progress=show_progress)
         self.get_network(network)  # fails now if its weights are missing
 
     @classmethod
@@ -145,6 +154,14 @@ class SemiLLIEInferencer(BaseInferencer):
             if not text:
                 raise ValueError(f'no config given and checkpoint {weights} '
                                  'holds none: pass the config file')
+            if not trust_enabled():
+                # a config is Python code: run one from a file only if the
+                # caller trusts that file
+                raise ValueError(
+                    f'no config given: checkpoint {weights} holds one, but a '
+                    'config is code; pass the config file, or '
+                    'trust_checkpoint=True (--trust-checkpoint) if you trust '
+                    'the checkpoint')
             cfg.update(Config.fromstring(text, '.py')._cfg_dict)
         if 'model' not in cfg:
             raise KeyError('the config has no `model` entry')

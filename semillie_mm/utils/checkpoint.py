@@ -174,13 +174,14 @@ def load_checkpoint_file(filename, map_location=None,
         Any: The loaded object (a dict for every checkpoint of this project).
 
     Raises:
-        CheckpointError: The file is missing, truncated, not a checkpoint, or
-            needs a global outside the allow-list (the message names it).
+        FileNotFoundError: The file does not exist.
+        CheckpointError: The file is truncated, not a checkpoint, or needs a
+            global outside the allow-list (the message names it).
     """
     import torch
     filename = osp.expanduser(os.fspath(filename))
-    if not osp.isfile(filename):
-        raise CheckpointError(f'{what} {filename} does not exist')
+    if not osp.isfile(filename):  # as MMEngine's own local loader
+        raise FileNotFoundError(f'{what} {filename} does not exist')
     trust = trust_enabled() if trust is None else trust
     kwargs = dict(map_location=map_location)
     if zipfile.is_zipfile(filename):

@@ -141,8 +141,11 @@ def test_config_from_checkpoint_and_errors(model_files, tmp_path):
     state['meta'] = dict(cfg=Config.fromfile(DEMO_CFG).pretty_text)
     with_cfg = str(tmp_path / 'with_cfg.pth')
     torch.save(state, with_cfg)
+    # a config is code: run from a checkpoint only when it is trusted
+    with pytest.raises(ValueError, match='config is code'):
+        SemiLLIEInferencer(weights=with_cfg, device='cpu')
     inf = SemiLLIEInferencer(weights=with_cfg, device='cpu',
-                             show_progress=False)
+                             show_progress=False, trust_checkpoint=True)
     img = _images(1, seed=3)[0]
     out = inf(img)['predictions'][0]
     assert np.abs(out.astype(int) -
