@@ -51,6 +51,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
+from ..utils.fileio import IMG_EXTENSIONS, atomic_path, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -59,7 +61,6 @@ DEFAULT_DET_CONFIG = osp.join(REPO_ROOT, 'configs', 'detection',
 # Table VII columns and the keys of mmdet's CocoMetric (prefix 'coco', metric 'bbox')
 METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'), ('AP75', 'coco/bbox_mAP_75'),
            ('APs', 'coco/bbox_mAP_s'), ('APm', 'coco/bbox_mAP_m'), ('APl', 'coco/bbox_mAP_l'))
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 KINDS = ('none', 'semillie', 'folder')
 
 
@@ -130,14 +131,8 @@ def slugify(name: str) -> str:
 
 
 def dump_json_atomic(obj, path: str) -> None:
-    """Write JSON to ``path`` through a temporary file renamed into place."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON to ``path`` atomically (:func:`atomic_write_json`)."""
+    atomic_write_json(path, obj, indent=2)
 
 
 def _sha256(path: str) -> str:
@@ -474,9 +469,7 @@ def write_tables(results: Sequence[dict], md_path: str, csv_path: str,
     text = (f'Object detection with {detector} on enhanced VisDrone night images: COCO bbox AP '
             f'(%) on the test split.\n\n' + '\n'.join(lines) + '\n')
     for path, writer in ((md_path, None), (csv_path, 'csv')):
-        tmp = f'{path}.tmp{os.getpid()}'
-        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+        with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8', newline='') as f:
             if writer is None:
                 f.write(text)
             else:
@@ -484,7 +477,6 @@ def write_tables(results: Sequence[dict], md_path: str, csv_path: str,
                 w.writerow(['Model', 'Epochs'] + cols)
                 for r in results:
                     w.writerow([r['name'], r['epochs']] + [_fmt(r['metrics'][c]) for c in cols])
-        os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------
