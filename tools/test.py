@@ -13,12 +13,8 @@ A user's mistake (a missing or broken config or checkpoint, a missing weights
 file, a wrong option) ends in one line on stderr and exit status 2; ``--debug``
 or ``SEMILLIE_DEBUG=1`` shows the traceback (:mod:`semillie_mm.utils.cli`).
 """
-import json
 import os
 import os.path as osp
-import sys
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import semillie_mm  # noqa: E402,F401
 from mmengine.config import DictAction  # noqa: E402
@@ -26,6 +22,7 @@ from mmengine.hooks import Hook  # noqa: E402
 
 from semillie_mm.apis import write_image_atomic  # noqa: E402
 from semillie_mm.evaluation import format_table1, group_metrics  # noqa: E402
+from semillie_mm.utils.fileio import atomic_write_json  # noqa: E402
 from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
                                    check_checkpoint, check_config_files,
                                    load_config, run_cli)
@@ -217,11 +214,7 @@ def main(argv=None):
     if out_dir is not None:
         print(f'saved {saver.count} enhanced images to {out_dir}')
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        tmp = args.out + '.tmp'
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(numbers, f, indent=2)
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, numbers, indent=2)
     return metrics
 
 
