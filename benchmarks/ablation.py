@@ -29,8 +29,6 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
-
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 
 #: row name -> (config, label). Table III's rows, cumulative.
@@ -302,10 +300,8 @@ def evaluate_checkpoint(cfg, ckpt: str, data_root: str,
 
 
 def _atomic_json(path: str, obj) -> None:
-    tmp = path + '.part'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    from semillie_mm.utils.fileio import atomic_write_json
+    atomic_write_json(path, obj, indent=1)
 
 
 def steady_iter_seconds(runner) -> Optional[float]:
@@ -688,9 +684,9 @@ def picture_grid(args, rows: List[str], n_tiles: int = 4) -> Optional[str]:
                     cv2.LINE_AA)
     grid = np.concatenate([head, grid], axis=0)
     path = osp.join(args.out_dir, f'{_prefix(args)}grid.jpg')
-    tmp = osp.join(args.out_dir, f'{_prefix(args)}grid.part.jpg')
-    cv2.imwrite(tmp, grid[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), 92])
-    os.replace(tmp, path)
+    from semillie_mm.utils.fileio import atomic_path
+    with atomic_path(path, suffix='.tmp.jpg') as tmp:
+        cv2.imwrite(tmp, grid[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), 92])
     return path
 
 
@@ -781,10 +777,8 @@ def main(argv=None):
     pre = _prefix(args)
     _atomic_json(osp.join(args.out_dir, f'{pre}results.json'), summary)
     table = markdown(summary)
-    tmp = osp.join(args.out_dir, f'{pre}table.md.part')
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(table)
-    os.replace(tmp, osp.join(args.out_dir, f'{pre}table.md'))
+    from semillie_mm.utils.fileio import atomic_write_text
+    atomic_write_text(osp.join(args.out_dir, f'{pre}table.md'), table)
     grid = picture_grid(args, [r for r in args.rows if results.get(r)])
     print('\n' + table)
     print(f'[ablation] results: {args.out_dir}/{pre}results.json, '

@@ -9,13 +9,10 @@ its own. Results: docs/benchmarks.md.
 import argparse
 import json
 import os
-import os.path as osp
 import resource
 import subprocess
 import sys
 import time
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 
 def measure(h, w, repeat, backend):

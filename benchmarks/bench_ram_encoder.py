@@ -42,7 +42,6 @@ def run_one(batch: int, iters: int, img_size: int, device: str,
     """Time one batch size in this process and return the measurements."""
     import torch
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
     from semillie_mm.models.encoders import RAMImageEncoder
 
     torch.manual_seed(0)

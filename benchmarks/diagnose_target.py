@@ -38,7 +38,6 @@ import sys
 from typing import Dict, List
 
 sys.path.insert(0, osp.abspath(osp.dirname(__file__)))
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import ablation  # noqa: E402  (benchmarks/ablation.py)
 

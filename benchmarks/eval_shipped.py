@@ -18,7 +18,6 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.abspath(osp.dirname(__file__)))
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import ablation  # noqa: E402  (benchmarks/ablation.py)
 

@@ -1,7 +1,14 @@
 """Shared test set-up: CPU only, few threads, the plugin registered."""
 import os
+import os.path as osp
 
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# Tools run as child processes import the installed package (tools/setup_env.sh
+# installs this checkout in editable mode); in another checkout of the same
+# venv (a git worktree) they must still import the checkout under test.
+_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+os.environ['PYTHONPATH'] = os.pathsep.join(
+    [_ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p])
 
 import torch  # noqa: E402
 

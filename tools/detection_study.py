@@ -18,13 +18,10 @@ import argparse
 import logging
 import os
 import os.path as osp
-import sys
 
 # Nothing is fetched at run time: albumentations (imported by mmagic) asks PyPI for its newest
 # version when it is imported, unless told not to.
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from semillie_mm import detection  # noqa: E402
 from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402

@@ -26,17 +26,13 @@ declares more than SEMILLIE_MAX_PIXELS pixels (default 100 megapixels) is
 refused before it is decoded: a one-line error for a single INPUT file, a
 logged skip in a folder.
 """
-import json
 import logging
 import os
 import os.path as osp
-import sys
 
 # Nothing is fetched at run time: albumentations (imported by mmagic) asks PyPI for its newest
 # version when it is imported, unless told not to.
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from semillie_mm.apis import (DEFAULT_TILE_OVERLAP,  # noqa: E402
                               DEFAULT_TILE_SIZE, IMG_EXTENSIONS)
@@ -46,6 +42,7 @@ from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
                                          set_trust_checkpoints)
 from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
                                    run_cli)
+from semillie_mm.utils.fileio import atomic_write_json  # noqa: E402
 
 USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
          '       [--device D] [--tile N] [--tile-overlap N] [--no-tile]\n'
@@ -208,19 +205,6 @@ def plan_outputs(args):
     return to_file, dst
 
 
-def _write_json_atomic(obj, path: str) -> None:
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp{os.getpid()}')
-    try:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
 def _empty_result() -> dict:
     return dict(outputs=[], skipped=[], ignored=[], notes=[], existing=[])
 
@@ -296,7 +280,7 @@ def main(argv=None) -> dict:
     if summary['existing']:
         print('  existing outputs were kept (--overwrite replaces them)')
     if args.summary:
-        _write_json_atomic(summary, args.summary)
+        atomic_write_json(args.summary, summary, indent=2)
     if interrupted:
         raise KeyboardInterrupt
     return summary

@@ -14,11 +14,7 @@ folder that cannot be written) is one line on stderr and exit status 2;
 """
 import json
 import os.path as osp
-import sys
 import time
-
-# Let the tool run from a source checkout without installing the package.
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from semillie_mm.datasets.demo_data import prepare_demo_data  # noqa: E402
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402

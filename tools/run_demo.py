@@ -32,16 +32,31 @@ supervised-only variant of the demo config with the same budget instead
 """
 import argparse
 import json
-import os
 import os.path as osp
-import sys
 import time
 from typing import Optional
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
-
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 SHIPPED = osp.join(REPO, 'docs', 'results', 'ablation_target.json')
+
+
+def _ablation():
+    """``benchmarks/ablation.py`` of this checkout, loaded by path (a script,
+    not part of the installed package): the demo scores as Table III does."""
+    import importlib.util
+    import sys
+    name = 'semillie_benchmarks_ablation'
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, osp.join(REPO, 'benchmarks', 'ablation.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
 def parse_args(argv=None):
@@ -75,25 +90,6 @@ def parse_args(argv=None):
         'package (semillie_mm/pretrained)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
-
-
-def _write_rgb(path: str, img):
-    """Write atomically: a temp file in the same folder, then rename."""
-    import cv2
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    root, ext = osp.splitext(path)
-    tmp = f'{root}.tmp{ext}'
-    if not cv2.imwrite(tmp, cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-        raise OSError(f'cannot write {path}')
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: str, obj) -> None:
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    tmp = path + '.part'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _finished_checkpoint(cfg):
@@ -214,11 +210,13 @@ def evaluate(cfg, ckpt: str, data_root: str, out_dir: str,
         ``student``, ``teacher`` and (given ``shipped``) ``shipped``.
     """
     import numpy as np
-    from benchmarks.ablation import (_enhance_all, baseline, load_val,
-                                     score)
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     from mmagic.registry import MODELS
+    from semillie_mm.apis import write_image_atomic
+    abl = _ablation()
+    _enhance_all, baseline, load_val, score = (abl._enhance_all, abl.baseline,
+                                               abl.load_val, abl.score)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope',
                                                       'mmagic')):
         model = MODELS.build(cfg.model)
@@ -235,14 +233,14 @@ def evaluate(cfg, ckpt: str, data_root: str, out_dir: str,
     panels = ['clahe', 'teacher'] + (['shipped'] if shipped is not None
                                      else [])
     for stem, low, gt in val:
-        _write_rgb(osp.join(out_dir, 'enhanced', f'{stem}.png'),
-                   outs['teacher'][stem])
+        write_image_atomic(osp.join(out_dir, 'enhanced', f'{stem}.png'),
+                           outs['teacher'][stem])
         sep = np.full((low.shape[0], 4, 3), 255, np.uint8)
         row = [low]
         for name in panels:
             row += [sep, outs[name][stem]]
-        _write_rgb(osp.join(out_dir, 'side_by_side', f'{stem}.png'),
-                   np.concatenate(row + [sep, gt], axis=1))
+        write_image_atomic(osp.join(out_dir, 'side_by_side', f'{stem}.png'),
+                           np.concatenate(row + [sep, gt], axis=1))
     return {name: score(o, val) for name, o in outs.items()}
 
 
@@ -301,6 +299,7 @@ def main(argv=None):
     from semillie_mm.datasets.folder_utils import maybe_prepare
     from semillie_mm.utils.checks import load_config
     from semillie_mm.utils.cli import UserError
+    from semillie_mm.utils.fileio import atomic_write_json
     cfg = load_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -366,7 +365,7 @@ def main(argv=None):
         shipped_model=shipped,
         gain_over_clahe_dB=results['teacher']['PSNR'] -
         results['clahe']['PSNR'])
-    _atomic_json(osp.join(out_dir, 'metrics.json'), results)
+    atomic_write_json(osp.join(out_dir, 'metrics.json'), results, indent=2)
     print('\n' + _table(results, sup, shipped))
     print(f'\nteacher - CLAHE: {results["gain_over_clahe_dB"]:+.2f} dB PSNR')
     panels = ' | '.join(['input', 'CLAHE', 'short training (teacher)'] +

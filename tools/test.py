@@ -13,12 +13,8 @@ A user's mistake (a missing or broken config or checkpoint, a missing weights
 file, a wrong option) ends in one line on stderr and exit status 2; ``--debug``
 or ``SEMILLIE_DEBUG=1`` shows the traceback (:mod:`semillie_mm.utils.cli`).
 """
-import json
 import os
 import os.path as osp
-import sys
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import semillie_mm  # noqa: E402,F401
 from mmengine.config import DictAction  # noqa: E402
@@ -31,6 +27,7 @@ from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
 from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
                                       check_config_files, load_config)
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from semillie_mm.utils.fileio import atomic_write_json  # noqa: E402
 
 
 class SaveEnhancedImagesHook(Hook):
@@ -221,11 +218,7 @@ def main(argv=None):
     if out_dir is not None:
         print(f'saved {saver.count} enhanced images to {out_dir}')
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        tmp = args.out + '.tmp'
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(numbers, f, indent=2)
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, numbers, indent=2)
     return metrics
 
 

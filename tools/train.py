@@ -12,10 +12,6 @@ wrong option) ends in one line on stderr and exit status 2; ``--debug`` or
 """
 import os
 import os.path as osp
-import sys
-
-# Let the tool run from a source checkout without installing the package.
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import semillie_mm  # noqa: E402,F401  (compat fixes + registration)
 from mmengine.config import Config, DictAction  # noqa: E402

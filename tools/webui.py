@@ -17,16 +17,12 @@ hostile use" (the limits below).
 """
 import argparse
 import os
-import os.path as osp
 import socket
-import sys
 
 # Nothing is fetched at run time: albumentations (imported by mmagic) asks PyPI for its newest
 # version when it is imported, unless told not to.
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import semillie_mm.apis.webui as webui  # noqa: E402  (gradio not imported)
 from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402

@@ -15,7 +15,6 @@ See docs/enhance.md, sections "Input handling" and "Large images".
 import os
 import os.path as osp
 import re
-import secrets
 import warnings
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
@@ -24,9 +23,10 @@ import torch
 
 from ..compat import (DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, OPENCV_MAX_PIXELS,
                       OPENCV_MAX_PIXELS_ENV)
+from ..utils.fileio import IMG_EXTENSIONS, atomic_path
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-_NO_ALPHA_EXTS = ('.jpg', '.jpeg', '.bmp')
+_NO_ALPHA_EXTS = ('.jpg', '.jpeg', '.bmp', '.ppm')
+_COLOUR_ONLY_EXTS = ('.ppm', )
 _8BIT_ONLY_EXTS = ('.jpg', '.jpeg', '.bmp', '.webp')
 
 
@@ -387,31 +387,21 @@ def adapt_to_format(img: np.ndarray, ext: str) -> Tuple[np.ndarray, List[str]]:
 
     Returns:
         tuple[np.ndarray, list[str]]: The image to write and notes on what
-        was dropped (alpha for JPEG/BMP, 16 bits for JPEG/BMP/WebP).
+        was dropped (alpha for JPEG/BMP/PPM, 16 bits for JPEG/BMP/WebP) or
+        added (gray replicated to RGB for PPM).
     """
     ext = ext.lower()
     notes = []
     if ext in _NO_ALPHA_EXTS and img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
         notes.append(f'alpha dropped ({ext} has no alpha)')
+    if ext in _COLOUR_ONLY_EXTS and (img.ndim == 2 or img.shape[2] == 1):
+        img = np.repeat(img.reshape(img.shape[:2] + (1, )), 3, axis=2)
+        notes.append(f'gray written as RGB ({ext} is colour only)')
     if ext in _8BIT_ONLY_EXTS and img.dtype == np.uint16:
         img = np.round(img.astype(np.float64) / 257.).astype(np.uint8)
         notes.append(f'16-bit reduced to 8-bit ({ext} is 8-bit)')
     return img, notes
-
-
-def _create_temp_file(folder: str, name: str, ext: str) -> str:
-    """Create an empty ``folder/.NAME.XXXXXXXX.tmp.EXT`` (``O_EXCL``, mode
-    ``0o666`` less the umask, as ``open()`` gives) and return its path."""
-    for _ in range(100):
-        tmp = osp.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp{ext}')
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-    raise FileExistsError(f'no free temporary name for {name} in {folder}')
 
 
 def write_image_atomic(path: str, img: np.ndarray) -> None:
@@ -445,23 +435,13 @@ def write_image_atomic(path: str, img: np.ndarray) -> None:
         arr = mmcv.rgb2bgr(np.ascontiguousarray(arr))
     elif arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[..., [2, 1, 0, 3]]
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = _create_temp_file(folder, osp.basename(path), ext)
-    try:
+    with atomic_path(path, suffix='.tmp' + ext) as tmp:
         try:
             ok = mmcv.imwrite(np.ascontiguousarray(arr), tmp)
         except Exception as e:  # noqa: BLE001  (cv2.error, IOError)
             raise ValueError(f'cannot encode image as {ext}: {e}') from e
         if not ok:
             raise ValueError(f'cannot encode image as {ext}')
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def output_extension(ext: Optional[str]) -> Optional[str]:

@@ -17,9 +17,10 @@ point it elsewhere with ``monkeypatch.setattr(
 'semillie_mm.apis.pretrained.PRETRAINED_DIR', folder)``.
 """
 import logging
-import os
 import os.path as osp
 from typing import Optional, Tuple
+
+from ..utils.fileio import atomic_path
 
 #: The folder of the shipped models.
 PRETRAINED_DIR = osp.join(
@@ -148,10 +149,8 @@ def export_teacher(ckpt: str, dest: str) -> dict:
     if not teacher:
         raise KeyError(f'{ckpt}: no {prefix}* tensors (not a mean-teacher '
                        'checkpoint)')
-    os.makedirs(osp.dirname(osp.abspath(dest)), exist_ok=True)
-    tmp = f'{dest}.tmp{os.getpid()}'
-    torch.save(teacher, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        torch.save(teacher, tmp)
     return dict(tensors=len(teacher),
                 params=sum(v.numel() for v in teacher.values()),
                 bytes=osp.getsize(dest))
@@ -182,9 +181,8 @@ def export_shipped_model(config: str,
     w_path = osp.join(out_dir, f'{name}_teacher.pth')
     export_teacher(ckpt, w_path)
     cfg = Config.fromfile(config)
-    tmp = osp.join(out_dir, f'.{name}.tmp{os.getpid()}.py')
-    cfg.dump(tmp)
-    os.replace(tmp, cfg_path)
+    with atomic_path(cfg_path, suffix='.tmp.py') as tmp:
+        cfg.dump(tmp)
     return cfg_path, w_path
 
 

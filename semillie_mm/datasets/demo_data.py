@@ -39,12 +39,11 @@ import hashlib
 import json
 import os
 import os.path as osp
-import shutil
-import tempfile
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..utils.fileio import atomic_folder, atomic_write_json
 from .transforms.low_light_synthesis import (DEFAULT_LOW_LIGHT_RANGES,
                                              SYNTHESIS_VERSION,
                                              sample_low_light_params,
@@ -282,37 +281,9 @@ def prepare_demo_data(root: str = 'data/demo',
                 f'{root} exists and is not a semillie demo build (no valid '
                 f'{MANIFEST}); remove it or pass force=True to replace it.')
         # an older or differently seeded demo build: replace it below
-    parent = osp.dirname(osp.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp_root = tempfile.mkdtemp(
-        prefix=f'.{osp.basename(root)}.tmp-', dir=parent)
-    try:
-        manifest = _build(tmp_root, seed, sources, fingerprint, loader
+    # a concurrent build may have finished first: keep it if it fits
+    with atomic_folder(root, lambda: _is_complete(root, fingerprint)) as tmp:
+        manifest = _build(tmp, seed, sources, fingerprint, loader
                           or load_demo_photo)
-        tmp_manifest = osp.join(tmp_root, MANIFEST + '.part')
-        with open(tmp_manifest, 'w', encoding='utf-8') as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp_manifest, osp.join(tmp_root, MANIFEST))
-        os.chmod(tmp_root, 0o755)
-        if osp.exists(root):
-            old = tempfile.mkdtemp(
-                prefix=f'.{osp.basename(root)}.old-', dir=parent)
-            os.replace(root, osp.join(old, 'data'))
-            try:
-                os.replace(tmp_root, root)
-            except BaseException:
-                os.replace(osp.join(old, 'data'), root)  # put it back
-                shutil.rmtree(old, ignore_errors=True)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.replace(tmp_root, root)
-            except OSError:
-                # another process finished first: keep its build if it fits
-                if not _is_complete(root, fingerprint):
-                    raise
-    finally:
-        if osp.exists(tmp_root):
-            shutil.rmtree(tmp_root, ignore_errors=True)
+        atomic_write_json(osp.join(tmp, MANIFEST), manifest, indent=1)
     return root

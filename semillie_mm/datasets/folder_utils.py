@@ -8,9 +8,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from mmengine.logging import print_log
 
-#: File extensions taken as images (compared case-insensitively).
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.tif', '.tiff',
-                  '.webp')
+from ..utils.fileio import IMG_EXTENSIONS
 
 
 def scan_images(folder: str, recursive: bool = False) -> List[str]:

@@ -52,13 +52,12 @@ import hashlib
 import json
 import os
 import os.path as osp
-import shutil
-import tempfile
 import zlib
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..utils.fileio import atomic_folder, atomic_write_json
 from .demo_data import (_is_complete, _read_manifest, _resize, _save_png,
                         _tile_origins, load_demo_photo)
 from .transforms.low_light_synthesis import (DEFAULT_LOW_LIGHT_RANGES,
@@ -296,31 +295,8 @@ def prepare_target_domain_data(root: str = 'data/target_domain',
             raise FileExistsError(
                 f'{root} exists and is not a target-domain build (no valid '
                 'manifest.json); remove it or pass force=True to replace it.')
-    parent = osp.dirname(osp.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp_root = tempfile.mkdtemp(
-        prefix=f'.{osp.basename(root)}.tmp-', dir=parent)
-    try:
-        manifest = _build(tmp_root, seed, sources, fingerprint, loader
+    with atomic_folder(root, lambda: _is_complete(root, fingerprint)) as tmp:
+        manifest = _build(tmp, seed, sources, fingerprint, loader
                           or load_demo_photo)
-        part = osp.join(tmp_root, 'manifest.json.part')
-        with open(part, 'w', encoding='utf-8') as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(part, osp.join(tmp_root, 'manifest.json'))
-        os.chmod(tmp_root, 0o755)
-        if osp.exists(root):
-            old = tempfile.mkdtemp(
-                prefix=f'.{osp.basename(root)}.old-', dir=parent)
-            os.replace(root, osp.join(old, 'data'))
-            os.replace(tmp_root, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.replace(tmp_root, root)
-            except OSError:
-                if not _is_complete(root, fingerprint):
-                    raise
-    finally:
-        if osp.exists(tmp_root):
-            shutil.rmtree(tmp_root, ignore_errors=True)
+        atomic_write_json(osp.join(tmp, 'manifest.json'), manifest, indent=1)
     return root

@@ -1,20 +1,26 @@
 """JSON records of the detection study: written atomically, compared after a JSON round trip."""
 import json
-import os
-import os.path as osp
+
+from ..utils.fileio import atomic_write_json
 
 
 def dump_json_atomic(obj, path: str) -> None:
-    """Write JSON to ``path`` through a temporary file renamed into place."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON to ``path`` atomically (:func:`~semillie_mm.utils.fileio.atomic_write_json`).
+
+    Args:
+        obj: A JSON-serialisable object.
+        path (str): The file.
+    """
+    atomic_write_json(path, obj, indent=2)
 
 
 def json_normalise(obj):
-    """Tuples to lists etc., as a JSON round trip would."""
+    """Tuples to lists etc., as a JSON round trip would.
+
+    Args:
+        obj: A JSON-serialisable object.
+
+    Returns:
+        The object after ``json.loads(json.dumps(obj))``.
+    """
     return json.loads(json.dumps(obj, default=str))

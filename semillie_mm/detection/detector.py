@@ -15,11 +15,11 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
+from ..utils.fileio import IMG_EXTENSIONS
 from ._io import dump_json_atomic
 
 DETECTOR_CONFIG_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'configs')
 DEFAULT_DET_CONFIG = osp.join(DETECTOR_CONFIG_DIR, 'faster-rcnn_r50_fpn_12e_visdrone-night.py')
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def find_detector_config(config: str) -> str:

@@ -1,8 +1,8 @@
 """Table VII-style results of the detection study: COCO bbox AP of each row, Markdown and CSV."""
 import csv
-import os
-import os.path as osp
 from typing import Dict, Optional, Sequence
+
+from ..utils.fileio import atomic_path
 
 # Table VII columns and the keys of mmdet's CocoMetric (prefix 'coco', metric 'bbox')
 METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'), ('AP75', 'coco/bbox_mAP_75'),
@@ -53,9 +53,7 @@ def write_tables(results: Sequence[dict], md_path: str, csv_path: str,
     text = (f'Object detection with {detector} on enhanced VisDrone night images: COCO bbox AP '
             f'(%) on the test split.\n\n' + '\n'.join(lines) + '\n')
     for path, writer in ((md_path, None), (csv_path, 'csv')):
-        tmp = f'{path}.tmp{os.getpid()}'
-        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+        with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8', newline='') as f:
             if writer is None:
                 f.write(text)
             else:
@@ -63,4 +61,3 @@ def write_tables(results: Sequence[dict], md_path: str, csv_path: str,
                 w.writerow(['Model', 'Epochs'] + cols)
                 for r in results:
                     w.writerow([r['name'], r['epochs']] + [_fmt(r['metrics'][c]) for c in cols])
-        os.replace(tmp, path)

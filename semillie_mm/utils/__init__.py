@@ -8,6 +8,9 @@
 - :mod:`.flops`: parameters and FLOPs with the selective scans counted.
 - :mod:`.cpu_threads`: ``CPUThreadGovernor``, torch's thread count follows
   the cores other jobs leave free.
+- :mod:`.fileio`: atomic file writes (temporary dot-file, fsync, rename),
+  a folder built aside then swapped in, and the one ``IMG_EXTENSIONS``;
+  standard library only.
 
 Nothing is imported here, so ``semillie_mm.utils.cli`` and ``.checks`` stay light.
 """

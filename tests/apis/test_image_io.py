@@ -108,6 +108,26 @@ def test_write_atomic_and_formats(tmp_path):
     assert os.listdir(tmp_path / 'sub') == ['x.png']
 
 
+def test_ppm_output(tmp_path):
+    """``.ppm`` is in the shared ``IMG_EXTENSIONS`` (the datasets listed it
+    before): inputs of that format are written back as PPM, which holds
+    RGB only, in 8 or 16 bits."""
+    rgba16 = (np.arange(4 * 5 * 4).reshape(4, 5, 4) * 1000).astype(np.uint16)
+    gray8 = (np.arange(20).reshape(4, 5) * 12).astype(np.uint8)
+    for img, notes_expected, want in (
+            (rgba16, ['alpha dropped'], rgba16[..., :3]),
+            (gray8, ['gray written as RGB'], np.repeat(gray8[..., None], 3, 2)),
+            (rgba16[..., :3], [], rgba16[..., :3])):
+        out, notes = adapt_to_format(img, '.PPM')
+        assert [n.split(' (')[0] for n in notes] == notes_expected
+        path = str(tmp_path / 'x.ppm')
+        write_image_atomic(path, out)
+        back = read_image(path)
+        assert back.dtype == want.dtype
+        np.testing.assert_array_equal(back, want)
+    assert os.listdir(tmp_path) == ['x.ppm']
+
+
 def _child_env(**extra):
     """The environment of a child Python: this checkout first on the path,
     no pixel caps inherited."""

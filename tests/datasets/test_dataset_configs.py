@@ -96,3 +96,35 @@ def test_strong_views_reproducible_in_seeded_workers(tmp_path):
     assert any(not torch.equal(x, y)
                for key in ('paired', 'unpaired_strong')
                for x, y in zip(a[key], c[key]))
+
+
+def test_dataset_configs_share_the_pipelines():
+    """The pipelines come from one file (semillie_pipelines.py); the demo
+    changes only the crop and view sizes (issue 19, item 5)."""
+    shared = Config.fromfile(osp.join(CFG_DIR, 'semillie_pipelines.py'))
+    names = ('paired_pipeline', 'unpaired_pipeline', 'val_pipeline',
+             'inference_pipeline')
+    for name in ('semillie_lsrw.py', 'semillie_visdrone.py'):
+        cfg = Config.fromfile(osp.join(CFG_DIR, name))
+        assert (cfg.crop_size, cfg.view_size) == (256, 256)
+        for key in names:
+            assert cfg[key] == shared[key], (name, key)
+    lsrw = Config.fromfile(osp.join(CFG_DIR, 'semillie_lsrw.py'))
+    for ds in lsrw.train_dataloader.dataset.paired.datasets:
+        assert ds.pipeline == shared.paired_pipeline
+    demo = Config.fromfile(osp.join(CFG_DIR, 'semillie_demo.py'))
+    assert (demo.crop_size, demo.view_size) == (64, 64)
+    for key in names:
+        diff = [(a, b) for a, b in zip(demo[key], shared[key]) if a != b]
+        assert len(demo[key]) == len(shared[key])
+        if key == 'paired_pipeline':
+            assert diff == [(dict(shared[key][2], crop_size=64),
+                             shared[key][2])]
+        elif key == 'unpaired_pipeline':
+            assert diff == [(dict(shared[key][1], scale=(64, 64)),
+                             shared[key][1])]
+        else:
+            assert diff == []
+    paired = demo.train_dataloader.dataset.paired
+    assert paired.pipeline == demo.paired_pipeline
+    assert demo.train_dataloader.dataset.unpaired.pipeline[1].scale == (64, 64)

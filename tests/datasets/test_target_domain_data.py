@@ -123,3 +123,44 @@ def test_not_a_build_is_not_replaced(tmp_path):
     with pytest.raises(FileExistsError, match='not a target-domain build'):
         prepare_target_domain_data(str(tmp_path / 'x'), sources=SOURCES,
                                    loader=fake_loader)
+
+
+def _snapshot(root):
+    return {osp.relpath(osp.join(d, n), root): open(osp.join(d, n), 'rb').read()
+            for d, _, names in os.walk(root) for n in names}
+
+
+def test_failed_rebuild_keeps_the_previous_build(tmp_path, monkeypatch):
+    """A forced rebuild that fails mid-build, or while moving the new folder
+    in (after the old one was moved aside), leaves the previous complete
+    build in place and no temporary folder (issue 19, item 5)."""
+    from semillie_mm.utils import fileio
+    root = str(tmp_path / 'target')
+    prepare_target_domain_data(root, sources=SOURCES, loader=fake_loader)
+    before = _snapshot(root)
+
+    def failing_loader(name, package):
+        if name == 'b':
+            raise KeyboardInterrupt('simulated interruption')
+        return fake_loader(name, package)
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_target_domain_data(root, seed=1, force=True, sources=SOURCES,
+                                   loader=failing_loader)
+    assert _snapshot(root) == before
+    assert os.listdir(tmp_path) == ['target']
+
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if dst == root and osp.basename(str(src)).startswith('.target.tmp-'):
+            raise OSError(28, 'No space left on device')
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, 'replace', failing_replace)
+    with pytest.raises(OSError):
+        prepare_target_domain_data(root, seed=1, force=True, sources=SOURCES,
+                                   loader=fake_loader)
+    monkeypatch.undo()
+    assert _snapshot(root) == before
+    assert os.listdir(tmp_path) == ['target']

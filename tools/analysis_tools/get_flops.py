@@ -11,10 +11,6 @@ an analytic formula registered as the counter's handle for the scan; one
 multiply-add is one FLOP (the figures are MACs, fvcore's convention). See
 :mod:`semillie_mm.utils.flops` for what is counted.
 """
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from semillie_mm.utils.checks import load_config  # noqa: E402
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402

@@ -13,10 +13,6 @@ writes ``train.json``, ``test.json``, ``all.json`` and ``split.json`` to ``--out
 """
 import json
 import logging
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from semillie_mm.datasets.converters.visdrone2coco import (  # noqa: E402,F401
     CLASSES, IGNORED_REGION, IMG_EXTENSIONS, OTHERS, PAPER_NUM_IMAGES, PAPER_NUM_TRAIN,

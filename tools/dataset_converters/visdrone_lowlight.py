@@ -17,11 +17,8 @@ counts and the manifest (see also docs/datasets.md).
 import argparse
 import json
 import os.path as osp
-import sys
 
 import numpy as np
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from semillie_mm.datasets.converters.visdrone_lowlight import (  # noqa: E402,F401
     IMG_EXTENSIONS, MANIFEST_FORMAT, MANIFEST_NAME, PAPER_COUNTS, SPLIT_DIRS,

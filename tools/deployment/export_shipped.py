@@ -11,9 +11,6 @@ checkpoint is unpickled in full: pass your own training run's file only.
 """
 import argparse
 import os.path as osp
-import sys
-
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
 

@@ -45,6 +45,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from ...utils.fileio import IMG_EXTENSIONS, atomic_write_json
+
 logger = logging.getLogger('visdrone2coco')
 
 CLASSES = ('pedestrian', 'people', 'bicycle', 'car', 'van', 'truck', 'tricycle',
@@ -53,7 +55,6 @@ IGNORED_REGION = 0
 OTHERS = 11
 PAPER_NUM_IMAGES = 657
 PAPER_NUM_TRAIN = 526
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 class MalformedLineError(ValueError):
@@ -319,18 +320,10 @@ def convert(img_dir: str, ann_dir: str, out_dir: str, seed: int = 0,
             images=[coco_images[n] for n in subset_names],
             annotations=[a for n in subset_names for a in coco_anns[n]],
             categories=categories())
-        _dump_json(coco, osp.join(out_dir, f'{subset}.json'))
-    _dump_json(dict(info=split_info, train=split['train'], test=split['test']),
-               osp.join(out_dir, 'split.json'))
+        atomic_write_json(osp.join(out_dir, f'{subset}.json'), coco)
+    atomic_write_json(osp.join(out_dir, 'split.json'),
+                      dict(info=split_info, train=split['train'], test=split['test']))
     summary = dict(num_images=len(names), num_train=len(split['train']),
                    num_test=len(split['test']), **totals)
     logger.info('converted: %s', summary)
     return summary
-
-
-def _dump_json(obj, path: str) -> None:
-    """Write JSON atomically (a temporary file renamed into place)."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)

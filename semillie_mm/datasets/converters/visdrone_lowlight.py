@@ -48,15 +48,14 @@ import json
 import math
 import os
 import os.path as osp
-import shutil
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ...utils.fileio import IMG_EXTENSIONS, atomic_copy, atomic_write_bytes
+
 MANIFEST_NAME = 'manifest.json'
 MANIFEST_FORMAT = 1
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 #: The paper's counts (Sec. IV-B, Table II).
 PAPER_COUNTS = dict(paired_train=5213, val=533, unpaired_train=1258, test=657)
 #: split name -> (input folder, GT folder or None)
@@ -82,36 +81,6 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.',
-                               suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _atomic_copy(src: str, dst: str) -> None:
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst) + '.',
-                               suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def scan_images(src: str) -> List[str]:
@@ -410,11 +379,11 @@ def _write_one(args: Tuple[str, str, dict, bool]) -> dict:
             rgb = read_rgb(path)
             low = synthesize_low_light(rgb, entry['params'])
             data = encode_png(low)
-            _atomic_write_bytes(osp.join(out, entry['input']), data)
+            atomic_write_bytes(osp.join(out, entry['input']), data)
             res['input_sha256'] = hashlib.sha256(data).hexdigest()
-            _atomic_copy(path, osp.join(out, entry['gt']))
+            atomic_copy(path, osp.join(out, entry['gt']))
         else:
-            _atomic_copy(path, osp.join(out, entry['input']))
+            atomic_copy(path, osp.join(out, entry['input']))
             res['input_sha256'] = res['source_sha256']
     except Exception as e:  # noqa: BLE001 (reported, not dropped)
         res['error'] = f'{type(e).__name__}: {e}'
@@ -480,7 +449,7 @@ def write_dataset(manifest: dict,
         entry['source_sha256'] = r['source_sha256']
         entry['input_sha256'] = r['input_sha256']
     manifest['write_failures'] = failed
-    _atomic_write_bytes(
+    atomic_write_bytes(
         osp.join(out, MANIFEST_NAME),
         json.dumps(manifest, indent=1, sort_keys=False).encode('utf-8'))
     return dict(written=len(entries) - len(failed), failed=failed,

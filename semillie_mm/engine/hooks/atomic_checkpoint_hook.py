@@ -10,66 +10,27 @@ from mmengine.hooks import CheckpointHook
 
 from mmagic.registry import HOOKS
 
+from ...utils.fileio import atomic_path, atomic_write_text
+
 #: Suffix of the temporary files checkpoints are written to first.
 PARTIAL_SUFFIX = '.partial'
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make a rename in ``folder`` durable (where the OS allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Write ``path`` so that it is either the old file or the whole new one.
 
     ``write(tmp)`` writes a temporary file in the same folder
-    (``.<name>.<pid>.partial``); it is flushed to disk (fsync) and renamed
-    to ``path`` (atomic on POSIX and Windows), then the folder is synced. If
-    anything fails (a full disk: ``OSError(ENOSPC)``), the temporary file is
-    deleted, ``path`` is untouched and the error propagates.
+    (``.<name>.XXXXXXXX.partial``), which :func:`atomic_path` flushes to disk
+    and renames to ``path``. If anything fails (a full disk:
+    ``OSError(ENOSPC)``), the temporary file is deleted, ``path`` is
+    untouched and the error propagates.
 
     Args:
         path (str): The file to write.
         write (callable): Writes the content to the path it is given.
     """
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder,
-                   f'.{osp.basename(path)}.{os.getpid()}{PARTIAL_SUFFIX}')
-    try:
+    with atomic_path(path, suffix=PARTIAL_SUFFIX) as tmp:
         write(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.lexists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """:func:`atomic_write` of a UTF-8 text.
-
-    Args:
-        path (str): The file to write.
-        text (str): Its content.
-    """
-
-    def write(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-
-    atomic_write(path, write)
 
 
 class _AtomicSaveRunner:
@@ -192,7 +153,7 @@ class AtomicCheckpointHook(CheckpointHook):
                 **self.args)
             if is_main_process():
                 atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'),
-                                  self.last_ckpt)
+                                  self.last_ckpt, suffix=PARTIAL_SUFFIX)
         except BaseException:
             # the run's state says what is on disk
             if self.max_keep_ckpts > 0:

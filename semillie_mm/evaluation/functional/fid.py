@@ -23,14 +23,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ...utils.fileio import IMG_EXTENSIONS, atomic_path
+
 PT_INCEPTION_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 PT_INCEPTION_URL = ('https://github.com/mseitzer/pytorch-fid/releases/'
                     'download/fid_weights/' + PT_INCEPTION_FILE)
 TERO_INCEPTION_FILE = 'inception-2015-12-05.pt'
 TERO_INCEPTION_URL = ('https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/'
                       'pretrained/metrics/' + TERO_INCEPTION_FILE)
-
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 # Where each torchvision-Inception module sits in mmagic's InceptionV3 blocks
 # (mmagic.evaluation.functional.fid_inception.InceptionV3.__init__).
@@ -302,10 +302,8 @@ def folder_statistics(extractor: nn.Module,
                              batch_size)
     mu, sigma = feature_statistics(feats)
     if cache_file:
-        os.makedirs(osp.dirname(osp.abspath(cache_file)), exist_ok=True)
-        tmp = cache_file + '.tmp.npz'
-        np.savez(tmp, mu=mu, sigma=sigma, num=len(files))
-        os.replace(tmp, cache_file)
+        with atomic_path(cache_file, suffix='.tmp.npz') as tmp:
+            np.savez(tmp, mu=mu, sigma=sigma, num=len(files))
     return mu, sigma, len(files)
 
 
