@@ -6,7 +6,8 @@ plain-PyTorch ground truth :func:`selective_scan_reference` and
 Layout:
 
 - :mod:`.dispatch`: which backend runs (argument, ``SEMILLIE_SCAN_BACKEND``,
-  what is installed), logged once; SS2D asks it too (:func:`dispatch.use_fused`);
+  what is installed), logged once; SS2D asks it too
+  (:func:`dispatch.use_fused`);
 - :mod:`.backends`: ``cuda`` (mamba-ssm), ``native`` (C++, in
   :mod:`semillie_mm.ops.cpu_ext`), ``numba`` (fallback), ``reference``;
 - :mod:`.ss2d_fused`: SS2D's fused four-direction CPU scan (C++);
