@@ -531,9 +531,13 @@ def child_kernel(batch, channels, h, w, d_state, dt_rank, repeat=3):
     no projections): best wall and its CPU seconds per pass."""
     torch, _ = _import_model()
     try:
-        from semillie_mm.ops.selective_scan import ext, fused
-    except ImportError:
-        return dict(absent='no fused kernel in this commit')
+        from semillie_mm.ops import cpu_ext as ext
+        from semillie_mm.ops.selective_scan import ss2d_fused as fused
+    except ImportError:  # the layout before ops/cpu_ext
+        try:
+            from semillie_mm.ops.selective_scan import ext, fused
+        except ImportError:
+            return dict(absent='no fused kernel in this commit')
     mod = ext.load()
     if mod is None:
         return dict(absent=f'extension not built: {ext.unavailable_reason()}')

@@ -162,7 +162,8 @@ def fused_kernel(args):
     import math
 
     import torch
-    from semillie_mm.ops.selective_scan import ext, fused
+    from semillie_mm.ops import cpu_ext as ext
+    from semillie_mm.ops.selective_scan import ss2d_fused as fused
     mod = ext.load()
     if mod is None:
         print(f'fused kernel not available: {ext.unavailable_reason()}')

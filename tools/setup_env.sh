@@ -14,7 +14,7 @@
 #      wheel cache would silently reuse a wheel built against another torch.
 #   3. the rest of the runtime requirements, mmagic 1.2.0 with --no-deps, the test tools, and
 #      this package in editable mode.
-#   4. the C++ CPU extension (semillie_mm/ops/selective_scan/csrc: SS2D's fused scan, the generic
+#   4. the C++ CPU extension (semillie_mm/ops/cpu_ext/csrc: SS2D's fused scan, the generic
 #      selective scan, MSSM's depth-wise convs, the caching allocator), compiled once into
 #      $SEMILLIE_CACHE/ss2d_scan/<key> (key: torch version, sources, CPU flags; about 1 min), and
 #      the numba fallback kernels' cache warmed; nothing compiles at run time. A failed build
@@ -53,12 +53,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 
 # the C++ CPU extension: a no-op (about 2 s) when a binary for this torch, source and CPU
-# is cached; ext.py imports only torch. Never fails the set-up.
+# is cached; build.py imports only torch. Never fails the set-up.
 build_scan_extension() {
-  SEMILLIE_CACHE="$CACHE" "$VENV/bin/python" "$ROOT/semillie_mm/ops/selective_scan/ext.py" --build >&2 \
+  SEMILLIE_CACHE="$CACHE" "$VENV/bin/python" "$ROOT/semillie_mm/ops/cpu_ext/build.py" --build >&2 \
     || log "WARNING: the C++ CPU extension did not build (see above); the CPU scans fall back to the slower numba kernels"
   # which backend a fresh process will use (the fallback is about 2-3x slower)
-  log "$(SEMILLIE_CACHE="$CACHE" "$VENV/bin/python" "$ROOT/semillie_mm/ops/selective_scan/ext.py" --which 2>&1 | tail -n 1)"
+  log "$(SEMILLIE_CACHE="$CACHE" "$VENV/bin/python" "$ROOT/semillie_mm/ops/cpu_ext/build.py" --which 2>&1 | tail -n 1)"
 }
 
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_value)" ]; then
@@ -125,7 +125,7 @@ log "installing runtime requirements"
   || { log "the environment does not import; see the error above"; exit 1; }
 log "compiling the C++ CPU extension and warming the numba scan cache (the fallback)"
 build_scan_extension
-"$VENV/bin/python" -c "from semillie_mm.ops.selective_scan.cpu import warm_up; warm_up()" >/dev/null 2>&1 \
+"$VENV/bin/python" -c "from semillie_mm.ops.selective_scan.backends.numba import warm_up; warm_up()" >/dev/null 2>&1 \
   || log "WARNING: could not warm the numba scan cache: its first call will compile (1-2 min)"
 stamp_value > "$STAMP"
 log "environment ready ($VENV)"

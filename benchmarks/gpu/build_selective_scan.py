@@ -7,7 +7,7 @@ mamba-ssm's source package, for the architectures in ``--arch`` (default 9.0,
 the H100/H200), with the compiler flags of mamba-ssm's setup.py, through
 ``torch.utils.cpp_extension.load`` (ninja, ``MAX_JOBS`` parallel jobs), and by
 default for real A only (``--complex`` builds the complex-A kernels too).
-``semillie_mm.ops.selective_scan.cuda`` imports the result when the mamba_ssm
+``semillie_mm.ops.selective_scan.backends.cuda`` imports the result when the mamba_ssm
 package is absent.
 
     python benchmarks/gpu/build_selective_scan.py --sdist .gpu_carry/src/mamba_ssm-2.3.2.post1.tar.gz \

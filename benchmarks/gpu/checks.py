@@ -16,7 +16,7 @@ import sys
 import time
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-SCAN_PKG = osp.join(ROOT, 'semillie_mm', 'ops', 'selective_scan')
+OPS_PKG = osp.join(ROOT, 'semillie_mm', 'ops')
 
 #: rel_l2 = ||x - ref|| / ||ref|| below which a comparison is marked ok, by the
 #: dtype of the scan inputs (fixed before any run: float32 arithmetic lands far under
@@ -33,18 +33,19 @@ def load_scan_package():
     The normal import comes first. Where it fails (``semillie_mm/__init__``
     registers everything into mmagic, which needs mmcv; on the device mmcv
     may not be in place yet) the selective-scan package, which imports only
-    torch/numba (relative imports), is loaded on its own under the name
-    ``_semillie_scan``, with numba's cache in a folder of its own: numba
+    torch/numba (relative imports, up to ``semillie_mm.ops.cpu_ext``), is
+    loaded on its own with its parent ``semillie_mm/ops`` under the name
+    ``_semillie_ops``, with numba's cache in a folder of its own: numba
     records the module name with each cached kernel, and a kernel cached
     under the alias breaks a later normal import that finds it
-    ("No module named '_semillie_scan'").
+    ("No module named '_semillie_ops'").
 
     Returns:
         module: the selective-scan package.
     """
-    name = '_semillie_scan'
+    name = '_semillie_ops'
     if name in sys.modules:
-        return sys.modules[name]
+        return sys.modules[name + '.selective_scan']
     try:
         return importlib.import_module('semillie_mm.ops.selective_scan')
     except ImportError:
@@ -54,16 +55,18 @@ def load_scan_package():
         os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(
             prefix='numba_cache_alias_')
     spec = importlib.util.spec_from_file_location(
-        name, osp.join(SCAN_PKG, '__init__.py'),
-        submodule_search_locations=[SCAN_PKG])
+        name, osp.join(OPS_PKG, '__init__.py'),
+        submodule_search_locations=[OPS_PKG])
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
     except ImportError:
-        sys.modules.pop(name, None)
+        for key in [k for k in sys.modules
+                    if k == name or k.startswith(name + '.')]:
+            sys.modules.pop(key)
         raise
-    return mod
+    return sys.modules[name + '.selective_scan']
 
 
 def _dtype(name):

@@ -24,7 +24,7 @@ extension it is not available and nothing changes.
 import os
 from typing import Optional
 
-from .selective_scan import ext
+from . import cpu_ext
 
 ENV_LIMIT = 'SEMILLIE_CPU_CACHE_MB'
 #: default limit: a quarter of the machine's memory, at most 4 GiB
@@ -72,7 +72,7 @@ def cpu_cache_available() -> bool:
     Returns:
         bool
     """
-    mod = ext.load()
+    mod = cpu_ext.load()
     return mod is not None and hasattr(mod, 'cpu_cache_install')
 
 
@@ -92,7 +92,7 @@ def enable_cpu_cache(limit_mb: Optional[int] = None) -> bool:
         raise ValueError(f'limit_mb must be >= 0, got {limit_mb}')
     if not cpu_cache_available():
         return False
-    mod = ext.load()
+    mod = cpu_ext.load()
     if mb == 0 and not cpu_cache_stats()['installed']:
         return False
     mod.cpu_cache_install(mb << 20)
@@ -110,7 +110,7 @@ def cpu_cache_stats() -> dict:
     """
     if not cpu_cache_available():
         return dict.fromkeys(_FIELDS, 0)
-    return dict(zip(_FIELDS, ext.load().cpu_cache_stats()))
+    return dict(zip(_FIELDS, cpu_ext.load().cpu_cache_stats()))
 
 
 def empty_cpu_cache() -> int:
@@ -121,4 +121,4 @@ def empty_cpu_cache() -> int:
     """
     if not cpu_cache_available():
         return 0
-    return int(ext.load().cpu_cache_empty())
+    return int(cpu_ext.load().cpu_cache_empty())

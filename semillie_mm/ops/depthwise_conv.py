@@ -7,7 +7,7 @@ oneDNN's weight gradient of the 5x5 (3x its forward on a channels-last map,
 measured on a 2-core Zen-5 VM). :func:`depthwise_conv2d` runs forward,
 input gradient (the forward with the kernel flipped) and weight gradient
 (per-thread float32 row sums added in float64) in the extension of
-:mod:`semillie_mm.ops.selective_scan.ext`, where it applies: a float32
+:mod:`semillie_mm.ops.cpu_ext`, where it applies: a float32
 CPU input in channels-last memory, K in {3, 5, 7}, the extension built,
 no ``torch.jit`` tracing. Anything else goes to ``F.conv2d`` with the same
 arguments, so the results agree to float rounding either way.
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .selective_scan import ext
+from . import cpu_ext
 
 KERNEL_SIZES = (3, 5, 7)
 
@@ -34,7 +34,7 @@ class _DepthwiseConvFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        mod = ext.load()
+        mod = cpu_ext.load()
         B, C, H, W = x.shape
         K = weight.shape[-1]
         xl = x.permute(0, 2, 3, 1).contiguous()  # a view: x is channels-last
@@ -48,7 +48,7 @@ class _DepthwiseConvFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        mod = ext.load()
+        mod = cpu_ext.load()
         x, weight = ctx.saved_tensors
         C, _, K, _ = weight.shape
         gl = grad.permute(0, 2, 3, 1).contiguous()
@@ -85,8 +85,8 @@ def kernel_applies(x: Tensor, weight: Tensor) -> bool:
             and weight.shape[-1] in KERNEL_SIZES
             and x.is_contiguous(memory_format=torch.channels_last)
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and ext.available()
-            and hasattr(ext.load(), 'dw_conv_fwd'))
+            and cpu_ext.available()
+            and hasattr(cpu_ext.load(), 'dw_conv_fwd'))
 
 
 def depthwise_conv2d(x: Tensor, weight: Tensor,

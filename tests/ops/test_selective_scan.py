@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from semillie_mm.ops import selective_scan
-from semillie_mm.ops.selective_scan import (cpu, interface, native,
-                                            numba_available,
-                                            selective_scan_reference)
+from semillie_mm.ops.selective_scan import dispatch
+from semillie_mm.ops.selective_scan import selective_scan_reference
+from semillie_mm.ops.selective_scan.backends import native
+from semillie_mm.ops.selective_scan.backends import numba as cpu
+from semillie_mm.ops.selective_scan.backends.numba import numba_available
 
 needs_numba = pytest.mark.skipif(
     not numba_available(), reason='numba is not installed')
@@ -250,11 +252,39 @@ def test_cpu_half_inputs(dtype, kernel):
 
 
 @needs_numba
+@needs_native
+def test_numba_and_native_share_the_capped_checkpoint_interval():
+    """Issue #19: the numba backend had its own, uncapped checkpoint interval
+    ceil(sqrt(L)); both CPU kernels now take ``common.chunk_size`` (at most
+    128 steps, the recompute buffers staying in L2). Past L = 128^2 that
+    changes the number of checkpoints, never the numbers."""
+    from semillie_mm.ops.selective_scan.common import chunk_size
+    length = 20000  # ceil(sqrt(L)) = 142: the cap applies
+    assert chunk_size(length) == 128
+    assert chunk_size(1) == 1 and chunk_size(17) == 5
+    x = make_inputs(1, 4, length, 2, z=False, seed=3)  # float64
+    chunks, results = {}, {}
+    for kernel in ('native', 'numba'):
+        leaves = {k: (v.clone().requires_grad_() if v is not None else None)
+                  for k, v in x.items()}
+        out = selective_scan(**leaves, delta_softplus=True, backend=kernel)
+        ckpt = out.grad_fn.saved_tensors[-1]
+        # numba: (batch, dim, n_chunks, N); native: (batch, n_chunks, N, E)
+        chunks[kernel] = ckpt.shape[2] if kernel == 'numba' else ckpt.shape[1]
+        out.sum().backward()
+        results[kernel] = [out.detach(), leaves['u'].grad, leaves['B'].grad]
+    assert chunks == {'native': 157, 'numba': 157}  # ceil(20000 / 128)
+    for a, b in zip(results['native'], results['numba']):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+
+
+@needs_numba
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
 def test_kernel_exp_and_log1p_accuracy(dtype):
     """The arithmetic exp/log1p of the kernels against float64 numpy."""
     import numpy as np
-    from semillie_mm.ops.selective_scan import cpu_kernels
+    from semillie_mm.ops.selective_scan.backends import \
+        numba_kernels as cpu_kernels
     np_dtype = np.dtype(dtype)
     eps = np.finfo(np_dtype).eps
     x = np.concatenate([np.linspace(-80, 80, 20001),
@@ -289,10 +319,10 @@ class Spy:
 
     def __init__(self, monkeypatch):
         self.calls = []
-        for mod, name in ((interface._cpu, 'selective_scan_cpu'),
-                          (interface._native, 'selective_scan_native'),
-                          (interface._cuda, 'selective_scan_cuda'),
-                          (interface, 'selective_scan_reference')):
+        for mod, name in ((dispatch._numba, 'selective_scan_numba'),
+                          (dispatch._native, 'selective_scan_native'),
+                          (dispatch._cuda, 'selective_scan_cuda'),
+                          (dispatch._reference, 'selective_scan_reference')):
             monkeypatch.setattr(mod, name, self.make(name))
 
     def make(self, name):
@@ -307,47 +337,47 @@ class Spy:
 def _kernels_here(monkeypatch, native_ok, numba_ok):
     # these tests choose what is built; falling back is what they test
     monkeypatch.delenv('SEMILLIE_REQUIRE_NATIVE', raising=False)
-    monkeypatch.setattr(interface._native, 'native_available',
+    monkeypatch.setattr(dispatch._native, 'native_available',
                         lambda: native_ok)
-    monkeypatch.setattr(interface._cpu, 'numba_available', lambda: numba_ok)
+    monkeypatch.setattr(dispatch._numba, 'numba_available', lambda: numba_ok)
 
 
 def test_backend_argument_and_env(monkeypatch):
     spy = Spy(monkeypatch)
     _kernels_here(monkeypatch, native_ok=False, numba_ok=True)
     x = make_inputs(1, 2, 3, 2)
-    monkeypatch.delenv(interface.ENV_VAR, raising=False)
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     selective_scan(**x)
     selective_scan(**x, backend='reference')
     selective_scan(**x, backend='cpu')
-    monkeypatch.setenv(interface.ENV_VAR, 'reference')
+    monkeypatch.setenv(dispatch.ENV_VAR, 'reference')
     selective_scan(**x)
     selective_scan(**x, backend='numba')  # the argument wins over the env
-    monkeypatch.setenv(interface.ENV_VAR, 'CPU')
+    monkeypatch.setenv(dispatch.ENV_VAR, 'CPU')
     selective_scan(**x)
     assert spy.calls == [
-        'selective_scan_cpu', 'selective_scan_reference',
-        'selective_scan_cpu', 'selective_scan_reference',
-        'selective_scan_cpu', 'selective_scan_cpu'
+        'selective_scan_numba', 'selective_scan_reference',
+        'selective_scan_numba', 'selective_scan_reference',
+        'selective_scan_numba', 'selective_scan_numba'
     ]
     # with the extension built, 'auto' and 'cpu' take the C++ kernel and
     # 'numba' still forces numba
     _kernels_here(monkeypatch, native_ok=True, numba_ok=True)
     spy.calls.clear()
-    monkeypatch.delenv(interface.ENV_VAR)
+    monkeypatch.delenv(dispatch.ENV_VAR)
     selective_scan(**x)
     selective_scan(**x, backend='cpu')
     selective_scan(**x, backend='numba')
     selective_scan(**x, backend='native')
-    monkeypatch.setenv(interface.ENV_VAR, 'numba')
+    monkeypatch.setenv(dispatch.ENV_VAR, 'numba')
     selective_scan(**x)
     assert spy.calls == [
         'selective_scan_native', 'selective_scan_native',
-        'selective_scan_cpu', 'selective_scan_native', 'selective_scan_cpu'
+        'selective_scan_numba', 'selective_scan_native', 'selective_scan_numba'
     ]
-    assert interface.available_backends('cpu') == ('native', 'numba',
+    assert dispatch.available_backends('cpu') == ('native', 'numba',
                                                    'reference')
-    monkeypatch.setenv(interface.ENV_VAR, 'fast')
+    monkeypatch.setenv(dispatch.ENV_VAR, 'fast')
     with pytest.raises(ValueError, match='SEMILLIE_SCAN_BACKEND'):
         selective_scan(**x)
     with pytest.raises(ValueError, match='unknown backend'):
@@ -357,10 +387,10 @@ def test_backend_argument_and_env(monkeypatch):
 def test_backend_unavailable(monkeypatch):
     spy = Spy(monkeypatch)
     logged = []
-    monkeypatch.setattr(interface, '_emit',
+    monkeypatch.setattr(dispatch, '_emit',
                         lambda msg, level: logged.append((msg, level)))
-    monkeypatch.setattr(interface, '_logged', set())
-    monkeypatch.delenv(interface.ENV_VAR, raising=False)
+    monkeypatch.setattr(dispatch, '_logged', set())
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     x = make_inputs(1, 2, 3, 2)
     with pytest.raises(RuntimeError, match='needs CUDA tensors'):
         selective_scan(**x, backend='cuda')
@@ -375,21 +405,21 @@ def test_backend_unavailable(monkeypatch):
     assert spy.calls == ['selective_scan_reference']
     assert len(logged) == 1 and logged[0][1] == logging.WARNING
     assert '"reference"' in logged[0][0] and 'numba' in logged[0][0]
-    assert interface.available_backends('cpu') == ('reference', )
+    assert dispatch.available_backends('cpu') == ('reference', )
     # without the extension, the numba fallback is logged with the reason
     _kernels_here(monkeypatch, native_ok=False, numba_ok=True)
     selective_scan(**x)
-    assert spy.calls[-1] == 'selective_scan_cpu'
+    assert spy.calls[-1] == 'selective_scan_numba'
     assert '"numba"' in logged[-1][0] and 'extension' in logged[-1][0]
     # float64 never goes to mamba-ssm's kernel
-    assert 'cuda' not in interface.available_backends('cuda', torch.float64)
+    assert 'cuda' not in dispatch.available_backends('cuda', torch.float64)
 
 
 def test_choice_logged_once(monkeypatch):
     logged = []
-    monkeypatch.setattr(interface, '_emit',
+    monkeypatch.setattr(dispatch, '_emit',
                         lambda msg, level: logged.append(msg))
-    monkeypatch.setattr(interface, '_logged', set())
+    monkeypatch.setattr(dispatch, '_logged', set())
     x = make_inputs(1, 2, 3, 2)
     for _ in range(3):
         selective_scan(**x, backend='reference')

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semillie_mm.ops.selective_scan.cuda_ext import make_extension_scan_fn
-from semillie_mm.ops.selective_scan.reference import \
+from semillie_mm.ops.selective_scan.backends.cuda_ext import \
+    make_extension_scan_fn
+from semillie_mm.ops.selective_scan.backends.reference import \
     selective_scan_reference as ref
 
 ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')

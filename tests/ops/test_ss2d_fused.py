@@ -1,4 +1,4 @@
-"""Tests of the fused SS2D CPU scan (semillie_mm.ops.selective_scan.fused).
+"""Tests of the fused SS2D CPU scan (semillie_mm.ops.selective_scan.ss2d_fused).
 
 The fused path is compared with SS2D's unfused path on the 'reference'
 backend (the plain PyTorch recurrence through flipped/transposed copies) in
@@ -13,9 +13,10 @@ import sys
 import pytest
 import torch
 
-from semillie_mm.models.archs import ss2d as ss2d_mod
 from semillie_mm.models.archs.ss2d import SS2D
-from semillie_mm.ops.selective_scan import ext, fused
+from semillie_mm.ops.cpu_ext import build as ext
+from semillie_mm.ops.selective_scan import dispatch
+from semillie_mm.ops.selective_scan import ss2d_fused as fused
 
 needs_ext = pytest.mark.skipif(
     not fused.fused_available(),
@@ -180,7 +181,7 @@ def test_without_extension_falls_back(monkeypatch):
     monkeypatch.setattr(ext, '_tried', True)
     monkeypatch.setattr(ext, '_module', None)
     monkeypatch.setattr(ext, '_error', 'not built (test)')
-    monkeypatch.setattr(ss2d_mod, 'FUSED_BY_DEFAULT', True)
+    monkeypatch.setattr(dispatch, 'FUSED_BY_DEFAULT', True)
     m = make_ss2d(8, 4, 1, torch.float64)
     x = torch.randn(1, 8, 3, 4, dtype=torch.float64)
     m.scan_backend = None
@@ -206,7 +207,7 @@ def test_cache_key_names_torch_source_and_cpu(monkeypatch):
 @needs_ext
 def test_fresh_process_loads_cached_binary_without_compiling():
     """A new process imports the binary built by set-up from the cache and
-    runs it; the build machinery is never imported (ext.py is loaded by
+    runs it; the build machinery is never imported (build.py is loaded by
     path so that the heavy package import stays out of this test)."""
     code = (
         'import importlib.util, sys, torch\n'
@@ -239,9 +240,8 @@ def _no_extension(monkeypatch):
     monkeypatch.setattr(ext, '_tried', True)
     monkeypatch.setattr(ext, '_module', None)
     monkeypatch.setattr(ext, '_error', 'no compiled binary at /x (test)')
-    monkeypatch.setattr(ss2d_mod, 'FUSED_BY_DEFAULT', True)
-    from semillie_mm.ops.selective_scan import interface
-    monkeypatch.setattr(interface, '_logged', set())
+    monkeypatch.setattr(dispatch, 'FUSED_BY_DEFAULT', True)
+    monkeypatch.setattr(dispatch, '_logged', set())
     monkeypatch.delenv('SEMILLIE_SCAN_BACKEND', raising=False)
 
 
@@ -250,11 +250,11 @@ def test_fallback_is_loud_and_forbidden_on_request(monkeypatch):
     command at WARNING; SEMILLIE_REQUIRE_NATIVE=1 turns it into an error,
     for SS2D and for a plain selective_scan call."""
     import logging
-    from semillie_mm.ops.selective_scan import interface, selective_scan
+    from semillie_mm.ops.selective_scan import selective_scan
     _no_extension(monkeypatch)
     monkeypatch.delenv(ext.REQUIRE_ENV, raising=False)
     emitted = []
-    monkeypatch.setattr(interface, '_emit',
+    monkeypatch.setattr(dispatch, '_emit',
                         lambda msg, level: emitted.append((msg, level)))
     m = make_ss2d(8, 4, 1, torch.float32)
     x = torch.randn(1, 8, 3, 4)
@@ -264,7 +264,7 @@ def test_fallback_is_loud_and_forbidden_on_request(monkeypatch):
     assert warned, emitted
     msg = warned[0]
     for part in ('no compiled binary at /x (test)', '2-3x slower',
-                 '2x memory', 'ext.py --build'):
+                 '2x memory', 'cpu_ext/build.py --build'):
         assert part in msg
     monkeypatch.setenv(ext.REQUIRE_ENV, '1')
     with pytest.raises(RuntimeError, match='SEMILLIE_REQUIRE_NATIVE=1'):

@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 
+from semillie_mm.ops.mssm_lean import mssm_lean_no_grad
 from .cab import CAB
 from .mssm import MSSM, plain_path_needed
 
@@ -48,7 +49,7 @@ class MSSB(nn.Module):
         self.skip_scale2 = nn.Parameter(torch.ones(channels))
 
     def _mssm_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mssm(x, norm=self.norm1)
+        return self.mssm(self.norm1(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -57,8 +58,10 @@ class MSSB(nn.Module):
         Returns:
             Tensor: (B, H, W, C).
         """
-        if not torch.is_grad_enabled() and not plain_path_needed(x) and (
-                not self.training or isinstance(self.drop_path, nn.Identity)):
+        if (not torch.is_grad_enabled() and self.mssm.memory_lean
+                and not plain_path_needed(x)
+                and (not self.training
+                     or isinstance(self.drop_path, nn.Identity))):
             return self._forward_lean(x)
         if self.with_cp and torch.is_grad_enabled() and x.requires_grad:
             branch = cp.checkpoint(
@@ -72,9 +75,11 @@ class MSSB(nn.Module):
     @torch.no_grad()
     def _forward_lean(self, x: torch.Tensor) -> torch.Tensor:
         """No-grad forward with in-place residuals and without keeping the
-        normalised maps (see :class:`MSSM`); same numbers as the standard
-        path up to float rounding."""
-        h = self.mssm(x, norm=self.norm1)
+        normalised maps (MSSM's chunked path applies ``norm1`` per chunk,
+        see :func:`semillie_mm.ops.mssm_lean.mssm_lean_no_grad`); same
+        numbers as the standard path up to float rounding."""
+        h = mssm_lean_no_grad(x, self.mssm.lean_weights(), self.mssm.ss2d,
+                              prenorm=self.norm1)
         h.addcmul_(x, self.skip_scale1)  # x * s1 + branch
         n = self.norm2(h)
         y = self.cab(n.permute(0, 3, 1, 2), inplace=True).permute(0, 2, 3, 1)

@@ -1,18 +1,13 @@
 """SS2D: the 2D selective-scan state-space model with four scan directions."""
-import logging
 import math
-import os
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from semillie_mm.ops import selective_scan
-from semillie_mm.ops.selective_scan import fused as _fused
-from semillie_mm.ops.selective_scan import interface as _interface
-
-#: whether 'auto' uses the fused C++ kernel for CPU maps when it is built
-FUSED_BY_DEFAULT = True
+from semillie_mm.ops.selective_scan import dispatch
+from semillie_mm.ops.selective_scan.ss2d_fused import ss2d_scan_fused
 
 
 def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +25,7 @@ class SS2D(nn.Module):
     Two implementations compute the same numbers:
 
     - fused (CPU maps, the default there when the C++ extension is built, see
-      :mod:`semillie_mm.ops.selective_scan.fused`): the kernel reads the four
+      :mod:`semillie_mm.ops.selective_scan.ss2d_fused`): the kernel reads the four
       directions from the map by index arithmetic, accumulates them into one
       row-major buffer and runs them one after another, so neither flipped /
       transposed copies nor four directions' temporaries exist at once; the
@@ -51,7 +46,8 @@ class SS2D(nn.Module):
         scan_backend (str | None): force a selective-scan backend
             ('fused' | 'cuda' | 'cpu' | 'reference'); None reads
             ``SEMILLIE_SCAN_BACKEND`` and otherwise chooses automatically
-            ('fused' on CPU when built, else the unfused path's choice).
+            ('fused' on CPU when built, else the unfused path's choice); the
+            policy is :func:`semillie_mm.ops.selective_scan.dispatch.use_fused`.
     """
 
     num_directions = 4
@@ -88,34 +84,7 @@ class SS2D(nn.Module):
         self.D = nn.Parameter(torch.ones(K * channels))
 
     def _use_fused(self, x: torch.Tensor) -> bool:
-        backend = self.scan_backend
-        source = 'argument scan_backend'
-        if backend is None:
-            backend = os.environ.get(_interface.ENV_VAR,
-                                     '').strip().lower() or 'auto'
-            source = f'environment variable {_interface.ENV_VAR}'
-        if backend == 'fused':
-            if x.device.type != 'cpu':
-                raise RuntimeError(f'SS2D: scan backend "fused" (from the '
-                                   f'{source}) needs CPU tensors, got '
-                                   f'{x.device.type}')
-            if not _fused.fused_available():
-                raise RuntimeError(
-                    f'SS2D: scan backend "fused" (from the {source}) needs '
-                    f'the C++ extension: {_fused.ext.unavailable_reason()}')
-            _interface._log_once('fused', f'requested by the {source}')
-            return True
-        if backend != 'auto' or x.device.type != 'cpu' or not FUSED_BY_DEFAULT:
-            return False
-        if self.d_state > _fused.MAX_STATE:
-            return False
-        if not _fused.fused_available():
-            # loud, or an error under SEMILLIE_REQUIRE_NATIVE=1
-            _interface._log_once(
-                'cpu', _fused.ext.check_fallback('SS2D'), logging.WARNING)
-            return False
-        _interface._log_once('fused', 'C++ kernel, CPU tensors')
-        return True
+        return dispatch.use_fused(self.scan_backend, x.device, self.d_state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -129,10 +98,9 @@ class SS2D(nn.Module):
             raise ValueError(f'SS2D: x must be (B, {self.channels}, H, W), '
                              f'got shape {tuple(x.shape)}')
         if self._use_fused(x):
-            return _fused.ss2d_scan_fused(x, self.x_proj_weight,
-                                          self.dt_proj_weight,
-                                          self.dt_proj_bias, self.A_log,
-                                          self.D, self.dt_rank)
+            return ss2d_scan_fused(x, self.x_proj_weight,
+                                   self.dt_proj_weight, self.dt_proj_bias,
+                                   self.A_log, self.D, self.dt_rank)
         B, E, H, W = x.shape
         L = H * W
         K = self.num_directions

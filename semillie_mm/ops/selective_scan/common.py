@@ -1,14 +1,30 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""What the CPU scan kernels share: argument preparation ('native' and
-'numba'), the work split of the backward's dB/dC partial buffers, the
-checkpoint interval of the C++ kernels ('native' and SS2D's fused one)."""
+"""What the scan implementations share: the compute dtype, argument
+preparation of the CPU kernels ('native' and 'numba'), their checkpoint
+interval (:func:`chunk_size`, every CPU kernel: 'native', 'numba' and SS2D's
+fused one) and the work split of the backward's partial buffers
+(:func:`num_slots`)."""
 import math
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .reference import compute_dtype_for
+
+
+def compute_dtype_for(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the scan is computed in for inputs of ``dtype``.
+
+    float64 inputs are computed in float64; everything else (float32,
+    float16, bfloat16) in float32, like mamba-ssm's kernel.
+
+    Args:
+        dtype (torch.dtype): dtype of ``u``.
+
+    Returns:
+        torch.dtype: float64 or float32.
+    """
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def kernel_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -46,8 +62,13 @@ def kernel_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
 
 def chunk_size(length: int) -> int:
-    """Checkpoint interval of the C++ kernels' backward: ceil(sqrt(L)), at
+    """Checkpoint interval of the CPU kernels' backward: ceil(sqrt(L)), at
     most 128 (the per-thread recompute buffers then stay in L2).
+
+    The forward stores the state entering every chunk of K steps
+    (``ceil(L / K)`` states per channel), the backward recomputes one chunk
+    at a time into a K x N buffer per thread. K changes memory and speed,
+    never the numbers (the recomputation repeats the forward's arithmetic).
 
     Args:
         length (int): sequence length L (H * W for SS2D).
@@ -58,8 +79,25 @@ def chunk_size(length: int) -> int:
     return max(1, min(128, math.isqrt(max(length - 1, 0)) + 1))
 
 
+def cpp_blocks(channels: int, dtype: torch.dtype) -> int:
+    """Blocks of channels the C++ kernels vectorise over: 16 lanes in
+    float32, 8 in float64 (one AVX-512 register).
+
+    Args:
+        channels (int): channels (of one group).
+        dtype (torch.dtype): compute dtype.
+
+    Returns:
+        int: ``ceil(channels / lanes)``.
+    """
+    lanes = 16 if dtype == torch.float32 else 8
+    return -(-channels // lanes)
+
+
 def num_slots(batch: int, groups: int, blocks: int, threads: int) -> int:
-    """Partial dB/dC buffers per (batch, group) in the backward.
+    """Partial buffers per (batch, group) of the backward's sums over
+    channels (dB/dC of the plain scan, d xdbl of SS2D's fused one, which has
+    one group).
 
     Enough (slot, batch, group) work items to keep ``threads`` busy, at most
     one slot per block of channels of a group; 1 (no extra buffer) whenever

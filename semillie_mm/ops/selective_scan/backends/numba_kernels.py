@@ -1,8 +1,8 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""numba kernels of the fast CPU selective scan.
+"""numba kernels of the 'numba' selective-scan backend.
 
 This module imports numba; it is imported lazily by
-:mod:`semillie_mm.ops.selective_scan.cpu` on the first CPU scan, so that
+:mod:`semillie_mm.ops.selective_scan.backends.numba` on its first scan, so that
 ``import semillie_mm`` stays cheap and works without numba.
 
 Layouts (all arrays C-contiguous, one floating dtype ``T`` = float32 or

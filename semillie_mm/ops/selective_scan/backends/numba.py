@@ -1,13 +1,14 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""numba CPU selective scan (the 'numba' backend, the fallback of the C++
-one): numba kernels + autograd.
+"""The 'numba' backend (the fallback of the C++ one where the extension is
+not built): numba kernels (:mod:`.numba_kernels`) + autograd.
 
-The forward runs :func:`cpu_kernels.scan_fwd` (parallel over
+The forward runs :func:`numba_kernels.scan_fwd` (parallel over
 batch x channels, one N-vector of state per pair). When a gradient is needed
-it also stores the state entering every chunk of ``K = ceil(sqrt(L))`` steps
-(``batch * dim * N * ceil(L / K)`` numbers); the backward recomputes one
-chunk at a time into a K x N buffer per worker and runs the adjoint
-recurrence (:func:`cpu_kernels.scan_bwd`). dB and dC, shared by the channels
+it also stores the state entering every chunk of
+``K = min(128, ceil(sqrt(L)))`` steps (:func:`..common.chunk_size`, the C++
+kernels' interval; ``batch * dim * N * ceil(L / K)`` numbers); the backward
+recomputes one chunk at a time into a K x N buffer per worker and runs the
+adjoint recurrence (:func:`numba_kernels.scan_bwd`). dB and dC, shared by the channels
 of a group, are accumulated without races: work items are
 (slot, batch, group) and each slot writes its own partial buffer; there is
 one slot (no extra buffer) whenever ``batch * groups`` covers the threads.
@@ -20,13 +21,12 @@ on a 2-core machine, see docs/benchmarks.md); ``cache=True`` stores them in
 ``__pycache__`` next to the source (or ``NUMBA_CACHE_DIR``) for later
 processes, which then load them in about a second.
 """
-import math
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .common import kernel_args, num_slots
+from ..common import chunk_size, kernel_args, num_slots
 
 _kernels = None
 
@@ -47,21 +47,9 @@ def numba_available() -> bool:
 def _get_kernels():
     global _kernels
     if _kernels is None:
-        from . import cpu_kernels
-        _kernels = cpu_kernels
+        from . import numba_kernels
+        _kernels = numba_kernels
     return _kernels
-
-
-def chunk_size(length: int) -> int:
-    """Checkpoint interval of the backward recomputation: ceil(sqrt(L)).
-
-    Args:
-        length (int): sequence length L.
-
-    Returns:
-        int: K in [1, L].
-    """
-    return math.isqrt(length - 1) + 1 if length > 1 else 1
 
 
 def _num_threads() -> int:
@@ -132,8 +120,8 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
     return out, last, (ckpt if save_ckpt else None)
 
 
-class SelectiveScanCPUFn(torch.autograd.Function):
-    """Autograd function of the numba CPU scan (inputs in the compute dtype,
+class SelectiveScanNumbaFn(torch.autograd.Function):
+    """Autograd function of the numba scan (inputs in the compute dtype,
     float32 or float64, CPU). Returns ``(out, last_state)``."""
 
     @staticmethod
@@ -208,12 +196,12 @@ def warm_up(dtypes=(torch.float32, )) -> None:
                   (8, ), (1, 8, 4), (8, ))
         x = [torch.randn(*s, generator=g, dtype=dtype).requires_grad_()
              for s in shapes]
-        out, last = selective_scan_cpu(*x, delta_softplus=True,
+        out, last = selective_scan_numba(*x, delta_softplus=True,
                                        return_last_state=True)
         (out.sum() + last.sum()).backward()
 
 
-def selective_scan_cpu(u: Tensor,
+def selective_scan_numba(u: Tensor,
                        delta: Tensor,
                        A: Tensor,
                        B: Tensor,
@@ -237,7 +225,7 @@ def selective_scan_cpu(u: Tensor,
     dtype_in = u.dtype
     args, need_grad = kernel_args(u, delta, A, B, C, D, z, delta_bias)
     if need_grad:
-        out, last = SelectiveScanCPUFn.apply(*args, bool(delta_softplus))
+        out, last = SelectiveScanNumbaFn.apply(*args, bool(delta_softplus))
     else:
         with torch.no_grad():
             out, last, _ = _forward(*args, delta_softplus, save_ckpt=False)

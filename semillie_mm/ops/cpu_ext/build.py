@@ -1,8 +1,15 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""Build and load the C++ extension of the fused SS2D scan (``csrc/``).
+"""Build and load the shared C++ CPU extension (``csrc/``).
+
+One binary holds four things: the generic-layout selective scan of
+:func:`semillie_mm.ops.selective_scan` (``selective_scan.cpp``), SS2D's fused
+four-direction scan (``ss2d_scan.cpp``, which also defines the module), the
+depth-wise conv of MSSM (``depthwise_conv.cpp``) and the caching CPU
+allocator (``cpu_allocator.cpp``); ``scan_math.h`` holds what the two scans
+share.
 
 The extension is compiled once, by ``tools/setup_env.sh`` (which runs
-``python semillie_mm/ops/selective_scan/ext.py --build``, which imports
+``python semillie_mm/ops/cpu_ext/build.py --build``, which imports
 only torch), with
 ``-O3 -march=native -ffp-contract=fast -fopenmp`` against torch's own
 libgomp; it is never compiled at run time.
@@ -67,10 +74,13 @@ def _ldflags_kind() -> str:
                     for f in _ldflags())
 
 
+#: module name prefix and cache folder keep the extension's first name
+#: (it began as the fused SS2D scan alone): renaming them would only strand
+#: binaries built before
 BASENAME = 'semillie_ss2d_scan'
 #: set to 1 to make a fallback from the C++ extension an error
 REQUIRE_ENV = 'SEMILLIE_REQUIRE_NATIVE'
-BUILD_COMMAND = ('python semillie_mm/ops/selective_scan/ext.py --build '
+BUILD_COMMAND = ('python semillie_mm/ops/cpu_ext/build.py --build '
                  '(tools/setup_env.sh runs it)')
 
 _module = None
@@ -156,7 +166,7 @@ def load():
     path = binary_path()
     if not os.path.isfile(path):
         _error = (f'no compiled binary at {path}; run tools/setup_env.sh '
-                  '(or python semillie_mm/ops/selective_scan/ext.py --build)')
+                  '(or python semillie_mm/ops/cpu_ext/build.py --build)')
         return None
     try:
         name = module_name()
@@ -173,7 +183,7 @@ def load():
 
 
 def available() -> bool:
-    """Whether the fused SS2D kernel can run here (binary built and loaded).
+    """Whether the extension is built and loaded here.
 
     Returns:
         bool
@@ -263,8 +273,8 @@ def build(verbose: bool = False) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        description='Build (into $SEMILLIE_CACHE) or locate the fused SS2D '
-        'scan extension.')
+        description='Build (into $SEMILLIE_CACHE) or locate the C++ CPU '
+        'extension (scans, depth-wise conv, allocator).')
     parser.add_argument('--build', action='store_true',
                         help='compile it unless a fitting binary is cached')
     parser.add_argument('--verbose', action='store_true')
@@ -285,7 +295,7 @@ def main(argv=None) -> int:
             path = build(verbose=args.verbose)
         except Exception as e:
             logging.basicConfig()
-            print(f'ss2d_scan extension: build failed ({e}); the slower '
+            print(f'C++ CPU extension: build failed ({e}); the slower '
                   'numba/reference scan will be used', file=sys.stderr)
             return 1
         print(path)

@@ -181,15 +181,10 @@ struct Block {
   alignas(64) T bias[V];
   void load(const T* A, const T* D, const T* bias_, int64_t c0, int vc,
             int64_t N) {
-    for (int64_t n = 0; n < N; ++n)
-      for (int c = 0; c < V; ++c) {
+    load_block_consts<T, V>(A, D, bias_, c0, vc, N, a2, Dv, bias);
+    for (int64_t n = 0; n < N; ++n)  // A itself, for the backward
+      for (int c = 0; c < V; ++c)
         a[n * V + c] = c < vc ? A[(c0 + c) * N + n] : T(0);
-        a2[n * V + c] = a[n * V + c] * T(kLog2e);
-      }
-    for (int c = 0; c < V; ++c) {
-      Dv[c] = (D && c < vc) ? D[c0 + c] : T(0);
-      bias[c] = (bias_ && c < vc) ? bias_[c0 + c] : T(0);
-    }
   }
 };
 
@@ -279,30 +274,12 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         }
         for (int64_t i = 0; i < m && !done; ++i) {
           const int64_t t = t0 + i;
-          if (ckpt && t % P.K == 0) {  // the state entering chunk t / K
-            T* ck = ckpt + ((b * P.nchunks + t / P.K) * N) * P.E + c0;
-            for (int64_t n = 0; n < N; ++n)
-              for (int c = 0; c < vc; ++c) ck[n * P.E + c] = h[n * V + c];
-          }
-          const T* Bp = &Bl[i * N];
-          const T* Cp = &Cl[i * N];
-          const T* uu = Ut + i * V;
-          const T* d = Dt + i * V;
-          for (int c = 0; c < V; ++c) {
-            du[c] = d[c] * uu[c];
-            yv[c] = q.Dv[c] * uu[c];
-          }
-          for (int64_t n = 0; n < N; ++n) {
-            const T bn = Bp[n], cn = Cp[n];
-            T* hn = h + n * V;
-            const T* an = q.a2 + n * V;
-#pragma omp simd
-            for (int c = 0; c < V; ++c) {
-              const T hv = exp_scaled(d[c] * an[c]) * hn[c] + du[c] * bn;
-              hn[c] = hv;
-              yv[c] += cn * hv;
-            }
-          }
+          if (ckpt && t % P.K == 0)  // the state entering chunk t / K
+            store_state<T, V>(
+                ckpt + ((b * P.nchunks + t / P.K) * N) * P.E + c0, P.E, h, N,
+                vc);
+          forward_step<T, V>(N, &Bl[i * N], &Cl[i * N], Dt + i * V,
+                             Ut + i * V, q.a2, q.Dv, h, du, yv);
           for (int c = 0; c < V; ++c) Yt[i * V + c] = yv[c];
         }
         if (z) {  // gate: y * z * sigmoid(z)

@@ -90,16 +90,10 @@ struct BlockParams {
   alignas(64) T Dv[V];
   void load(const T* A, const T* Wdt, const T* bias_, const T* D, int64_t c0,
             int vc, const Problem& P) {
-    for (int64_t n = 0; n < P.N; ++n)
-      for (int c = 0; c < V; ++c)
-        a2[n * V + c] = c < vc ? A[(c0 + c) * P.N + n] * T(kLog2e) : T(0);
+    load_block_consts<T, V>(A, D, bias_, c0, vc, P.N, a2, Dv, bias);
     for (int64_t r = 0; r < P.R; ++r)
       for (int c = 0; c < V; ++c)
         wd[r * V + c] = c < vc ? Wdt[(c0 + c) * P.R + r] : T(0);
-    for (int c = 0; c < V; ++c) {
-      bias[c] = c < vc ? bias_[c0 + c] : T(0);
-      Dv[c] = (D && c < vc) ? D[c0 + c] : T(0);
-    }
   }
   // raw delta of the block at one pixel: bias + sum_r xr[r] Wdt[c, r]
   __attribute__((always_inline)) inline void raw_delta(const T* xr,
@@ -214,29 +208,12 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           const int64_t t = t0 + i;
           const int64_t p = pos[i];
           const T* Bp = xb + p * P.X + P.R;
-          const T* Cp = Bp + P.N;
-          if (ckpt && t % P.K == 0) {  // the state entering chunk t / K
-            T* ck = ckpt + ((b * P.nchunks + t / P.K) * P.N) * P.E + c0;
-            for (int64_t n = 0; n < P.N; ++n)
-              for (int c = 0; c < vc; ++c) ck[n * P.E + c] = h[n * V + c];
-          }
-          const T* uu = Uj + i * V;
-          const T* d = Dj + i * V;
-          for (int c = 0; c < V; ++c) {
-            du[c] = d[c] * uu[c];
-            yv[c] = q.Dv[c] * uu[c];
-          }
-          for (int64_t n = 0; n < P.N; ++n) {
-            const T bn = Bp[n], cn = Cp[n];
-            T* hn = h + n * V;
-            const T* an = q.a2 + n * V;
-#pragma omp simd
-            for (int c = 0; c < V; ++c) {
-              const T hv = exp_scaled(d[c] * an[c]) * hn[c] + du[c] * bn;
-              hn[c] = hv;
-              yv[c] += cn * hv;
-            }
-          }
+          if (ckpt && t % P.K == 0)  // the state entering chunk t / K
+            store_state<T, V>(
+                ckpt + ((b * P.nchunks + t / P.K) * P.N) * P.E + c0, P.E, h,
+                P.N, vc);
+          forward_step<T, V>(P.N, Bp, Bp + P.N, Dj + i * V, Uj + i * V, q.a2,
+                             q.Dv, h, du, yv);
           T* yp = yb + p * sy.sl + c0;
           if (vc == V) {
             for (int c = 0; c < V; ++c) yp[c] += yv[c];

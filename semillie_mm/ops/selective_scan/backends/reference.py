@@ -13,20 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def compute_dtype_for(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the scan is computed in for inputs of ``dtype``.
-
-    float64 inputs are computed in float64; everything else (float32,
-    float16, bfloat16) in float32, like mamba-ssm's kernel.
-
-    Args:
-        dtype (torch.dtype): dtype of ``u``.
-
-    Returns:
-        torch.dtype: float64 or float32.
-    """
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from ..common import compute_dtype_for
 
 
 def selective_scan_reference(

@@ -2,7 +2,9 @@
 //
 // Math shared by the CPU scan kernels (ss2d_scan.cpp, selective_scan.cpp):
 // lane widths, a branch-free base-2 exponential (scalar and 16 lanes),
-// softplus with its derivative, and the 16 x 16 row-sum tree of AVX-512.
+// softplus with its derivative, the 16 x 16 row-sum tree of AVX-512, the
+// per-block constants, and one step of the forward, of its recomputation
+// and of the adjoint recurrence.
 #pragma once
 
 #include <bit>
@@ -291,6 +293,57 @@ __attribute__((always_inline)) inline __m512 row_sums16(const float* M) {
   return _mm512_permutexvar_ps(idx, w);
 }
 #endif
+
+// Per-block constants of both kernels, V lanes each, zero past the block's
+// vc channels: a2 = A log2(e) (N, V), the skip weights D and the delta bias
+// (D and bias may be null: zeros).
+template <typename T, int V>
+inline void load_block_consts(const T* A, const T* D, const T* bias,
+                              int64_t c0, int vc, int64_t N, T* a2, T* Dv,
+                              T* bv) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int c = 0; c < V; ++c)
+      a2[n * V + c] = c < vc ? A[(c0 + c) * N + n] * T(kLog2e) : T(0);
+  for (int c = 0; c < V; ++c) {
+    Dv[c] = (D && c < vc) ? D[c0 + c] : T(0);
+    bv[c] = (bias && c < vc) ? bias[c0 + c] : T(0);
+  }
+}
+
+// The state entering a chunk into the checkpoint row ck (N rows of stride
+// E): ck[n * E + c] = h[n * V + c] for c < vc.
+template <typename T, int V>
+inline void store_state(T* ck, int64_t E, const T* h, int64_t N, int vc) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int c = 0; c < vc; ++c) ck[n * E + c] = h[n * V + c];
+}
+
+// One step of the forward for one block of V channels (the generic-d_state
+// path of both kernels; d_state 16 in float32 runs scan16_tile): per state
+// n, h[n] = exp(dt A[n]) h[n] + dt u B[n] in place, and
+// yv = D u + sum_n C[n] h[n] (Bp, Cp: the step's B and C rows; d, uu: its
+// dt and u; a2 = A log2(e) and h: (N, V); du: scratch of V).
+template <typename T, int V>
+__attribute__((always_inline)) inline void forward_step(
+    int64_t N, const T* Bp, const T* Cp, const T* __restrict d,
+    const T* __restrict uu, const T* __restrict a2, const T* __restrict Dv,
+    T* __restrict h, T* __restrict du, T* __restrict yv) {
+  for (int c = 0; c < V; ++c) {
+    du[c] = d[c] * uu[c];
+    yv[c] = Dv[c] * uu[c];
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    const T bn = Bp[n], cn = Cp[n];
+    T* hn = h + n * V;
+    const T* an = a2 + n * V;
+#pragma omp simd
+    for (int c = 0; c < V; ++c) {
+      const T hv = exp_scaled(d[c] * an[c]) * hn[c] + du[c] * bn;
+      hn[c] = hv;
+      yv[c] += cn * hv;
+    }
+  }
+}
 
 // One step of the backward's recomputation for one block of V channels:
 // e[n] = exp(dt A[n]) into En, h[t, n] = e[n] h[t-1, n] + dt u B[n] into Hc

@@ -1,5 +1,6 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""Fused four-direction SS2D scan on CPU (the C++ kernel of :mod:`.ext`).
+"""Fused four-direction SS2D scan on CPU (a C++ kernel of
+:mod:`semillie_mm.ops.cpu_ext`).
 
 :func:`ss2d_scan_fused` computes exactly what :class:`SS2D`'s unfused path
 computes -- per direction ``k`` the projections ``x_proj`` / ``dt_proj``,
@@ -31,8 +32,9 @@ nothing changes the thread count.
 import torch
 from torch import Tensor
 
-from . import ext
-from .common import chunk_size
+from .. import cpu_ext
+from .common import chunk_size, cpp_blocks
+from .common import num_slots as _num_slots
 
 #: directions, in the order of SS2D's parameters: row-major, column-major,
 #: row-major reversed, column-major reversed
@@ -46,7 +48,8 @@ def num_slots(batch: int, channels: int, dtype: torch.dtype,
               threads: int) -> int:
     """Partial dxdbl buffers of the backward: enough (slot, batch) work
     items for ``threads``, at most one per block of channels; 1 (no extra
-    buffer) whenever ``batch >= threads``.
+    buffer) whenever ``batch >= threads`` (:func:`.common.num_slots` with
+    one group).
 
     Args:
         batch (int): batch size.
@@ -57,8 +60,7 @@ def num_slots(batch: int, channels: int, dtype: torch.dtype,
     Returns:
         int: S >= 1.
     """
-    lanes = 16 if dtype == torch.float32 else 8
-    return max(1, min(-(-channels // lanes), -(-threads // batch)))
+    return _num_slots(batch, 1, cpp_blocks(channels, dtype), threads)
 
 
 def _direction_params(k, E, dt_proj_weight, dt_proj_bias, A, D):
@@ -74,7 +76,7 @@ class SS2DScanFusedFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log,
                 D, need_grad: bool):
-        mod = ext.load()
+        mod = cpu_ext.load()
         Bsz, E, H, W = x.shape
         L = H * W
         N = A_log.shape[1]
@@ -107,7 +109,7 @@ class SS2DScanFusedFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        mod = ext.load()
+        mod = cpu_ext.load()
         x, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = \
             ctx.saved_tensors
         Bsz, E, H, W = x.shape
@@ -152,7 +154,7 @@ def fused_available() -> bool:
     Returns:
         bool
     """
-    return ext.available()
+    return cpu_ext.available()
 
 
 def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
@@ -174,9 +176,9 @@ def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
         Tensor: (B, E, H, W), channels-last memory format, in ``x``'s dtype:
         the sum of the four directional scans in row-major order.
     """
-    if ext.load() is None:
+    if cpu_ext.load() is None:
         raise RuntimeError('ss2d_scan_fused: the C++ extension is not '
-                           f'available: {ext.unavailable_reason()}')
+                           f'available: {cpu_ext.unavailable_reason()}')
     if x.dim() != 4:
         raise ValueError(f'ss2d_scan_fused: x must be (B, E, H, W), got '
                          f'shape {tuple(x.shape)}')

@@ -1,6 +1,7 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""The generic selective scan on CPU with the C++ extension (``csrc/
-selective_scan.cpp``): the 'cpu' backend's first choice.
+"""The 'native' backend: the generic selective scan on CPU with the C++
+extension (:mod:`semillie_mm.ops.cpu_ext`, ``csrc/selective_scan.cpp``);
+the first choice of 'auto' and 'cpu' for CPU tensors.
 
 Same interface as mamba-ssm's ``selective_scan_fn`` (see
 :func:`selective_scan`); the kernel reads u, delta and z in their
@@ -22,8 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import ext
-from .common import chunk_size, kernel_args, num_slots
+from ... import cpu_ext
+from ..common import chunk_size, cpp_blocks, kernel_args, num_slots
 
 
 def native_available() -> bool:
@@ -32,13 +33,8 @@ def native_available() -> bool:
     Returns:
         bool
     """
-    mod = ext.load()
+    mod = cpu_ext.load()
     return mod is not None and hasattr(mod, 'scan_fwd')
-
-
-def _blocks(dim: int, groups: int, dtype: torch.dtype) -> int:
-    lanes = 16 if dtype == torch.float32 else 8
-    return -(-(dim // groups) // lanes)
 
 
 def _grouped(X: Tensor) -> Tensor:
@@ -54,7 +50,7 @@ class SelectiveScanNativeFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        mod = ext.load()
+        mod = cpu_ext.load()
         K = chunk_size(u.shape[2])
         out, last, ckpt = mod.scan_fwd(u, delta, A, _grouped(B),
                                        _grouped(C), D, z,
@@ -71,10 +67,10 @@ class SelectiveScanNativeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
-        mod = ext.load()
+        mod = cpu_ext.load()
         batch, dim, _ = u.shape
         G = B.shape[1] if B.dim() == 4 else 1
-        S = num_slots(batch, G, _blocks(dim, G, u.dtype),
+        S = num_slots(batch, G, cpp_blocks(dim // G, u.dtype),
                       torch.get_num_threads())
         dtype = u.dtype
         du, ddelta, dz, dA, dB, dC, dD, dbias = mod.scan_bwd(
@@ -118,7 +114,7 @@ def selective_scan_native(u: Tensor,
     """
     if not native_available():
         raise RuntimeError('selective_scan: the C++ CPU kernel is not '
-                           f'available: {ext.unavailable_reason()}')
+                           f'available: {cpu_ext.unavailable_reason()}')
     dtype_in = u.dtype
     args, need_grad = kernel_args(u, delta, A, B, C, D, z, delta_bias)
     for i in (2, 5, 7):  # A, D, delta_bias: the kernel takes them dense
@@ -129,7 +125,7 @@ def selective_scan_native(u: Tensor,
     else:
         u_, delta_, A_, B_, C_, D_, z_, bias_ = [
             None if x is None else x.detach() for x in args]
-        out, last, _ = ext.load().scan_fwd(
+        out, last, _ = cpu_ext.load().scan_fwd(
             u_, delta_, A_, _grouped(B_), _grouped(C_),
             D_, z_, bias_, bool(delta_softplus), chunk_size(u.shape[2]),
             False)

@@ -1,0 +1,342 @@
+# Copyright (c) semillie-mm contributors. All rights reserved.
+"""MSSM's memory-lean implementation (the same numbers as its plain forward,
+paper eq. (3), up to float rounding).
+
+:class:`~semillie_mm.models.archs.MSSM` computes, for channels-last tokens
+``x`` (B, H, W, C) and E = expand * C::
+
+    x0, z = split(in_proj(x))                     # E channels each
+    a = dw3(x0);  b = dw5(x0)   ('serial': dw5(a))
+    f = fuse(cat(SiLU(a), SiLU(b)))               # 1x1 conv, 2E -> E
+    out = out_proj(LN(SS2D(f)) * SiLU(z))
+
+:func:`mssm_lean` runs this with less memory:
+
+- with gradients (:func:`mssm_lean_train`): the concatenation is never built
+  (``fuse`` is applied to its two halves and summed, :class:`_SiLUFuse`),
+  ``x0`` and ``z`` come from separate products with the two halves of
+  ``in_proj``'s weight, only the inputs of element-wise steps are saved (the
+  SiLU outputs, the normalised map and the gated product are recomputed in
+  the backward, :class:`_GateOut`) and ``x0`` is recomputed instead of kept
+  (:class:`_BranchConvs`);
+- without (:func:`mssm_lean_no_grad`): the depth-wise convs + ``fuse`` run
+  over chunks of :data:`CHANNEL_CHUNK` channels and the point-wise tail over
+  chunks of :data:`PIXEL_CHUNK` pixels, so only about three full E-channel
+  maps exist at once. ``prenorm`` lets the block's LayerNorm be applied per
+  chunk, so that the normalised input is never kept whole while SS2D runs.
+
+Layers are applied through their weights here, so module hooks do not see
+them (FLOP counters use the plain forward). The weights travel as one
+:class:`MSSMWeights`.
+"""
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .depthwise_conv import depthwise_conv2d
+
+
+class MSSMWeights(NamedTuple):
+    """MSSM's parameters, as :func:`mssm_lean` takes them.
+
+    Args:
+        in_proj (Tensor): (2E, C), rows ``[:E]`` the branch, ``[E:]`` the
+            gate.
+        dw3_weight, dw3_bias (Tensor): the depth-wise 3x3, (E, 1, 3, 3), (E,).
+        dw5_weight, dw5_bias (Tensor): the depth-wise 5x5, (E, 1, 5, 5), (E,).
+        fuse_weight (Tensor): the 1x1 ``fuse`` conv as (E, 2E).
+        fuse_bias (Tensor): (E,).
+        norm_weight, norm_bias (Tensor): ``out_norm``, (E,) each.
+        norm_eps (float): ``out_norm``'s epsilon.
+        out_proj (Tensor): (C, E).
+        serial (bool): ``b = dw5(a)`` instead of ``dw5(x0)``.
+    """
+    in_proj: Tensor
+    dw3_weight: Tensor
+    dw3_bias: Tensor
+    dw5_weight: Tensor
+    dw5_bias: Tensor
+    fuse_weight: Tensor
+    fuse_bias: Tensor
+    norm_weight: Tensor
+    norm_bias: Tensor
+    norm_eps: float
+    out_proj: Tensor
+    serial: bool
+
+    def split(self):
+        """``(w_x, w_z, w_a, w_b)``: the halves of ``in_proj`` (branch,
+        gate) and of ``fuse`` (for SiLU(a), SiLU(b))."""
+        E = self.fuse_weight.shape[0]
+        return (self.in_proj[:E], self.in_proj[E:], self.fuse_weight[:, :E],
+                self.fuse_weight[:, E:])
+
+
+#: pixels per chunk of the point-wise tail (LayerNorm, gate, out_proj) on
+#: the no-grad path
+PIXEL_CHUNK = 1 << 16
+#: channels per chunk of the depth-wise convs + fuse on the no-grad path
+CHANNEL_CHUNK = 16
+
+
+def _pixels(t: Tensor) -> Tensor:
+    """(B, E, H, W) -> (B, H*W, E): a view when ``t`` is channels-last."""
+    B, E, H, W = t.shape
+    return t.permute(0, 2, 3, 1).reshape(B, H * W, E)
+
+
+def _silu_fuse_fwd(a, b, wa, wb, bias):
+    """``SiLU(a) @ wa^T + SiLU(b) @ wb^T + bias`` per pixel.
+
+    ``a``, ``b``: (B, E, H, W), channels-last memory (else copied);
+    returns (B, H, W, E_out), contiguous.
+    """
+    B, E, H, W = a.shape
+    al, bl = _pixels(a), _pixels(b)
+    out = a.new_empty(B, H * W, wa.shape[0])
+    for i in range(B):  # one image's SiLU at a time: no full-size temporary
+        torch.mm(F.silu(al[i]), wa.t(), out=out[i])
+        out[i].addmm_(F.silu(bl[i]), wb.t())
+    out.add_(bias)
+    return out.view(B, H, W, -1)
+
+
+class _SiLUFuse(torch.autograd.Function):
+    """The 1x1 ``fuse`` conv over ``cat(SiLU(a), SiLU(b))``, without the
+    concatenation and without saving the SiLU outputs (recomputed, element-wise,
+    in the backward); the result is channels-last (B, H, W, E). The backward
+    runs one image at a time, so its temporaries are one image's."""
+
+    @staticmethod
+    def forward(ctx, a, b, wa, wb, bias):
+        ctx.save_for_backward(a, b, wa, wb)
+        return _silu_fuse_fwd(a, b, wa, wb, bias)
+
+    @staticmethod
+    def backward(ctx, dout):
+        a, b, wa, wb = ctx.saved_tensors
+        B, E, H, W = a.shape
+        L = H * W
+        d2 = dout.reshape(B, L, -1)  # (B, L, Eo)
+        need = ctx.needs_input_grad
+        grads = []
+        for t, w, need_t, need_w in ((a, wa, need[0], need[2]),
+                                     (b, wb, need[1], need[3])):
+            tl = _pixels(t)
+            dt = (torch.empty_like(t, memory_format=torch.channels_last)
+                  if need_t else None)
+            dtl = _pixels(dt) if need_t else None  # a view of dt
+            dw = torch.zeros_like(w) if need_w else None
+            for i in range(B):
+                if need_w:  # dW += dout_i^T @ SiLU(t_i)
+                    dw.addmm_(d2[i].t(), F.silu(tl[i]))
+                if need_t:
+                    torch.ops.aten.silu_backward.grad_input(
+                        d2[i] @ w, tl[i], grad_input=dtl[i])
+            grads += [dt, dw]
+        dbias = d2.sum((0, 1)) if need[4] else None
+        return grads[0], grads[2], grads[1], grads[3], dbias
+
+
+def _branch(n, w_x, w3, b3, w5, b5, serial):
+    """``x0 = n @ w_x^T`` viewed channels-last as (B, E, H, W); returns
+    ``a = dw3(x0)``, ``b = dw5(a if serial else x0)``."""
+    B, H, W, C = n.shape
+    x0 = torch.matmul(n.reshape(B, H * W, C), w_x.t())
+    x0 = x0.view(B, H, W, w_x.shape[0]).permute(0, 3, 1, 2)
+    a = depthwise_conv2d(x0, w3, b3)
+    b = depthwise_conv2d(a if serial else x0, w5, b5)
+    return a, b
+
+
+class _BranchConvs(torch.autograd.Function):
+    """:func:`_branch` saving only ``n`` (which ``_GateOut`` keeps anyway) and
+    the weights: the E-channel map ``x0`` is not kept but recomputed in the
+    backward (one C -> E product and the two depth-wise convs, ~3 % of a
+    training step), one E-channel map less per block at the peak."""
+
+    @staticmethod
+    def forward(ctx, n, w_x, w3, b3, w5, b5, serial):
+        ctx.save_for_backward(n, w_x, w3, b3, w5, b5)
+        ctx.serial = serial
+        return _branch(n, w_x, w3, b3, w5, b5, serial)
+
+    @staticmethod
+    def backward(ctx, da, db):
+        need = ctx.needs_input_grad[:6]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(bool(k))
+                      for t, k in zip(ctx.saved_tensors, need)]
+            outs = _branch(*leaves, ctx.serial)
+        pairs = [(o, g) for o, g in zip(outs, (da, db)) if g is not None]
+        wanted = [t for t in leaves if t.requires_grad]
+        if not pairs or not wanted:
+            return (None, ) * 7
+        got = iter(torch.autograd.grad([o for o, _ in pairs], wanted,
+                                       [g for _, g in pairs],
+                                       allow_unused=True))
+        return (*(next(got) if t.requires_grad else None
+                  for t in leaves), None)
+
+
+class _GateOut(torch.autograd.Function):
+    """``out_proj(LN(y) * SiLU(n @ w_z^T))`` saving only ``y`` and ``n`` (the
+    block's normalised input, which ``in_proj`` keeps anyway): the gate ``z``
+    (one C -> E product), the normalised map, the SiLU and their product are
+    recomputed in the backward, one image at a time, instead of being kept."""
+
+    @staticmethod
+    def forward(ctx, y, n, w_z, ln_w, ln_b, w_out, eps):
+        ctx.save_for_backward(y, n, w_z, ln_w, ln_b, w_out)
+        ctx.eps = eps
+        g = F.layer_norm(y, (y.shape[-1], ), ln_w, ln_b, eps)
+        g.mul_(F.silu(F.linear(n, w_z), inplace=True))
+        return F.linear(g, w_out)
+
+    @staticmethod
+    def backward(ctx, dout):
+        saved = ctx.saved_tensors
+        y, n, w_z, ln_w, ln_b, w_out = saved
+        need = ctx.needs_input_grad
+        E = y.shape[-1]
+        out = [torch.empty_like(t) if need[k] else None
+               for k, t in enumerate(saved[:2])]
+        out += [torch.zeros_like(t) if need[k + 2] else None
+                for k, t in enumerate(saved[2:])]
+        shared = [t.detach().requires_grad_(bool(need[k + 2]))
+                  for k, t in enumerate((w_z, ln_w, ln_b))]
+        for i in range(y.shape[0]):
+            with torch.enable_grad():
+                yi = y[i].detach().requires_grad_(bool(need[0]))
+                ni = n[i].detach().requires_grad_(bool(need[1]))
+                g = F.layer_norm(yi, (E, ), shared[1], shared[2],
+                                 ctx.eps) * F.silu(F.linear(ni, shared[0]))
+            if need[5]:  # dW_out += dout_i^T @ g_i
+                out[5].addmm_(dout[i].reshape(-1, dout.shape[-1]).t(),
+                              g.detach().reshape(-1, E))
+            leaves = [t for t in (yi, ni, *shared) if t.requires_grad]
+            if not leaves:
+                continue
+            got = iter(torch.autograd.grad(g, leaves, dout[i] @ w_out))
+            for k, t in enumerate((yi, ni, *shared)):
+                if t.requires_grad:
+                    gk = next(got)
+                    if k < 2:
+                        out[k][i] = gk
+                    else:
+                        out[k].add_(gk)
+        return (*out, None)
+
+
+def mssm_lean_train(x: Tensor, w: MSSMWeights,
+                    scan: Callable[[Tensor], Tensor]) -> Tensor:
+    """MSSM with gradients, saving little (see the module docstring).
+
+    Args:
+        x (Tensor): (B, H, W, C) channels-last tokens.
+        w (MSSMWeights): the parameters.
+        scan (callable): SS2D, (B, E, H, W) -> (B, E, H, W).
+
+    Returns:
+        Tensor: (B, H, W, C).
+    """
+    w_x, w_z, w_a, w_b = w.split()
+    # the branch channels-last: (B, L, C) @ (C, E) viewed as (B, E, H, W);
+    # the depth-wise convs are 3-5x faster on it than on NCHW (oneDNN),
+    # and the extension's kernel (ops.depthwise_conv) faster still
+    a, b = _BranchConvs.apply(x, w_x, w.dw3_weight, w.dw3_bias, w.dw5_weight,
+                              w.dw5_bias, w.serial)
+    f = _SiLUFuse.apply(a, b, w_a, w_b, w.fuse_bias)
+    del a, b
+    y = scan(f.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    del f
+    return _GateOut.apply(y, x, w_z, w.norm_weight, w.norm_bias, w.out_proj,
+                          w.norm_eps)
+
+
+def _conv_fuse_chunked(n: Tensor, w: MSSMWeights) -> Tensor:
+    """``fuse(cat(SiLU(a), SiLU(b)))`` over chunks of channels of the
+    branch; returns (B, H, W, E), contiguous."""
+    w_x, _, w_a, w_b = w.split()
+    B, H, W, C = n.shape
+    E, L = w_x.shape[0], H * W
+    n3 = n.reshape(B, L, C)
+    f = w.fuse_bias.expand(B, L, E).contiguous()
+    f2 = f.view(B * L, E)
+    for c in range(0, E, CHANNEL_CHUNK):
+        sl = slice(c, c + CHANNEL_CHUNK)
+        x0 = torch.matmul(n3, w_x[sl].t())  # (B, L, Ec), channels-last
+        Ec = x0.shape[-1]
+        x0 = x0.view(B, H, W, Ec).permute(0, 3, 1, 2)
+        a = F.conv2d(x0, w.dw3_weight[sl], w.dw3_bias[sl], padding=1,
+                     groups=Ec)
+        b = F.conv2d(a if w.serial else x0, w.dw5_weight[sl],
+                     w.dw5_bias[sl], padding=2, groups=Ec)
+        del x0
+        for t, wt in ((a, w_a), (b, w_b)):
+            t = _pixels(F.silu(t, inplace=True)).reshape(B * L, Ec)
+            f2.addmm_(t, wt[:, sl].t())  # f += SiLU(t) @ wt[:, sl]^T
+        del a, b
+    return f.view(B, H, W, E)
+
+
+@torch.no_grad()
+def mssm_lean_no_grad(x: Tensor,
+                      w: MSSMWeights,
+                      scan: Callable[[Tensor], Tensor],
+                      prenorm: Optional[Callable[[Tensor], Tensor]] = None
+                      ) -> Tensor:
+    """MSSM without gradients over channel chunks (convs + fuse) and pixel
+    chunks (point-wise tail).
+
+    Args:
+        x (Tensor): (B, H, W, C) channels-last tokens.
+        w (MSSMWeights): the parameters.
+        scan (callable): SS2D, (B, E, H, W) -> (B, E, H, W).
+        prenorm (callable, optional): a normalisation over C applied to
+            ``x`` first (MSSB's LayerNorm), per chunk: the normalised map is
+            not kept while SS2D runs. None: ``x`` is MSSM's input itself.
+
+    Returns:
+        Tensor: (B, H, W, C), MSSM(prenorm(x)).
+    """
+    n = prenorm(x) if prenorm is not None else x
+    f = _conv_fuse_chunked(n, w)
+    del n
+    y = scan(f.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    del f
+    B, H, W, C = x.shape
+    E = y.shape[-1]
+    x2 = x.reshape(-1, C)
+    y2 = y.reshape(-1, E)
+    out = x.new_empty(B * H * W, w.out_proj.shape[0])
+    _, w_z, _, _ = w.split()
+    for s in range(0, x2.shape[0], PIXEL_CHUNK):
+        xs = x2[s:s + PIXEL_CHUNK]
+        if prenorm is not None:
+            xs = prenorm(xs)
+        g = F.layer_norm(y2[s:s + PIXEL_CHUNK], (E, ), w.norm_weight,
+                         w.norm_bias, w.norm_eps)
+        g.mul_(F.silu(F.linear(xs, w_z), inplace=True))
+        torch.matmul(g, w.out_proj.t(), out=out[s:s + PIXEL_CHUNK])
+    return out.view(B, H, W, -1)
+
+
+def mssm_lean(x: Tensor, w: MSSMWeights,
+              scan: Callable[[Tensor], Tensor]) -> Tensor:
+    """MSSM, memory-lean: :func:`mssm_lean_train` when autograd records,
+    else :func:`mssm_lean_no_grad`.
+
+    Args:
+        x (Tensor): (B, H, W, C) channels-last tokens.
+        w (MSSMWeights): the parameters.
+        scan (callable): SS2D, (B, E, H, W) -> (B, E, H, W).
+
+    Returns:
+        Tensor: (B, H, W, C).
+    """
+    if torch.is_grad_enabled():
+        return mssm_lean_train(x, w, scan)
+    return mssm_lean_no_grad(x, w, scan)
