@@ -13,6 +13,7 @@
 // 16 lanes (one AVX-512 register of float32) so that the accumulator of a
 // block stays in a register across the K*K taps.
 #include <torch/extension.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -104,7 +105,8 @@ void wgrad_rows(const float* x, const float* g, double* dw, float* acc,
 }
 
 void check_map(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat,
+  TORCH_CHECK(t.device().is_cpu() && t.layout() == at::kStrided &&
+                  t.scalar_type() == at::kFloat,
               name, " must be a float32 CPU tensor");
   TORCH_CHECK(t.dim() == 4 && t.is_contiguous(), name,
               " must be a contiguous (B, H, W, C) tensor");
@@ -129,14 +131,23 @@ void dw_conv_fwd(const at::Tensor& x, const at::Tensor& w,
   check_map(out, "out");
   TORCH_CHECK(out.sizes() == x.sizes(), "out must have x's shape");
   const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  TORCH_CHECK(w.device().is_cpu() && w.layout() == at::kStrided,
+              "w must be a CPU tensor");
   TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() &&
                   w.dim() == 2 && w.size(0) == K * K && w.size(1) == C,
               "w must be a contiguous float32 (K*K, C) tensor");
+  TORCH_CHECK(bias.device().is_cpu() && bias.layout() == at::kStrided,
+              "bias must be a CPU tensor");
   const bool has_bias = bias.numel() > 0;
   if (has_bias)
     TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() &&
                     bias.numel() == C,
                 "bias must be a contiguous float32 (C,) tensor");
+  // out is written while x, w and bias are read
+  at::assert_no_internal_overlap(out);
+  at::assert_no_overlap(out, x);
+  at::assert_no_overlap(out, w);
+  if (has_bias) at::assert_no_overlap(out, bias);
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = has_bias ? bias.data_ptr<float>() : nullptr;

@@ -472,9 +472,10 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
 }
 
 Seq seq_of(const at::Tensor& x, const char* name, const at::Tensor& u) {
+  TORCH_CHECK(x.device().is_cpu() && x.layout() == at::kStrided, name,
+              " must be a CPU tensor");
   TORCH_CHECK(x.sizes() == u.sizes(), name, " must have the shape of u ",
               u.sizes(), ", got ", x.sizes());
-  TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
   TORCH_CHECK(x.scalar_type() == u.scalar_type(), name,
               " must have the dtype of u");
   return Seq{x.stride(0), x.stride(1), x.stride(2)};
@@ -482,10 +483,11 @@ Seq seq_of(const at::Tensor& x, const char* name, const at::Tensor& u) {
 
 void check_param(const at::Tensor& x, const at::Tensor& u, const char* name,
                  at::IntArrayRef shape) {
+  TORCH_CHECK(x.device().is_cpu() && x.layout() == at::kStrided, name,
+              " must be a CPU tensor");
   TORCH_CHECK(x.sizes() == shape, name, " must have shape ", shape, ", got ",
               x.sizes());
-  TORCH_CHECK(x.is_contiguous() && x.device().is_cpu(), name,
-              " must be a contiguous CPU tensor");
+  TORCH_CHECK(x.is_contiguous(), name, " must be a contiguous CPU tensor");
   TORCH_CHECK(x.scalar_type() == u.scalar_type(), name,
               " must have the dtype of u");
 }
@@ -497,6 +499,8 @@ const T* ptr_or_null(const c10::optional<at::Tensor>& x) {
 
 void check_bc(const at::Tensor& X, const at::Tensor& u, const char* name,
               const Shape& P) {
+  TORCH_CHECK(X.device().is_cpu() && X.layout() == at::kStrided, name,
+              " must be a CPU tensor");
   TORCH_CHECK(X.dim() == 4 && X.size(0) == P.nb && X.size(1) == P.G &&
                   X.size(2) == P.N && X.size(3) == P.L,
               name, " must be (", P.nb, ", ", P.G, ", ", P.N, ", ", P.L,
@@ -515,7 +519,8 @@ Shape shape_of(const at::Tensor& u, const at::Tensor& delta,
                int64_t K) {
   TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
               "u must be float32 or float64");
-  TORCH_CHECK(u.dim() == 3 && u.device().is_cpu(),
+  TORCH_CHECK(u.dim() == 3 && u.device().is_cpu() &&
+                  u.layout() == at::kStrided,
               "u must be a (batch, E, L) CPU tensor");
   TORCH_CHECK(K >= 1, "chunk size must be positive");
   TORCH_CHECK(A.dim() == 2 && B.dim() == 4, "A must be 2-d, B 4-d");

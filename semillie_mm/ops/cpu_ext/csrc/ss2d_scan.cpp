@@ -47,6 +47,7 @@
 // 2 x 16 channel sums per step (dB, dC) are one transpose-and-add tree each
 // instead of 16 horizontal reductions (backward -28%).
 #include <torch/extension.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -406,25 +407,38 @@ Map map_of(const at::Tensor& x, const char* name, int64_t nb, int64_t L,
               x.sizes());
   TORCH_CHECK(x.size(0) == nb && x.size(1) == L && x.size(2) == width, name,
               " must be (", nb, ", ", L, ", ", width, "), got ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu() && x.layout() == at::kStrided, name,
+              " must be a CPU tensor");
   TORCH_CHECK(x.stride(2) == 1, name, " must have channel stride 1");
-  TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
   return Map{x.stride(0), x.stride(1)};
 }
 
 void check_param(const at::Tensor& x, const at::Tensor& u, const char* name,
                  at::IntArrayRef shape) {
+  TORCH_CHECK(x.device().is_cpu() && x.layout() == at::kStrided, name,
+              " must be a CPU tensor");
   TORCH_CHECK(x.sizes() == shape, name, " must have shape ", shape, ", got ",
               x.sizes());
-  TORCH_CHECK(x.is_contiguous() && x.device().is_cpu(), name,
-              " must be a contiguous CPU tensor");
+  TORCH_CHECK(x.is_contiguous(), name, " must be a contiguous CPU tensor");
   TORCH_CHECK(x.scalar_type() == u.scalar_type(), name,
               " must have the dtype of u");
+}
+
+// an output written (or accumulated into) while the inputs are read: no
+// element twice (an expanded tensor) and no memory shared with an input
+void check_output(const at::Tensor& out,
+                  std::initializer_list<const at::Tensor*> inputs) {
+  at::assert_no_internal_overlap(out);
+  for (const at::Tensor* in : inputs)
+    if (in->defined() && in->numel() > 0) at::assert_no_overlap(out, *in);
 }
 
 Problem problem(const at::Tensor& u, const at::Tensor& xdbl,
                 const at::Tensor& Wdt, const at::Tensor& bias,
                 const at::Tensor& A, const c10::optional<at::Tensor>& D,
                 int64_t H, int64_t W, int64_t dir, int64_t K) {
+  TORCH_CHECK(u.device().is_cpu() && u.layout() == at::kStrided,
+              "u must be a CPU tensor");
   TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
               "u must be float32 or float64");
   TORCH_CHECK(H >= 1 && W >= 1, "H and W must be positive");
@@ -468,8 +482,12 @@ void ss2d_scan_fwd(const at::Tensor& u, const at::Tensor& xdbl,
   const Map su = map_of(u, "u", P.nb, P.L, P.E);
   const Map sy = map_of(y, "y", P.nb, P.L, P.E);
   TORCH_CHECK(y.scalar_type() == u.scalar_type(), "y must have u's dtype");
+  TORCH_CHECK(ckpt.device().is_cpu(), "ckpt must be a CPU tensor");
   const bool save = ckpt.numel() > 0;
   if (save) check_param(ckpt, u, "ckpt", {P.nb, P.nchunks, P.N, P.E});
+  const at::Tensor none;
+  check_output(y, {&u, &xdbl, &Wdt, &bias, &A, D ? &*D : &none, &ckpt});
+  if (save) check_output(ckpt, {&u, &xdbl, &Wdt, &bias, &A, D ? &*D : &none});
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ss2d_scan_fwd", [&] {
     fwd_impl<scalar_t>(u.data_ptr<scalar_t>(), su, xdbl.data_ptr<scalar_t>(),
                        Wdt.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
@@ -503,6 +521,11 @@ std::vector<at::Tensor> ss2d_scan_bwd(
   const int64_t V = u.scalar_type() == at::kFloat ? 16 : 8;
   TORCH_CHECK(S >= 1 && S <= (P.E + V - 1) / V,
               "slots must be in [1, channel blocks]");
+  const at::Tensor none;
+  check_output(du, {&u, &xdbl, &Wdt, &bias, &A, D ? &*D : &none, &dy, &ckpt,
+                    &dxdbl});
+  check_output(dxdbl,
+               {&u, &xdbl, &Wdt, &bias, &A, D ? &*D : &none, &dy, &ckpt});
   auto opt = u.options().dtype(at::kDouble);
   auto dA = at::empty({P.nb, P.E, P.N}, opt);
   auto dD = at::empty({P.nb, P.E}, opt);
