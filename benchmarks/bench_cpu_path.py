@@ -25,7 +25,6 @@ figure is obtained, and the results: docs/benchmarks.md, "CPU path".
 """
 import argparse
 import json
-import math
 import os
 import os.path as osp
 import shutil
@@ -230,29 +229,6 @@ def child_train(batch, h, w, repeat, cache=True):
         cpu_cache=cache)
 
 
-def make_scan_inputs(batch, dim, length, d_state, groups, grad, seed=0):
-    """Inputs shaped and scaled like SS2D's call: A = -(1..N), delta_bias
-    from the Mamba dt initialisation, delta_softplus=True.
-
-    Returns:
-        dict: keyword arguments of ``selective_scan`` (float32).
-    """
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    dt = torch.exp(
-        torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) +
-        math.log(1e-3)).clamp(min=1e-4)
-    x = dict(
-        u=torch.randn(batch, dim, length, generator=g),
-        delta=torch.randn(batch, dim, length, generator=g).mul_(0.1),
-        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(dim, 1),
-        B=torch.randn(batch, groups, d_state, length, generator=g),
-        C=torch.randn(batch, groups, d_state, length, generator=g),
-        D=torch.ones(dim),
-        delta_bias=dt + torch.log(-torch.expm1(-dt)))
-    return {k: v.requires_grad_(grad) for k, v in x.items()}
-
-
 def scan_mambapy(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
     """The selective scan computed with mambapy's parallel scan ``pscan``
     (the way mambapy's own Mamba block calls it: the (batch, L, dim, N)
@@ -304,13 +280,13 @@ def child_scan(backend, mode, batch, dim, length, d_state, groups,
                          grad_out)
         return out
 
-    small = make_scan_inputs(1, 2 * groups, 8, d_state, groups, grad)
+    small = harness.scan_inputs(1, 2 * groups, 8, d_state, groups, grad)
     if grad:
         call(small)
     else:
         with torch.no_grad():
             call(small)
-    x = make_scan_inputs(batch, dim, length, d_state, groups, grad)
+    x = harness.scan_inputs(batch, dim, length, d_state, groups, grad)
     grad_out = torch.randn_like(x['u']) if grad else None
     rss0 = _rss_bytes()
     best = None
@@ -370,24 +346,13 @@ def child_ss2d(mode, batch, channels, h, w, d_state):
         threads=torch.get_num_threads())
 
 
-def _fused_kernel_modules():
-    """The extension's loader and the fused SS2D scan's helpers
-    (``chunk_size``, ``num_slots``), in the layout of issue #19 or before."""
-    try:
-        from semillie_mm.ops.cpu_ext import build as ext
-        from semillie_mm.ops.selective_scan import ss2d_fused as fused
-    except ImportError:
-        from semillie_mm.ops.selective_scan import ext, fused
-    return ext, fused
-
-
 def child_kernel(batch, channels, h, w, d_state, dt_rank, repeat=3):
     """The fused SS2D scan kernel alone (the C++ extension's per-direction
     forward, and forward with checkpoints + backward, all four directions;
     no projections): best wall and its CPU seconds per pass."""
     torch, _ = _import_model()
     try:
-        ext, fused = _fused_kernel_modules()
+        ext, fused = harness.fused_kernel_modules()
     except ImportError:
         return dict(absent='no fused kernel in this commit')
     mod = ext.load()
@@ -438,7 +403,7 @@ def child_check_peer(batch, dim, length, d_state, groups):
     from semillie_mm.ops.selective_scan import selective_scan
     outs = []
     for which in ('reference', 'mambapy'):
-        x = make_scan_inputs(batch, dim, length, d_state, groups, True)
+        x = harness.scan_inputs(batch, dim, length, d_state, groups, True)
         x = {k: v.detach().double().requires_grad_() for k, v in x.items()}
         if which == 'mambapy':
             out = scan_mambapy(**x)
@@ -518,7 +483,7 @@ def child_first(d_state=16, groups=4):
     t = time.perf_counter()
     m(x).sum().backward()
     second = time.perf_counter() - t
-    s = make_scan_inputs(1, 2 * groups, 64, d_state, groups, True)
+    s = harness.scan_inputs(1, 2 * groups, 64, d_state, groups, True)
     t = time.perf_counter()
     selective_scan(**s, delta_softplus=True).sum().backward()
     first_plain = time.perf_counter() - t

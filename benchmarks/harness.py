@@ -367,6 +367,56 @@ def sgemm(n, repeat=3):
 
 
 # --------------------------------------------------------------------------
+# what the scan benchmarks share
+# --------------------------------------------------------------------------
+def scan_inputs(batch, dim, length, d_state, groups, grad, dtype=None,
+                seed=0):
+    """Inputs of ``selective_scan`` shaped and scaled like SS2D's call:
+    A = -(1..N), ``delta_bias`` from the Mamba dt initialisation (inverse
+    softplus of dt in [1e-3, 0.1]), D = 1; call with ``delta_softplus=True``.
+
+    Returns:
+        dict: keyword arguments (float32 unless ``dtype``).
+    """
+    import math
+
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.exp(
+        torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) +
+        math.log(1e-3)).clamp(min=1e-4)
+    x = dict(
+        u=torch.randn(batch, dim, length, generator=g),
+        delta=torch.randn(batch, dim, length, generator=g).mul_(0.1),
+        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(dim, 1),
+        B=torch.randn(batch, groups, d_state, length, generator=g),
+        C=torch.randn(batch, groups, d_state, length, generator=g),
+        D=torch.ones(dim),
+        delta_bias=dt + torch.log(-torch.expm1(-dt)))
+    return {k: v.to(dtype or torch.float32).requires_grad_(grad)
+            for k, v in x.items()}
+
+
+def fused_kernel_modules():
+    """The CPU extension's loader (``load()``, ``unavailable_reason()``) and
+    the fused SS2D scan's helpers (``chunk_size``, ``num_slots``), in the
+    package layout of issue #19 or the one before.
+
+    Returns:
+        tuple: (ext module, fused module).
+
+    Raises:
+        ImportError: the checkout has no fused kernel.
+    """
+    try:
+        from semillie_mm.ops.cpu_ext import build as ext
+        from semillie_mm.ops.selective_scan import ss2d_fused as fused
+    except ImportError:
+        from semillie_mm.ops.selective_scan import ext, fused
+    return ext, fused
+
+
+# --------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------
 def markdown_table(header, rows, align=None):
