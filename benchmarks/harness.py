@@ -33,7 +33,8 @@ FLAGS_OF_INTEREST = ('sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f',
                      'avx512dq', 'avx512bw', 'avx512vl', 'avx512_vnni',
                      'avx512_bf16', 'avx_vnni', 'amx_tile')
 #: environment variables that set a child's thread pools
-THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')
+THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS',
+               'OPENBLAS_NUM_THREADS')
 
 
 # --------------------------------------------------------------------------
@@ -80,8 +81,9 @@ def mem_available():
 # child processes
 # --------------------------------------------------------------------------
 def thread_env(threads):
-    """Environment variables giving a child ``threads`` threads in torch's,
-    OpenMP's and numba's pools ({} for None: their defaults)."""
+    """Environment variables giving a child ``threads`` threads in torch's
+    (OpenMP), MKL's, numba's and OpenBLAS's pools ({} for None: their
+    defaults)."""
     if not threads:
         return {}
     return {k: str(int(threads)) for k in THREAD_VARS}

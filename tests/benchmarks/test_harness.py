@@ -50,11 +50,13 @@ def test_watchdog_stops_a_growing_child(tmp_path):
 
 def test_child_result_threads_and_peak_rss(tmp_path):
     script = _script(tmp_path)
-    res = harness.run_child(script, 'grow', dict(mib=200), threads=3)
+    res = harness.run_child(script, 'grow', dict(mib=300), threads=3)
     assert res['returncode'] == 0 and 'error' not in res
     assert res['omp'] == '3'
-    # the child's own peak (ru_maxrss) and the one os.wait4 reports
-    assert 0.2 < res['maxrss_gb'] <= res['rusage_maxrss_gb'] < 1.0
+    # the child's own peak (ru_maxrss) and the one os.wait4 reports hold
+    # the 300 MiB it touched (and, on Linux, at least what the forking
+    # process held: keep the benchmark's parent free of torch)
+    assert 0.3 < res['maxrss_gb'] <= res['rusage_maxrss_gb']
     assert res['wall_s'] > 0
 
 
