@@ -942,9 +942,7 @@ def table(results, prof, rate, cpu_rate):
                 demo=prof['demo_iters'])
     heads = [f'{n} ({results["commits"][n]})' for n in names]
     met_of = names[0] if names else '-'
-    lines = ['| figure | target | ' + ' | '.join(heads) +
-             f' | met ({met_of}) |',
-             '|---|---|' + '---|' * len(names) + '---|']
+    rows = []
     for key, label, target in ROW_LABELS:
         if not any(key in derived[n] for n in names):
             continue
@@ -953,15 +951,13 @@ def table(results, prof, rate, cpu_rate):
         goal = TARGETS.get(key)
         met = ('-' if v is None or goal is None else
                ('yes' if v <= goal else 'no'))
-        lines.append(f'| {label.format(**fill)} | {target} | ' +
-                     ' | '.join(cells) + f' | {met} |')
-    return '\n'.join(lines), derived
+        rows.append([label.format(**fill), target] + cells + [met])
+    return harness.markdown_table(
+        ['figure', 'target'] + heads + [f'met ({met_of})'], rows), derived
 
 
 def peer_table(results, rate):
-    lines = ['| scan backend | fwd: CPU ns/element | fwd+bwd: CPU ns/element'
-             ' | fwd / fwd+bwd extra peak memory (GB) | note |',
-             '|---|---|---|---|---|']
+    table = []
     rows = []
     for n in ('new', 'old'):
         if n in results['variants']:
@@ -989,9 +985,11 @@ def peer_table(results, rate):
             c = res['mambapy_check']
             notes.append(f'max abs diff vs reference (float64, small) '
                          f'{c["max_abs_diff"]:.1e} of {c["scale"]:.1e}')
-        lines.append(f'| {name} | {cells[0]} | {cells[1]} | '
-                     f'{" / ".join(mems)} | {"; ".join(notes) or "measured"} |')
-    return '\n'.join(lines)
+        table.append([name, cells[0], cells[1], ' / '.join(mems),
+                      '; '.join(notes) or 'measured'])
+    return harness.markdown_table(
+        ['scan backend', 'fwd: CPU ns/element', 'fwd+bwd: CPU ns/element',
+         'fwd / fwd+bwd extra peak memory (GB)', 'note'], table)
 
 
 def main(argv=None):

@@ -52,3 +52,21 @@ def test_dry_run(tmp_path, capsys):
     floor = fwd['macs'] / (data['sgemm_gmacs'] * 1e9)
     assert ratio == pytest.approx(fwd['best_s'] / floor)
     assert data['sgemm_gmacs'] == max(x['gmacs'] for x in data['sgemm'])
+
+
+def test_old_commit_without_count_macs_takes_another_count():
+    """A variant whose package has no utils.flops.count_macs (an older
+    commit) is measured against the other variant's count of the row."""
+    results = dict(variants=dict(
+        new=dict(fwd=dict(macs=10, best_s=1.0, cpu_s=1.0)),
+        old=dict(fwd=dict(macs=None, best_s=2.0, cpu_s=3.0),
+                 train=dict(error='exit 1: boom'))))
+    bench.share_macs(results)
+    old = results['variants']['old']
+    assert old['fwd']['macs'] == 10 and old['fwd']['macs_from'] == 'new'
+    assert 'macs' not in old['train']  # a failed row stays failed
+    d = bench.derive(old, rate=10.0, cpu_rate=10.0)
+    assert d['fwd'][0] == 2.0
+    assert d['fwd'][1].endswith('= 3.0x; MACs counted by new)')
+    assert bench.derive(results['variants']['new'], 10.0, 10.0)['fwd'][1] \
+        .endswith('= 1.0x)')
