@@ -482,10 +482,8 @@ def run_all(args) -> Dict[str, Dict[int, dict]]:
     print(f'[ablation] {sum(len(v) for v in results.values())} finished '
           f'runs reused, {len(todo)} to train ({args.jobs} at a time, '
           f'{args.threads} thread(s) each)', flush=True)
-    env = dict(os.environ)
-    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS',
-                'OPENBLAS_NUM_THREADS'):
-        env[var] = str(args.threads)
+    import harness  # benchmarks/harness.py (this script's folder)
+    env = dict(os.environ, **harness.thread_env(args.threads))
     env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
     running = []
     failed = []
@@ -691,17 +689,9 @@ def picture_grid(args, rows: List[str], n_tiles: int = 4) -> Optional[str]:
 
 
 def _machine() -> str:
-    """CPU model and core count, as ``lscpu`` reports them."""
-    name = ''
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    name = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f'{name or "unknown CPU"}, {os.cpu_count()} cores'
+    """CPU model and core count."""
+    import harness  # benchmarks/harness.py (this script's folder)
+    return f'{harness.cpu_model()}, {os.cpu_count()} cores'
 
 
 def _prefix(args) -> str:

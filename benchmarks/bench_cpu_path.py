@@ -3,84 +3,40 @@
 Prints every row of the issue's table as a ratio measured in this run, for
 this checkout ("new") and, side by side, an older commit of the project
 ("old", a git worktree), plus two peers on the same selective-scan call: the
-'reference' backend (a PyTorch loop over L) and mambapy's ``pscan`` (pure
-PyTorch parallel scan; optional, ``pip install -r requirements/benchmarks.txt``).
+'reference' backend and mambapy's ``pscan`` (optional,
+``pip install -r requirements/benchmarks.txt``).
 
     python benchmarks/bench_cpu_path.py [--quick | --dry-run] [--out R.json]
         [--old-root /work/wt-old | --no-old] [--rows fwd,train,...]
 
-Rows (``--rows`` picks a subset, comma separated):
-
-- ``fwd``: 256x256 forward of the default SemiLLIENet (C=64, 2 groups x 2
-  MSSBs, N=16; eval, no_grad) / "sgemm floor" = model MACs / the machine's
-  sgemm rate (a 4096^3 float32 ``torch.mm`` with torch's default thread
-  count, measured in this run; the best of the measurements at the start and
-  the end of the run);
-- ``train``: forward + L1 loss + backward, batch 8 x 128x128 (train mode),
-  the best of two steps / (3 x its forward floor), and the peak RSS of that
-  process (GiB and GB; the target is in GB); with the caching CPU allocator
-  (``semillie_mm.ops.cpu_cache``) that the runner's ``CPUMemoryCacheHook``
-  and the inferencer enable, where the variant has it (``fwd`` too);
-- ``train_nocache``: the same step with torch's own allocator;
-- ``big``: 1920x1080 untiled forward (no_grad): peak RSS and time, stopped
-  by a watchdog when its RSS passes ``--rss-cap-gb``;
-- ``scan``: the selective scan of one SS2D call of a 256x256 image (batch 1,
-  dim 512 = 4 directions x 128 channels, L 65536, N 16, B/C in 4 groups,
-  D, delta_bias, delta_softplus) on the default CPU backend, ns per
-  (channel, step, state) element and thread = CPU seconds of the process
-  / (batch * dim * L * N) (wall time x torch threads beside it), forward
-  (no_grad) and forward+backward, the best of 3 calls, with torch's own
-  allocator (a plain script) and with the caching CPU allocator (the
-  runner and the inferencer); the peers on the same inputs (torch's
-  allocator);
-- ``scan`` also times the fused SS2D scan kernel alone (the C++
-  extension's per-direction calls, all four directions, no projections; the
-  model's CPU scan) at the 256x256 forward's and the training step's shapes,
-  forward and forward (with checkpoints) + backward, CPU ns per element;
-- ``loop``: two concurrent copies of a small training loop (default model,
-  Adam, batch 2, 64x64) that call ``CPUThreadGovernor.update()`` before each
-  step (what ``CPUThreadsHook`` does in the runner; a plain loop where the
-  variant has no governor), per-iteration time of each vs the same loop
-  alone;
-- ``loop_raw``: the same without the governor (torch's default threads);
-- ``demo``: two concurrent ``tools/train.py configs/semillie_demo.py``
-  trainings of 60 iterations (separate work dirs), wall time of each vs one
-  alone;
-- ``first``: the first CPU selective scan (forward + backward, tiny input)
-  in a fresh process, wall seconds; for the old commit with an empty numba
-  cache (its set-up did not compile the kernels).
-
-Model MACs are counted during the measured forward by forward hooks: every
-``nn.Conv2d`` (output elements x in_channels / groups x kernel area), every
-``nn.Linear`` (output elements x in_features) and every ``SS2D`` (its x_proj
-and dt_proj einsums, and 5 MACs per (direction, channel, step, state) for
-the scan, as in ``bench_backbone.py``); norms, activations and other
-element-wise operations are not counted.
-
-Every measurement runs in a fresh subprocess (``PYTHONPATH`` = the variant's
-root, ``semillie_mm.__file__`` checked); its peak RSS is the ``ru_maxrss`` of
-that child (``os.wait4``). ``--quick`` and ``--dry-run`` shrink every size
-(the ratios then refer to those sizes; the printed table says which).
-Results: docs/benchmarks.md, "CPU path".
+Rows (``--rows`` picks a subset): ``fwd`` (256x256 no-grad forward / "sgemm
+floor" = model MACs / the machine's sgemm rate), ``train`` (forward + L1 +
+backward, batch 8 x 128x128, / 3 x its floor; peak RSS), ``train_nocache``
+(the same with torch's allocator), ``big`` (1920x1080 untiled forward: peak
+RSS, time), ``scan`` (the selective scan of one SS2D call, the fused SS2D
+kernel alone and the SS2D layer, ns per element and thread; the peers),
+``loop`` / ``loop_raw`` (two concurrent small training loops, with / without
+``CPUThreadGovernor``, vs one alone), ``demo`` (two concurrent
+``semillie_demo.py`` trainings vs one), ``first`` (the first CPU scan in a
+fresh process). Model MACs: :func:`semillie_mm.utils.flops.count_macs`.
+Every measurement is a child process (``harness``; ``PYTHONPATH`` = the
+variant's root); ``--quick`` and ``--dry-run`` shrink every size. How each
+figure is obtained, and the results: docs/benchmarks.md, "CPU path".
 """
 import argparse
 import json
-import math
 import os
 import os.path as osp
-import platform
-import resource
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
+import harness
+from harness import GiB, failure as _fail, log, wait_all
+
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
-MARK = 'BENCH_JSON '
-GiB = 2**30
 
 # the issue's targets: (row key, comparison, value)
 TARGETS = {
@@ -169,13 +125,22 @@ ALL_ROWS = ('fwd', 'train', 'train_nocache', 'big', 'scan', 'loop',
 # --------------------------------------------------------------------------
 # child side: one measurement per process
 # --------------------------------------------------------------------------
-def _maxrss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+_rss_bytes = harness.rss_bytes
+_maxrss_bytes = harness.maxrss_bytes
 
 
-def _rss_bytes():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+def count_macs(net, x):
+    """Model MACs of one forward of ``net`` on ``x``: those of one sample
+    (:func:`semillie_mm.utils.flops.count_macs`, which traces the
+    module-by-module forward: one sample keeps its memory under the measured
+    step's) times the batch (every layer is per sample). None where the
+    variant's package has no such function: the table then uses another
+    variant's count of the same shapes."""
+    try:
+        from semillie_mm.utils.flops import count_macs as count
+    except ImportError:  # an older commit
+        return None
+    return count(net, (x[:1], )) * x.shape[0]
 
 
 def _import_model():
@@ -183,127 +148,6 @@ def _import_model():
     import semillie_mm  # noqa: F401
     from semillie_mm.models.archs import SemiLLIENet
     return torch, SemiLLIENet
-
-
-class MacCounter:
-    """Multiply-accumulates of a model's forward, counted by forward hooks.
-
-    Conv2d: output elements x in_channels / groups x kernel area; Linear:
-    output elements x in_features; SS2D: per (batch, pixel) and direction,
-    the x_proj einsum (E x (R + 2N)), the dt_proj einsum (R x E) and the scan
-    (5 x E x N: exp(delta A), delta B u, the state update and C h, as in
-    ``bench_backbone.scan_flops``). Submodules of an SS2D are not counted
-    twice (it has none that are Conv2d/Linear today).
-
-    Args:
-        model (nn.Module): the model to watch.
-    """
-
-    def __init__(self, model):
-        import torch.nn as nn
-        from semillie_mm.models.archs import SS2D
-        self.macs = 0
-        self.handles = []
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                self.handles.append(m.register_forward_hook(self._conv))
-            elif isinstance(m, nn.Linear):
-                self.handles.append(m.register_forward_hook(self._linear))
-            elif isinstance(m, SS2D):
-                self.handles.append(m.register_forward_hook(self._ss2d))
-
-    def _conv(self, m, inputs, out):
-        kh, kw = m.kernel_size
-        self.macs += out.numel() * (m.in_channels // m.groups) * kh * kw
-
-    def _linear(self, m, inputs, out):
-        self.macs += out.numel() * m.in_features
-
-    @staticmethod
-    def ss2d_macs(m, shape):
-        """MACs of one SS2D forward on an input of ``shape`` (B, E, H, W).
-
-        Args:
-            m (SS2D): the module (its projection weights give K, R, N).
-            shape (tuple): input shape.
-
-        Returns:
-            int: multiply-accumulates.
-        """
-        b, e, h, w = shape
-        K, rn2, e_w = m.x_proj_weight.shape
-        R = m.dt_proj_weight.shape[-1]
-        N = (rn2 - R) // 2
-        assert e_w == e, (e_w, e)
-        per_pixel = K * (e * rn2 + R * e + 5 * e * N)
-        return b * h * w * per_pixel
-
-    def _ss2d(self, m, inputs, out):
-        self.macs += self.ss2d_macs(m, tuple(inputs[0].shape))
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
-def count_macs(net, x):
-    """MACs of one forward of ``net`` on ``x``, counted by :class:`MacCounter`.
-
-    The lean paths of MSSM/MSSB (no-grad chunking, fused autograd functions)
-    apply some layers through their weights, where module hooks do not fire;
-    the count is therefore taken in an extra, untimed no-grad forward with
-    the module-by-module path forced (``plain_path_needed``, when the checkout
-    has it: older commits have only that path). Same layers, same MACs.
-
-    Args:
-        net (nn.Module): the model.
-        x (Tensor): its input.
-
-    Returns:
-        int: multiply-accumulates of the forward.
-    """
-    import torch
-    try:
-        from semillie_mm.models.archs import mssb, mssm
-    except ImportError:  # pragma: no cover - layout of another commit
-        mssb = mssm = None
-    patched = [m for m in (mssm, mssb)
-               if m is not None and hasattr(m, 'plain_path_needed')]
-    saved = [m.plain_path_needed for m in patched]
-    for m in patched:
-        m.plain_path_needed = lambda _x: True
-    counter = MacCounter(net)
-    try:
-        with torch.no_grad():
-            net(x)
-    finally:
-        counter.remove()
-        for m, f in zip(patched, saved):
-            m.plain_path_needed = f
-    return counter.macs
-
-
-def child_sgemm(n, repeat=3):
-    """float32 n x n x n matrix product with torch's default threads."""
-    import torch
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g)
-    b = torch.randn(n, n, generator=g)
-    torch.mm(a, b)
-    times, cpu = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return dict(
-        n=n,
-        torch=torch.__version__,
-        times=times,
-        cpu_times=cpu,
-        gmacs=n**3 / min(times) / 1e9,
-        gmacs_per_cpu_s=n**3 / min(cpu) / 1e9,
-        threads=torch.get_num_threads())
 
 
 def _cpu_cache(on):
@@ -320,7 +164,7 @@ def _cpu_cache(on):
 
 def child_forward(batch, h, w, repeat, cache=True, count=True):
     """No-grad forward of the default SemiLLIENet: best time and MACs
-    (``count``: the hooks need the module-by-module path, whose memory is
+    (``count``: counting traces the module-by-module path, whose memory is
     not the no-grad path's; the 1080p row does not count, so that its peak
     RSS is the forward's own)."""
     torch, SemiLLIENet = _import_model()
@@ -385,29 +229,6 @@ def child_train(batch, h, w, repeat, cache=True):
         cpu_cache=cache)
 
 
-def make_scan_inputs(batch, dim, length, d_state, groups, grad, seed=0):
-    """Inputs shaped and scaled like SS2D's call: A = -(1..N), delta_bias
-    from the Mamba dt initialisation, delta_softplus=True.
-
-    Returns:
-        dict: keyword arguments of ``selective_scan`` (float32).
-    """
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    dt = torch.exp(
-        torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) +
-        math.log(1e-3)).clamp(min=1e-4)
-    x = dict(
-        u=torch.randn(batch, dim, length, generator=g),
-        delta=torch.randn(batch, dim, length, generator=g).mul_(0.1),
-        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(dim, 1),
-        B=torch.randn(batch, groups, d_state, length, generator=g),
-        C=torch.randn(batch, groups, d_state, length, generator=g),
-        D=torch.ones(dim),
-        delta_bias=dt + torch.log(-torch.expm1(-dt)))
-    return {k: v.requires_grad_(grad) for k, v in x.items()}
-
-
 def scan_mambapy(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
     """The selective scan computed with mambapy's parallel scan ``pscan``
     (the way mambapy's own Mamba block calls it: the (batch, L, dim, N)
@@ -459,13 +280,13 @@ def child_scan(backend, mode, batch, dim, length, d_state, groups,
                          grad_out)
         return out
 
-    small = make_scan_inputs(1, 2 * groups, 8, d_state, groups, grad)
+    small = harness.scan_inputs(1, 2 * groups, 8, d_state, groups, grad)
     if grad:
         call(small)
     else:
         with torch.no_grad():
             call(small)
-    x = make_scan_inputs(batch, dim, length, d_state, groups, grad)
+    x = harness.scan_inputs(batch, dim, length, d_state, groups, grad)
     grad_out = torch.randn_like(x['u']) if grad else None
     rss0 = _rss_bytes()
     best = None
@@ -531,13 +352,9 @@ def child_kernel(batch, channels, h, w, d_state, dt_rank, repeat=3):
     no projections): best wall and its CPU seconds per pass."""
     torch, _ = _import_model()
     try:
-        from semillie_mm.ops import cpu_ext as ext
-        from semillie_mm.ops.selective_scan import ss2d_fused as fused
-    except ImportError:  # the layout before ops/cpu_ext
-        try:
-            from semillie_mm.ops.selective_scan import ext, fused
-        except ImportError:
-            return dict(absent='no fused kernel in this commit')
+        ext, fused = harness.fused_kernel_modules()
+    except ImportError:
+        return dict(absent='no fused kernel in this commit')
     mod = ext.load()
     if mod is None:
         return dict(absent=f'extension not built: {ext.unavailable_reason()}')
@@ -586,7 +403,7 @@ def child_check_peer(batch, dim, length, d_state, groups):
     from semillie_mm.ops.selective_scan import selective_scan
     outs = []
     for which in ('reference', 'mambapy'):
-        x = make_scan_inputs(batch, dim, length, d_state, groups, True)
+        x = harness.scan_inputs(batch, dim, length, d_state, groups, True)
         x = {k: v.detach().double().requires_grad_() for k, v in x.items()}
         if which == 'mambapy':
             out = scan_mambapy(**x)
@@ -666,7 +483,7 @@ def child_first(d_state=16, groups=4):
     t = time.perf_counter()
     m(x).sum().backward()
     second = time.perf_counter() - t
-    s = make_scan_inputs(1, 2 * groups, 64, d_state, groups, True)
+    s = harness.scan_inputs(1, 2 * groups, 64, d_state, groups, True)
     t = time.perf_counter()
     selective_scan(**s, delta_softplus=True).sum().backward()
     first_plain = time.perf_counter() - t
@@ -685,7 +502,7 @@ def child_demo_prep(root):
 
 
 CHILDREN = dict(
-    sgemm=child_sgemm,
+    sgemm=harness.sgemm,
     forward=child_forward,
     train=child_train,
     scan=child_scan,
@@ -697,128 +514,9 @@ CHILDREN = dict(
     demo_prep=child_demo_prep)
 
 
-def run_child_main(name, params):
-    result = CHILDREN[name](**params)
-    result['maxrss_gb'] = _maxrss_bytes() / GiB
-    mod = sys.modules.get('semillie_mm')
-    if mod is not None:
-        result['semillie_file'] = osp.abspath(mod.__file__)
-    print(MARK + json.dumps(result), flush=True)
-
-
 # --------------------------------------------------------------------------
 # parent side
 # --------------------------------------------------------------------------
-def _proc_tree_rss(pid):
-    """Resident bytes of a process and its descendants (0 once gone)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f'/proc/{p}/statm') as f:
-                total += int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-            with open(f'/proc/{p}/task/{p}/children') as f:
-                todo += [int(c) for c in f.read().split()]
-        except (OSError, ValueError):
-            pass
-    return total
-
-
-def _mem_available():
-    with open('/proc/meminfo') as f:
-        for line in f:
-            if line.startswith('MemAvailable:'):
-                return int(line.split()[1]) * 1024
-    return float('inf')
-
-
-class Job:
-    """A child process watched for memory: stopped (SIGKILL to its process
-    group) when its tree's RSS passes ``cap`` bytes or the machine's
-    available memory falls under ``reserve`` bytes.
-
-    Args:
-        cmd (list[str]): command.
-        env (dict): environment.
-        cwd (str): working directory.
-        log (str): file receiving stdout and stderr.
-        cap (float): RSS limit in bytes.
-        reserve (float): minimum MemAvailable in bytes.
-    """
-
-    def __init__(self, cmd, env, cwd, log, cap, reserve):
-        self.log = log
-        self.cap, self.reserve = cap, reserve
-        self.t0 = time.perf_counter()
-        with open(log, 'w') as f:
-            self.proc = subprocess.Popen(
-                cmd, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        self.expect_json = '--child' in cmd
-        self.stopped = None
-        self.peak_seen = 0
-        self.rusage = None
-        self.status = None
-        self.seconds = None
-
-    def poll(self):
-        """Check memory, reap if finished. Returns True when done."""
-        if self.status is not None:
-            return True
-        pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
-        if pid:
-            self.status, self.rusage = status, ru
-            self.seconds = time.perf_counter() - self.t0
-            self.proc.returncode = os.waitstatus_to_exitcode(status)
-            return True
-        rss = _proc_tree_rss(self.proc.pid)
-        self.peak_seen = max(self.peak_seen, rss)
-        if self.stopped is None:
-            if rss > self.cap:
-                self.stopped = (f'stopped at {rss / GiB:.1f} GB RSS after '
-                                f'{time.perf_counter() - self.t0:.0f} s')
-            elif _mem_available() < self.reserve:
-                self.stopped = (f'stopped: machine memory low at '
-                                f'{rss / GiB:.1f} GB RSS after '
-                                f'{time.perf_counter() - self.t0:.0f} s')
-            if self.stopped:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        return False
-
-    def result(self):
-        """The child's JSON line (dict) plus its rusage figures."""
-        with open(self.log) as f:
-            text = f.read()
-        out = None
-        for line in text.splitlines():
-            if line.startswith(MARK):
-                out = json.loads(line[len(MARK):])
-        res = dict(out or {})
-        res['wall_s'] = self.seconds
-        res['rusage_maxrss_gb'] = self.rusage.ru_maxrss * 1024 / GiB
-        res['returncode'] = self.proc.returncode
-        if self.stopped:
-            res['stopped'] = self.stopped
-            res['peak_seen_gb'] = self.peak_seen / GiB
-        elif (out is None and self.expect_json) or self.proc.returncode != 0:
-            tail = '\n'.join(text.strip().splitlines()[-15:])
-            res['error'] = f'exit {self.proc.returncode}: {tail}'
-        return res
-
-
-def wait_all(jobs, interval=0.2, on_poll=None):
-    while True:
-        done = [j.poll() for j in jobs]
-        if on_poll is not None:
-            on_poll()
-        if all(done):
-            return [j.result() for j in jobs]
-        time.sleep(interval)
-
-
 class Runner:
     """Starts children of this script (or any command) for one variant.
 
@@ -844,13 +542,12 @@ class Runner:
         self.count += 1
         tag = f'{self.name}-{self.count:02d}-{child}'
         if cmd is None:
-            cmd = [sys.executable, osp.abspath(__file__), '--child', child,
-                   '--params', json.dumps(params or {})]
+            cmd = harness.child_command(__file__, child, params)
         e = dict(self.env)
         e.update(env or {})
-        return Job(cmd, e, cwd or self.root,
-                   osp.join(self.scratch, tag + '.log'), self.cap,
-                   self.reserve)
+        return harness.Job(cmd, e, cwd or self.root,
+                           osp.join(self.scratch, tag + '.log'), self.cap,
+                           self.reserve)
 
     def check(self, res):
         """Stop the benchmark if a child imported semillie_mm from
@@ -865,49 +562,6 @@ class Runner:
 
     def run(self, child, params=None, **kw):
         return self.check(wait_all([self.start(child, params, **kw)])[0])
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def machine_summary():
-    """lscpu model name, SIMD flags, core count, memory, load average."""
-    info = dict(model=platform.processor() or 'unknown', flags='')
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True,
-                             check=True).stdout
-        fields = {}
-        for line in out.splitlines():
-            k, _, v = line.partition(':')
-            fields[k.strip()] = v.strip()
-        info['model'] = fields.get('Model name', info['model'])
-        flags = set(fields.get('Flags', '').split())
-        simd = [f for f in ('sse4_2', 'avx', 'avx2', 'fma', 'f16c',
-                            'avx512f', 'avx512dq', 'avx512bw', 'avx512vl',
-                            'avx512_vnni', 'avx512_bf16', 'avx_vnni',
-                            'amx_tile') if f in flags]
-        info['flags'] = ' '.join(simd)
-        info['cpus'] = fields.get('CPU(s)', str(os.cpu_count()))
-        info['threads_per_core'] = fields.get('Thread(s) per core', '?')
-        info['l2'] = fields.get('L2 cache', '?')
-    except (OSError, subprocess.CalledProcessError):
-        info['cpus'] = str(os.cpu_count())
-    with open('/proc/meminfo') as f:
-        info['mem_gb'] = int(f.readline().split()[1]) / 2**20
-    return info
-
-
-def git_describe(root):
-    def git(*a):
-        r = subprocess.run(['git', '-C', root] + list(a),
-                           capture_output=True, text=True)
-        return r.stdout.strip()
-
-    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
-    dirty = git('status', '--porcelain', '--', 'semillie_mm', 'tools',
-                'configs')
-    return commit + (' + uncommitted changes' if dirty else '')
 
 
 def extrapolate(r1, r2, l1, l2, length, key):
@@ -1076,12 +730,24 @@ def measure_peers(run, prof, peers, out):
 # --------------------------------------------------------------------------
 # the table
 # --------------------------------------------------------------------------
-def _fail(r):
-    if r is None or 'stopped' in r:
-        return None
-    if 'error' in r:
-        return 'failed: ' + r['error'].strip().splitlines()[-1][:120]
-    return None
+def _macs_note(r):
+    return (f'; MACs counted by {r["macs_from"]}' if r.get('macs_from')
+            else '')
+
+
+def share_macs(results):
+    """A variant whose package cannot count MACs (an older commit) takes
+    another variant's count of the same row (same model, same shapes)."""
+    variants = results['variants']
+    for key in ('fwd', 'train', 'train_nocache'):
+        counted = {n: v[key]['macs'] for n, v in variants.items()
+                   if v.get(key, {}).get('macs')}
+        for n, v in variants.items():
+            r = v.get(key)
+            if r and counted and not r.get('macs') and not _fail(r) and \
+                    'stopped' not in r:
+                src = next(iter(counted))
+                r['macs'], r['macs_from'] = counted[src], src
 
 
 def _gb(gib):
@@ -1120,7 +786,7 @@ def derive(res, rate, cpu_rate):
         cpu_ratio = r['cpu_s'] / (r['macs'] / cpu_rate)
         d['fwd'] = (ratio, f'{r["best_s"]:.2f} s / {floor:.2f} s = '
                     f'{ratio:.1f}x (CPU time: {r["cpu_s"]:.2f} s = '
-                    f'{cpu_ratio:.1f}x)')
+                    f'{cpu_ratio:.1f}x{_macs_note(r)})')
     for key, rss_key in (('train', 'train_rss_gb'),
                          ('train_nocache', 'train_nocache_rss_gb')):
         r = res.get(key)
@@ -1132,7 +798,7 @@ def derive(res, rate, cpu_rate):
             floor = 3 * r['macs'] / rate
             ratio = r['best_s'] / floor
             cpu_ratio = r['cpu_s'] / (3 * r['macs'] / cpu_rate)
-            note = ''
+            note = _macs_note(r)
             if key == 'train' and r.get('cpu_cache') != 'on':
                 note = '; without the caching allocator (not in this commit)'
             d[key] = (ratio, f'{r["best_s"]:.1f} s / {floor:.2f} s = '
@@ -1276,9 +942,7 @@ def table(results, prof, rate, cpu_rate):
                 demo=prof['demo_iters'])
     heads = [f'{n} ({results["commits"][n]})' for n in names]
     met_of = names[0] if names else '-'
-    lines = ['| figure | target | ' + ' | '.join(heads) +
-             f' | met ({met_of}) |',
-             '|---|---|' + '---|' * len(names) + '---|']
+    rows = []
     for key, label, target in ROW_LABELS:
         if not any(key in derived[n] for n in names):
             continue
@@ -1287,15 +951,13 @@ def table(results, prof, rate, cpu_rate):
         goal = TARGETS.get(key)
         met = ('-' if v is None or goal is None else
                ('yes' if v <= goal else 'no'))
-        lines.append(f'| {label.format(**fill)} | {target} | ' +
-                     ' | '.join(cells) + f' | {met} |')
-    return '\n'.join(lines), derived
+        rows.append([label.format(**fill), target] + cells + [met])
+    return harness.markdown_table(
+        ['figure', 'target'] + heads + [f'met ({met_of})'], rows), derived
 
 
 def peer_table(results, rate):
-    lines = ['| scan backend | fwd: CPU ns/element | fwd+bwd: CPU ns/element'
-             ' | fwd / fwd+bwd extra peak memory (GB) | note |',
-             '|---|---|---|---|---|']
+    table = []
     rows = []
     for n in ('new', 'old'):
         if n in results['variants']:
@@ -1323,9 +985,11 @@ def peer_table(results, rate):
             c = res['mambapy_check']
             notes.append(f'max abs diff vs reference (float64, small) '
                          f'{c["max_abs_diff"]:.1e} of {c["scale"]:.1e}')
-        lines.append(f'| {name} | {cells[0]} | {cells[1]} | '
-                     f'{" / ".join(mems)} | {"; ".join(notes) or "measured"} |')
-    return '\n'.join(lines)
+        table.append([name, cells[0], cells[1], ' / '.join(mems),
+                      '; '.join(notes) or 'measured'])
+    return harness.markdown_table(
+        ['scan backend', 'fwd: CPU ns/element', 'fwd+bwd: CPU ns/element',
+         'fwd / fwd+bwd extra peak memory (GB)', 'note'], table)
 
 
 def main(argv=None):
@@ -1357,7 +1021,8 @@ def main(argv=None):
     p.add_argument('--params', default='{}', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        return run_child_main(args.child, json.loads(args.params))
+        return harness.child_main(CHILDREN, args.child,
+                                  json.loads(args.params))
 
     rows = [r for r in args.rows.split(',') if r]
     bad = [r for r in rows if r not in ALL_ROWS]
@@ -1375,7 +1040,7 @@ def main(argv=None):
                     'worktree add <dir> <commit>, or --no-old)')
         variants['old'] = args.old_root
 
-    m = machine_summary()
+    m = harness.machine_summary()
     load0 = os.getloadavg()
     cmdline = ' '.join([osp.relpath(sys.executable, os.getcwd())
                         if sys.executable.startswith(os.getcwd()) else
@@ -1383,9 +1048,7 @@ def main(argv=None):
                        (argv if argv is not None else sys.argv[1:]))
     print(f'# CPU path benchmark ({mode} sizes)\n')
     print(f'command: {cmdline}')
-    print(f'machine: {m["model"]}, {m["cpus"]} CPUs '
-          f'({m.get("threads_per_core", "?")} thread(s) per core), '
-          f'L2 {m.get("l2", "?")}, {m["mem_gb"]:.1f} GB RAM')
+    print(f'machine: {harness.machine_line(m)}')
     print(f'SIMD flags: {m["flags"]}')
     print(f'load average before (1/5/15 min): '
           f'{" ".join(f"{x:.2f}" for x in load0)}', flush=True)
@@ -1403,7 +1066,7 @@ def main(argv=None):
             # its children share one numba cache, empty at its first scan
             extra = dict(NUMBA_CACHE_DIR=numba_cold) if name == 'old' else {}
             runners[name] = Runner(name, root, scratch, cap, reserve, extra)
-            results['commits'][name] = git_describe(root)
+            results['commits'][name] = harness.git_describe(root)
         print('variants: ' + '; '.join(
             f'{n} = {results["commits"][n]} at {variants[n]}'
             for n in runners))
@@ -1426,6 +1089,7 @@ def main(argv=None):
     finally:
         if not args.keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+    share_macs(results)
     rates = [s['gmacs'] for s in results['sgemm'] if 'gmacs' in s]
     if not rates:
         raise SystemExit('sgemm measurement failed: '
@@ -1444,8 +1108,8 @@ def main(argv=None):
           'per CPU second (the CPU-time ratios)')
     fwd_macs = results['variants'][base.name].get('fwd', {}).get('macs')
     if fwd_macs:
-        print(f'model MACs at {_fmt_shape(prof["fwd"])} (counted by forward '
-              f'hooks): {fwd_macs / 1e9:.2f} G')
+        print(f'model MACs at {_fmt_shape(prof["fwd"])} '
+              f'(utils.flops.count_macs): {fwd_macs / 1e9:.2f} G')
     print()
     text, derived = table(results, prof, rate, cpu_rate)
     results['derived'] = {
@@ -1460,10 +1124,7 @@ def main(argv=None):
           f'{" ".join(f"{x:.2f}" for x in results["load_after"])} '
           '(a shared machine: other jobs inflate the wall times)')
     if args.out:
-        tmp = args.out + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(results, f, indent=1, default=str)
-        os.replace(tmp, args.out)
+        harness.write_json(args.out, results)
     return results
 
 

@@ -24,17 +24,15 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
+
+import harness
 
 
 def _rss_mb() -> float:
     """Current resident set size of this process in MiB (Linux)."""
-    with open('/proc/self/statm') as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+    return harness.rss_bytes() / 2**20
 
 
 def run_one(batch: int, iters: int, img_size: int, device: str,
@@ -93,13 +91,12 @@ def run_one(batch: int, iters: int, img_size: int, device: str,
                 torch.cuda.max_memory_allocated() / 2**20)
     if not cuda:
         # ru_maxrss is in KiB on Linux; the fwd+bwd runs last and dominates
-        results['peak_rss_MiB'] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        results['peak_rss_MiB'] = round(harness.maxrss_bytes() / 2**20)
     results['threads'] = torch.get_num_threads()
     return results
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
     parser.add_argument('--iters', type=int, default=2,
@@ -108,29 +105,29 @@ def main() -> None:
                         help='untimed calls before timing (0 on a slow CPU)')
     parser.add_argument('--img-size', type=int, default=384)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    parser.add_argument('--params', default='{}', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
 
-    if args.one:
-        res = run_one(args.batch_sizes[0], args.iters, args.img_size,
-                      args.device, args.warmup)
-        print('RESULT ' + json.dumps(res))
+    if args.child:
+        harness.child_main(dict(run_one=run_one), args.child,
+                           json.loads(args.params))
         return
 
     print(f'# machine: {platform.machine()}, {os.cpu_count()} CPUs, '
           f'python {platform.python_version()}')
     rows = []
     for b in args.batch_sizes:
-        cmd = [sys.executable, __file__, '--one', '--batch-sizes', str(b),
-               '--iters', str(args.iters), '--warmup', str(args.warmup),
-               '--img-size', str(args.img_size),
-               '--device', args.device]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        line = [x for x in out.stdout.splitlines() if x.startswith('RESULT ')]
-        if out.returncode != 0 or not line:
-            print(f'batch {b}: failed (rc {out.returncode})\n{out.stderr[-2000:]}')
+        res = harness.run_child(__file__, 'run_one', dict(
+            batch=b, iters=args.iters, img_size=args.img_size,
+            device=args.device, warmup=args.warmup))
+        if harness.failure(res):
+            print(f'batch {b}: failed (rc {res["returncode"]})\n'
+                  f'{res["error"][-2000:]}')
             continue
-        res = json.loads(line[0][len('RESULT '):])
+        res = {k: v for k, v in res.items() if k not in (
+            'maxrss_gb', 'semillie_file', 'wall_s', 'rusage_maxrss_gb',
+            'returncode')}
         rows.append(res)
         print(json.dumps(res))
     if rows:

@@ -27,77 +27,37 @@ Usage::
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness
 
 
-def rss_bytes():
-    """Current resident set size of this process."""
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def maxrss_bytes():
-    """Peak resident set size of this process so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def make_inputs(batch, dim, length, d_state, groups, dtype, grad):
-    """Inputs shaped and scaled like SS2D's call (A = -(1..N), dt bias from
-    the Mamba dt init)."""
-    import math
-
-    import torch
-    g = torch.Generator().manual_seed(0)
-    dt = torch.exp(
-        torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) +
-        math.log(1e-3)).clamp(min=1e-4)
-    x = dict(
-        u=torch.randn(batch, dim, length, generator=g),
-        delta=0.1 * torch.randn(batch, dim, length, generator=g),
-        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(dim, 1),
-        B=torch.randn(batch, groups, d_state, length, generator=g),
-        C=torch.randn(batch, groups, d_state, length, generator=g),
-        D=torch.ones(dim),
-        delta_bias=dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-    return {
-        k: v.to(dtype).requires_grad_(grad)
-        for k, v in x.items()
-    }
-
-
-def worker(args):
-    """One measurement in this (fresh) process; prints a JSON line."""
+def worker(backend, mode, batch, dim, length, d_state, groups, dtype,
+           threads=0):
+    """One measurement in this (fresh) process: wall and CPU seconds of the
+    call, its extra peak memory."""
     import torch
     from semillie_mm.ops.selective_scan import selective_scan
-    torch.set_num_threads(args.threads or torch.get_num_threads())
-    dtype = getattr(torch, args.dtype)
-    grad = args.mode == 'fwd+bwd'
+    torch.set_num_threads(threads or torch.get_num_threads())
+    dtype = getattr(torch, dtype)
+    grad = mode == 'fwd+bwd'
 
     def call(x, grad_out=None):
-        out = selective_scan(
-            **x, delta_softplus=True, backend=args.backend)
+        out = selective_scan(**x, delta_softplus=True, backend=backend)
         if grad:
             out.backward(torch.ones_like(out) if grad_out is None else
                          grad_out)
         return out
 
     # warm-up on a small size: compiles (or loads) the kernels
-    call(make_inputs(1, 2 * args.groups, 8, args.d_state, args.groups, dtype,
-                     grad))
-    x = make_inputs(args.batch, args.dim, args.length, args.d_state,
-                    args.groups, dtype, grad)
+    call(harness.scan_inputs(1, 2 * groups, 8, d_state, groups, grad, dtype))
+    x = harness.scan_inputs(batch, dim, length, d_state, groups, grad, dtype)
     # the gradient arriving at the output, allocated beforehand (a network
     # hands over a dense tensor)
     grad_out = torch.randn_like(x['u']) if grad else None
-    before = rss_bytes()
-    peak_before = maxrss_bytes()
+    before = harness.rss_bytes()
+    peak_before = harness.maxrss_bytes()
     t0, c0 = time.perf_counter(), time.process_time()
     if grad:
         call(x, grad_out)
@@ -106,47 +66,38 @@ def worker(args):
             call(x)
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - c0
-    peak = maxrss_bytes()
-    print(json.dumps(dict(seconds=seconds, cpu_seconds=cpu_seconds,
-                          rss_before=before,
-                          peak_before=peak_before, peak=peak,
-                          extra=max(0, peak - before))))
+    peak = harness.maxrss_bytes()
+    return dict(seconds=seconds, cpu_seconds=cpu_seconds, rss_before=before,
+                peak_before=peak_before, peak=peak,
+                extra=max(0, peak - before))
 
 
-def jit_worker(args):
+def jit_worker(d_state, groups, dtype, **_):
     """Time the first forward+backward call (numba compile or cache load)."""
     import torch
     from semillie_mm.ops.selective_scan import selective_scan
-    dtype = getattr(torch, args.dtype)
-    x = make_inputs(1, 2 * args.groups, 8, args.d_state, args.groups, dtype,
-                    True)
+    x = harness.scan_inputs(1, 2 * groups, 8, d_state, groups, True,
+                            getattr(torch, dtype))
     t0 = time.perf_counter()
     selective_scan(**x, delta_softplus=True, backend='numba').sum().backward()
-    print(json.dumps(dict(seconds=time.perf_counter() - t0)))
+    return dict(seconds=time.perf_counter() - t0)
 
 
-def run_sub(extra_args, env=None):
-    cmd = [sys.executable, os.path.abspath(__file__)] + extra_args
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                         cwd=ROOT)
-    if res.returncode != 0:
-        raise RuntimeError(f'{" ".join(cmd)} failed:\n{res.stderr[-3000:]}')
-    return json.loads(res.stdout.strip().splitlines()[-1])
+CHILDREN = dict(worker=worker, jit_worker=jit_worker)
+
+
+def run_sub(name, params, env=None):
+    """One child measurement; raises with the child's output on failure."""
+    res = harness.run_child(__file__, name, params, env=env)
+    if harness.failure(res):
+        raise RuntimeError(f'{name} {params} failed:\n{res["error"]}')
+    return res
 
 
 def machine():
-    model = platform.processor()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    model = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
     import torch
-    return (f'{os.cpu_count()} CPUs ({model}), torch {torch.__version__}, '
-            f'{torch.get_num_threads()} torch threads')
+    return (f'{os.cpu_count()} CPUs ({harness.cpu_model()}), torch '
+            f'{torch.__version__}, {torch.get_num_threads()} torch threads')
 
 
 def fused_kernel(args):
@@ -162,8 +113,7 @@ def fused_kernel(args):
     import math
 
     import torch
-    from semillie_mm.ops import cpu_ext as ext
-    from semillie_mm.ops.selective_scan import ss2d_fused as fused
+    ext, fused = harness.fused_kernel_modules()
     mod = ext.load()
     if mod is None:
         print(f'fused kernel not available: {ext.unavailable_reason()}')
@@ -229,7 +179,7 @@ def fused_kernel(args):
     return 0
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--dim', type=int, default=512)
@@ -243,21 +193,17 @@ def main():
     p.add_argument('--backends', default='native,numba,reference')
     p.add_argument('--threads', type=int, default=0)
     p.add_argument('--skip-jit', action='store_true')
-    p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
-    p.add_argument('--jit-worker', action='store_true',
-                   help=argparse.SUPPRESS)
-    p.add_argument('--backend', help=argparse.SUPPRESS)
-    p.add_argument('--mode', help=argparse.SUPPRESS)
     p.add_argument('--fused-kernel', action='store_true',
                    help='time the fused SS2D C++ kernel alone (per-element '
                    'ns; use e.g. --dim 128 --length 16384)')
-    args = p.parse_args()
+    p.add_argument('--child', help=argparse.SUPPRESS)
+    p.add_argument('--params', default='{}', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return harness.child_main(CHILDREN, args.child,
+                                  json.loads(args.params))
     if args.fused_kernel:
         return fused_kernel(args)
-    if args.worker:
-        return worker(args)
-    if args.jit_worker:
-        return jit_worker(args)
 
     from semillie_mm.ops.selective_scan import available_backends
     import torch
@@ -266,9 +212,8 @@ def main():
              f'N {args.d_state}, {args.groups} groups, {args.dtype}')
     print(f'Selective scan on CPU: {shape}')
     print(f'Machine: {machine()}')
-    common = ['--batch', str(args.batch), '--dim', str(args.dim),
-              '--d-state', str(args.d_state), '--groups', str(args.groups),
-              '--dtype', args.dtype, '--threads', str(args.threads)]
+    common = dict(batch=args.batch, dim=args.dim, d_state=args.d_state,
+                  groups=args.groups, dtype=args.dtype, threads=args.threads)
     rows = []
     results = {}
     for backend in args.backends.split(','):
@@ -277,16 +222,16 @@ def main():
             continue
         for mode in ('fwd', 'fwd+bwd'):
             if backend != 'reference' or args.ref_length >= args.length:
-                r = run_sub(['--worker', '--backend', backend, '--mode', mode,
-                             '--length', str(args.length)] + common)
+                r = run_sub('worker', dict(backend=backend, mode=mode,
+                                           length=args.length, **common))
                 secs, extra, note = r['seconds'], r['extra'], 'measured'
                 cpu_secs = r['cpu_seconds']
             else:
                 # time and memory are linear in L: measure at two lengths
                 # and extrapolate (fixed costs are not multiplied)
                 l1, l2 = args.ref_length, 2 * args.ref_length
-                r1, r2 = (run_sub(['--worker', '--backend', backend, '--mode',
-                                   mode, '--length', str(n)] + common)
+                r1, r2 = (run_sub('worker', dict(backend=backend, mode=mode,
+                                                 length=n, **common))
                           for n in (l1, l2))
 
                 def extrapolate(key):
@@ -325,8 +270,8 @@ def main():
     if not args.skip_jit and 'cpu' in avail:
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-            cold = run_sub(['--jit-worker'] + common, env=env)
-            warm = run_sub(['--jit-worker'] + common, env=env)
+            cold = run_sub('jit_worker', common, env=env)
+            warm = run_sub('jit_worker', common, env=env)
         print(f'\nFirst cpu-backend call ({args.dtype}, forward+backward, '
               f'tiny input): {cold["seconds"]:.1f} s with an empty numba '
               f'cache (JIT compile), {warm["seconds"]:.2f} s in a new '

@@ -53,6 +53,8 @@ import time
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 
+import harness  # noqa: E402  (benchmarks/harness.py)
+
 MMCV_SDIST = 'mmcv-2.1.0.tar.gz'
 LOG_TAIL = 60_000  # characters of each step's log kept in gpu_check.log
 
@@ -526,14 +528,7 @@ def machine_info(dry_run):
         datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S'),
         python=sys.version.split()[0], executable=sys.executable,
         platform=platform.platform(), cores=os.cpu_count(), dry_run=dry_run)
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    info['cpu'] = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    info['cpu'] = harness.cpu_model()
     try:
         import torch
         info.update(torch=torch.__version__, torch_cuda=torch.version.cuda,

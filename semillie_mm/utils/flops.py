@@ -27,7 +27,14 @@ the gate ``y * silu(z)`` when ``z`` is given::
     MACs = batch * dim * L * (5 N + [D given] + [z given])
 
 ``exp``, ``softplus`` and ``silu`` are not counted, as the counter does not
-count activations elsewhere. The count does not depend on the backend: SS2D's
+count activations elsewhere. ``by_operator`` keeps the recurrence
+(``5 N`` per element, :data:`SCAN_COUNT_NAME`) apart from the skip and gate
+(:data:`SCAN_SKIP_NAME`).
+
+:func:`count_macs` is the narrower count of the products alone (convolutions,
+linear layers, einsums and matrix products, the scans' recurrence): the
+figure that a matrix-product rate turns into a time floor
+(``benchmarks/bench_cpu_path.py``'s "sgemm floor"). The count does not depend on the backend: SS2D's
 fused CPU kernel (which also computes the directions' projections in C++) is
 switched off while counting, so its projections are counted as the einsums of
 the unfused path, which does the same arithmetic.
@@ -43,8 +50,14 @@ import torch.nn as nn
 
 #: the op name under which the tracer records a counted scan
 SCAN_OP_NAME = 'prim::PythonOp.SelectiveScanCount'
-#: the name of the scans' share in ``FlopAnalyzer.by_operator()``
+#: the name of the scans' recurrence (5 N per element) in
+#: ``FlopAnalyzer.by_operator()``
 SCAN_COUNT_NAME = 'selective_scan'
+#: the name of the scans' skip ``D * u`` and gate ``z`` in ``by_operator()``
+SCAN_SKIP_NAME = 'selective_scan_skip'
+#: the operators :func:`count_macs` adds up: products only
+PRODUCT_OPERATORS = ('conv', 'linear', 'einsum', 'matmul', 'bmm',
+                     SCAN_COUNT_NAME)
 
 
 def scan_macs(u_shape: Sequence[int],
@@ -169,7 +182,9 @@ def _scan_handle(inputs, outputs) -> Counter:
     u_shape, a_shape = shapes[0], shapes[2]
     has_d = bool(shapes[5]) and shapes[5][0] > 0
     has_z = bool(shapes[6]) and shapes[6][0] > 0
-    return Counter({SCAN_COUNT_NAME: scan_macs(u_shape, a_shape, has_d, has_z)})
+    total = scan_macs(u_shape, a_shape, has_d, has_z)
+    state = scan_macs(u_shape, a_shape, False, False)
+    return Counter({SCAN_COUNT_NAME: state, SCAN_SKIP_NAME: total - state})
 
 
 def count_flops(model: nn.Module,
@@ -183,8 +198,10 @@ def count_flops(model: nn.Module,
     Returns:
         dict: ``params`` (int), ``flops`` (int, total MACs), ``flops_scan``
         (int, the selective scans' share), ``flops_layers`` (int, the rest),
-        ``scan_calls`` (int) and ``by_module`` (dict of MACs by module
-        name, '' for the whole model).
+        ``scan_calls`` (int), ``by_module`` (dict of MACs by module
+        name, '' for the whole model) and ``by_operator`` (dict of MACs by
+        operator: 'conv', 'linear', 'einsum', 'layer_norm', ...,
+        :data:`SCAN_COUNT_NAME`, :data:`SCAN_SKIP_NAME`).
     """
     from mmengine.analysis import FlopAnalyzer, parameter_count
     was_training = model.training
@@ -204,20 +221,46 @@ def count_flops(model: nn.Module,
             analyzer.uncalled_modules_warnings(False)
             analyzer.tracer_warnings('none')
             total = int(analyzer.total())
-            by_operator = analyzer.by_operator()
+            by_operator = dict(analyzer.by_operator())
             by_module = dict(analyzer.by_module())
     finally:
         model.train(was_training)
         for m in unfused:
             del m._use_fused
-    scan_total = int(by_operator.get(SCAN_COUNT_NAME, 0))
+    scan_total = int(by_operator.get(SCAN_COUNT_NAME, 0) +
+                     by_operator.get(SCAN_SKIP_NAME, 0))
     return dict(
         params=int(parameter_count(model)['']),
         flops=total,
         flops_scan=scan_total,
         flops_layers=total - scan_total,
         scan_calls=len(calls),
-        by_module=by_module)
+        by_module=by_module,
+        by_operator={k: int(v) for k, v in by_operator.items()})
+
+
+def count_macs(model: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> int:
+    """Multiply-accumulates of the products of ``model(*inputs)``.
+
+    The sum of :func:`count_flops`'s ``by_operator`` over
+    :data:`PRODUCT_OPERATORS`: every convolution (output elements x
+    in_channels / groups x kernel area), linear layer (output elements x
+    in_features), einsum and matrix product (SS2D's projections), and 5 MACs
+    per (batch, channel, step, state) of each selective scan; norms,
+    pooling, the scans' skip and gate and other element-wise operations are
+    not counted. The module-by-module path runs while counting (under the
+    tracer), so layers that the no-grad or memory-lean paths apply through
+    their weights are counted too.
+
+    Args:
+        model (nn.Module): the network (its mode is restored afterwards).
+        inputs (tuple[Tensor]): its forward arguments.
+
+    Returns:
+        int: the MACs.
+    """
+    by_operator = count_flops(model, inputs)['by_operator']
+    return sum(by_operator.get(k, 0) for k in PRODUCT_OPERATORS)
 
 
 def build_model_from_config(cfg, part: Optional[str] = None) -> nn.Module:

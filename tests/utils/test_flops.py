@@ -6,10 +6,11 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from semillie_mm.models.archs import SS2D
 from semillie_mm.ops import selective_scan
-from semillie_mm.utils.flops import count_flops, scan_macs
+from semillie_mm.utils.flops import count_flops, count_macs, scan_macs
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
@@ -67,6 +68,73 @@ def test_ss2d_counts_scan_and_projections_for_any_size():
     # linear in the number of pixels: doubles with W, x1.5 with H
     assert counts[(6, 12)] == 2 * counts[(6, 6)]
     assert counts[(9, 12)] * 2 == 3 * counts[(6, 12)]
+
+
+def test_tiny_net_products_only():
+    """count_macs: the conv, the linear layer and the scan's recurrence
+    (5 N per element), not its skip D nor its gate z."""
+    res = count_flops(TinyNet(), (torch.rand(1, 3, 5, 7), ))
+    assert count_macs(TinyNet(), (torch.rand(1, 3, 5, 7), )) == \
+        res['flops_layers'] + 6 * 5 * 7 * 5 * 3
+    assert res['by_operator']['selective_scan_skip'] == 6 * 5 * 7 * 2
+
+
+def test_count_macs_conv_linear():
+    """Conv2d (grouped, strided) and Linear against the operations' own
+    FLOP count (torch's FlopCounterMode: 2 per MAC)."""
+    net = nn.Sequential(
+        nn.Conv2d(6, 8, 3, padding=1, groups=2),
+        nn.Conv2d(8, 4, 5, stride=2, padding=2), nn.Flatten(2),
+        nn.Linear(5 * 5, 7))
+    x = torch.rand(2, 6, 9, 10)
+    with FlopCounterMode(display=False) as fc:
+        net(x)
+    assert count_macs(net, (x, )) == fc.get_total_flops() // 2
+
+
+def test_count_macs_ss2d():
+    """SS2D = its two projections (counted by FlopCounterMode on the same
+    einsums with the module's weights) + 5 MACs per scan element."""
+    m = SS2D(32, d_state=4)  # dt_rank 2: both einsums are matrix products
+    b, h, w = 2, 5, 3
+    K = m.x_proj_weight.shape[0]
+    xs = torch.rand(b, K, 32, h * w)
+    with FlopCounterMode(display=False) as fc:
+        dbl = torch.einsum('bkel,kce->bkcl', xs, m.x_proj_weight)
+        torch.einsum('bkrl,ker->bkel', dbl[:, :, :m.dt_rank],
+                     m.dt_proj_weight)
+    scan = 5 * K * 32 * h * w * b * m.d_state
+    assert count_macs(m, (torch.rand(b, 32, h, w), )) == \
+        fc.get_total_flops() // 2 + scan
+
+
+@pytest.mark.parametrize('kwargs,shape,old', [
+    (dict(embed_dim=8, num_groups=1, blocks_per_group=1, d_state=4),
+     (1, 3, 12, 10), 708496),
+    ({}, (1, 3, 32, 32), 748684288),
+])
+def test_count_macs_of_the_network_as_the_benchmark_counted(
+        kwargs, shape, old):
+    """The figure benchmarks/bench_cpu_path.py's forward hooks gave (its
+    ``MacCounter`` with the module-by-module path forced, commit f6dde77),
+    although MSSM/MSSB's no-grad paths apply layers through their weights,
+    where module hooks do not fire."""
+    from semillie_mm.models.archs import SemiLLIENet
+    net = SemiLLIENet(**kwargs).eval()
+    x = torch.rand(*shape)
+    assert count_macs(net, (x, )) == old
+    assert not net.training
+    # afterwards the no-grad forward takes the lean path again, which
+    # hides layers from module hooks
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    seen = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.add(id(m)))
+             for m in layers]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    assert 0 < len(seen) < len(layers)
 
 
 def test_get_flops_tool(monkeypatch, capsys):
