@@ -20,3 +20,6 @@ import semillie_mm  # noqa: E402,F401
 from mmengine.registry import init_default_scope  # noqa: E402
 
 init_default_scope('mmagic')
+
+# a tiny VisDrone-DET set for the converter and detection-study tests
+from visdrone_test_data import visdrone_factory  # noqa: E402,F401

@@ -13,7 +13,9 @@ HERE = osp.dirname(osp.abspath(__file__))
 
 
 def run(args, timeout=900, **env):
-    env = dict(os.environ, PYTHONPATH=f'{REPO}:{HERE}', CUDA_VISIBLE_DEVICES='',
+    # tests/ holds dump_teacher_hook.py, which the config imports
+    env = dict(os.environ, PYTHONPATH=f'{REPO}:{osp.dirname(HERE)}',
+               CUDA_VISIBLE_DEVICES='',
                **env)
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)

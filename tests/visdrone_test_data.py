@@ -1,4 +1,5 @@
-"""A tiny generated VisDrone-DET style data set for the detection-study tests.
+"""A tiny generated VisDrone-DET style data set for the detection-study and converter tests
+(the ``visdrone_factory`` fixture, made available to every test by ``tests/conftest.py``).
 
 Each image is a dark (night-like) picture with a few filled rectangles, one per object; the
 rectangles' colours depend on the class. Each image's annotation file lists its objects as
