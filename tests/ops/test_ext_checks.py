@@ -264,3 +264,22 @@ def test_depthwise_conv2d_weight_on_another_device():
     w = torch.randn(8, 1, 3, 3, device='meta')
     with pytest.raises(RuntimeError, match='CPU'):
         dw.depthwise_conv2d(x, w)
+
+
+def test_extra_flags_get_a_key_of_their_own(monkeypatch):
+    """tools/asan_tests.sh builds an instrumented binary through
+    SEMILLIE_EXT_EXTRA_CFLAGS / _LDFLAGS: a key of its own, and the default
+    key unchanged when they are unset or empty."""
+    monkeypatch.delenv(ext.EXTRA_CFLAGS_ENV, raising=False)
+    monkeypatch.delenv(ext.EXTRA_LDFLAGS_ENV, raising=False)
+    key = ext.cache_key()
+    monkeypatch.setenv(ext.EXTRA_CFLAGS_ENV, '')
+    monkeypatch.setenv(ext.EXTRA_LDFLAGS_ENV, ' ')
+    assert ext.cache_key() == key
+    monkeypatch.setenv(ext.EXTRA_CFLAGS_ENV, '-fsanitize=address -g')
+    asan = ext.cache_key()
+    assert asan != key
+    assert ext._extra_flags(ext.EXTRA_CFLAGS_ENV) == ['-fsanitize=address',
+                                                      '-g']
+    monkeypatch.setenv(ext.EXTRA_LDFLAGS_ENV, '-fsanitize=address')
+    assert ext.cache_key() not in (key, asan)
