@@ -21,7 +21,6 @@ import argparse
 import os
 import re
 import sys
-from typing import Dict, List
 
 import yaml
 from packaging.version import InvalidVersion, Version
@@ -39,7 +38,7 @@ def normalize(name: str) -> str:
     return re.sub(r'[-_.]+', '-', name).lower()
 
 
-def read_pins(path: str) -> Dict[str, str]:
+def read_pins(path: str) -> dict[str, str]:
     """``name==version`` lines of a requirements file (others ignored).
 
     Args:
@@ -52,14 +51,15 @@ def read_pins(path: str) -> Dict[str, str]:
     with open(path) as f:
         for line in f:
             line = line.split('#', 1)[0].strip()
-            m = re.match(r'^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*'
-                         r'([^\s;]+)', line)
+            m = re.match(
+                r'^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*'
+                r'([^\s;]+)', line)
             if m:
                 pins[normalize(m.group(1))] = m.group(3)
     return pins
 
 
-def _in_range(version: Version, events: List[dict]) -> bool:
+def _in_range(version: Version, events: list[dict]) -> bool:
     affected = False
     for ev in events:  # OSV: events in order; introduced opens, fixed closes
         try:
@@ -67,11 +67,11 @@ def _in_range(version: Version, events: List[dict]) -> bool:
                 if ev['introduced'] == '0' or version >= Version(
                         str(ev['introduced'])):
                     affected = True
-            elif 'fixed' in ev and version >= Version(str(ev['fixed'])):
-                affected = False
-            elif 'last_affected' in ev and version > Version(
-                    str(ev['last_affected'])):
-                affected = False
+            elif 'fixed' in ev:
+                affected = affected and version < Version(str(ev['fixed']))
+            elif 'last_affected' in ev:
+                affected = affected and version <= Version(
+                    str(ev['last_affected']))
         except InvalidVersion:
             continue
     return affected
@@ -96,8 +96,8 @@ def affects(advisory: dict, name: str, version: str) -> bool:
         v = None
     for aff in advisory.get('affected', []):
         pkg = aff.get('package', {})
-        if pkg.get('ecosystem') != 'PyPI' or normalize(
-                pkg.get('name', '')) != name:
+        if pkg.get('ecosystem') != 'PyPI' or normalize(pkg.get('name',
+                                                               '')) != name:
             continue
         if version in [str(x) for x in aff.get('versions', [])]:
             return True
@@ -110,7 +110,7 @@ def affects(advisory: dict, name: str, version: str) -> bool:
     return False
 
 
-def fixed_versions(advisory: dict, name: str) -> List[str]:
+def fixed_versions(advisory: dict, name: str) -> list[str]:
     """The ``fixed`` versions an advisory names for a package."""
     out = []
     for aff in advisory.get('affected', []):
@@ -118,12 +118,14 @@ def fixed_versions(advisory: dict, name: str) -> List[str]:
             continue
         for rng in aff.get('ranges', []):
             if rng.get('type') == 'ECOSYSTEM':  # not GIT commit hashes
-                out += [str(e['fixed']) for e in rng.get('events', [])
-                        if 'fixed' in e]
+                out += [
+                    str(e['fixed']) for e in rng.get('events', [])
+                    if 'fixed' in e
+                ]
     return out
 
 
-def audit(pins: Dict[str, str], db: str) -> List[dict]:
+def audit(pins: dict[str, str], db: str) -> list[dict]:
     """Findings of ``pins`` in the advisory folder ``db``.
 
     Args:
@@ -149,11 +151,20 @@ def audit(pins: Dict[str, str], db: str) -> List[dict]:
             if not affects(adv, name, version):
                 continue
             text = (adv.get('summary') or adv.get('details') or '').strip()
-            findings.append(
-                dict(name=name, version=version, id=adv['id'],
-                     aliases=adv.get('aliases', []),
-                     fixed=fixed_versions(adv, name),
-                     summary=text.splitlines()[0][:160] if text else ''))
+            findings.append({
+                'name':
+                name,
+                'version':
+                version,
+                'id':
+                adv['id'],
+                'aliases':
+                adv.get('aliases', []),
+                'fixed':
+                fixed_versions(adv, name),
+                'summary':
+                text.splitlines()[0][:160] if text else ''
+            })
     return findings
 
 
@@ -161,19 +172,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description='Audit name==version pins against a local PyPA advisory '
         'database (offline pip-audit).')
-    parser.add_argument('-r', '--requirement', required=True,
+    parser.add_argument('-r',
+                        '--requirement',
+                        required=True,
                         help='requirements file with name==version pins')
-    parser.add_argument('--db', required=True,
+    parser.add_argument('--db',
+                        required=True,
                         help="the advisory database's vulns/ folder")
-    parser.add_argument('--ignore-vuln', action='append', default=[],
-                        metavar='ID', help='accepted finding (repeatable)')
+    parser.add_argument('--ignore-vuln',
+                        action='append',
+                        default=[],
+                        metavar='ID',
+                        help='accepted finding (repeatable)')
     args = parser.parse_args(argv)
     pins = read_pins(args.requirement)
     findings = audit(pins, args.db)
     open_ = 0
     for f in findings:
-        ignored = f['id'] in args.ignore_vuln or any(
-            a in args.ignore_vuln for a in f['aliases'])
+        ignored = f['id'] in args.ignore_vuln or any(a in args.ignore_vuln
+                                                     for a in f['aliases'])
         open_ += not ignored
         print(f"{f['name']}=={f['version']}  {f['id']}"
               f"{' (' + ', '.join(f['aliases']) + ')' if f['aliases'] else ''}"

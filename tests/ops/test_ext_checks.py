@@ -25,24 +25,32 @@ NCHUNKS = -(-L // CHUNK)
 def _dw_fwd_args():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, H, W, E, generator=g)
-    return dict(x=x, w=torch.randn(K * K, E, generator=g),
-                bias=torch.randn(E, generator=g), out=torch.empty_like(x))
+    return {
+        'x': x,
+        'w': torch.randn(K * K, E, generator=g),
+        'bias': torch.randn(E, generator=g),
+        'out': torch.empty_like(x)
+    }
 
 
 def _dw_wgrad_args():
     g = torch.Generator().manual_seed(1)
-    return dict(x=torch.randn(B, H, W, E, generator=g),
-                g=torch.randn(B, H, W, E, generator=g))
+    return {
+        'x': torch.randn(B, H, W, E, generator=g),
+        'g': torch.randn(B, H, W, E, generator=g)
+    }
 
 
 def _ss2d_common(seed):
     g = torch.Generator().manual_seed(seed)
-    return dict(u=torch.randn(B, L, E, generator=g),
-                xdbl=torch.randn(B, L, R + 2 * N, generator=g),
-                Wdt=torch.randn(E, R, generator=g),
-                bias=torch.randn(E, generator=g),
-                A=-torch.rand(E, N, generator=g) - 0.5,
-                D=torch.randn(E, generator=g))
+    return {
+        'u': torch.randn(B, L, E, generator=g),
+        'xdbl': torch.randn(B, L, R + 2 * N, generator=g),
+        'Wdt': torch.randn(E, R, generator=g),
+        'bias': torch.randn(E, generator=g),
+        'A': -torch.rand(E, N, generator=g) - 0.5,
+        'D': torch.randn(E, generator=g)
+    }
 
 
 def _ss2d_fwd_args():
@@ -55,21 +63,25 @@ def _ss2d_bwd_args():
     a = _ss2d_common(3)
     ck = torch.empty(B, NCHUNKS, N, E)
     ext.load().fwd(*a.values(), torch.zeros(B, L, E), ck, H, W, 0, CHUNK)
-    a.update(dy=torch.randn(B, L, E), ckpt=ck, du=torch.zeros(B, L, E),
+    a.update(dy=torch.randn(B, L, E),
+             ckpt=ck,
+             du=torch.zeros(B, L, E),
              dxdbl=torch.zeros(1, B, L, R + 2 * N))
     return a
 
 
 def _scan_common(seed):
     g = torch.Generator().manual_seed(seed)
-    return dict(u=torch.randn(B, E, L, generator=g),
-                delta=torch.rand(B, E, L, generator=g),
-                A=-torch.rand(E, N, generator=g) - 0.5,
-                B=torch.randn(B, 1, N, L, generator=g),
-                C=torch.randn(B, 1, N, L, generator=g),
-                D=torch.randn(E, generator=g),
-                z=torch.randn(B, E, L, generator=g),
-                delta_bias=torch.randn(E, generator=g))
+    return {
+        'u': torch.randn(B, E, L, generator=g),
+        'delta': torch.rand(B, E, L, generator=g),
+        'A': -torch.rand(E, N, generator=g) - 0.5,
+        'B': torch.randn(B, 1, N, L, generator=g),
+        'C': torch.randn(B, 1, N, L, generator=g),
+        'D': torch.randn(E, generator=g),
+        'z': torch.randn(B, E, L, generator=g),
+        'delta_bias': torch.randn(E, generator=g)
+    }
 
 
 def _scan_bwd_args():
@@ -86,16 +98,14 @@ def _call(fn, a):
     if fn == 'dw_conv_wgrad':
         return mod.dw_conv_wgrad(a['x'], a['g'], K)
     if fn == 'fwd':
-        return mod.fwd(a['u'], a['xdbl'], a['Wdt'], a['bias'], a['A'],
-                       a['D'], a['y'], a['ckpt'], H, W, 0, CHUNK)
+        return mod.fwd(a['u'], a['xdbl'], a['Wdt'], a['bias'], a['A'], a['D'],
+                       a['y'], a['ckpt'], H, W, 0, CHUNK)
     if fn == 'bwd':
-        return mod.bwd(a['u'], a['xdbl'], a['Wdt'], a['bias'], a['A'],
-                       a['D'], a['dy'], a['ckpt'], a['du'], a['dxdbl'], H, W,
-                       0, CHUNK)
+        return mod.bwd(a['u'], a['xdbl'], a['Wdt'], a['bias'], a['A'], a['D'],
+                       a['dy'], a['ckpt'], a['du'], a['dxdbl'], H, W, 0, CHUNK)
     if fn == 'scan_fwd':
-        return mod.scan_fwd(a['u'], a['delta'], a['A'], a['B'], a['C'],
-                            a['D'], a['z'], a['delta_bias'], True, CHUNK,
-                            True)
+        return mod.scan_fwd(a['u'], a['delta'], a['A'], a['B'], a['C'], a['D'],
+                            a['z'], a['delta_bias'], True, CHUNK, True)
     assert fn == 'scan_bwd'
     return mod.scan_bwd(a['u'], a['delta'], a['A'], a['B'], a['C'], a['D'],
                         a['z'], a['delta_bias'], True, CHUNK, a['ckpt'],
@@ -118,8 +128,8 @@ CASES = [(fn, name) for fn, make in [
     ('bwd', ('u', 'xdbl', 'Wdt', 'bias', 'A', 'D', 'dy', 'ckpt', 'du',
              'dxdbl')),
     ('scan_fwd', ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')),
-    ('scan_bwd', ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias',
-                  'ckpt', 'dout', 'dlast')),
+    ('scan_bwd', ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias', 'ckpt',
+                  'dout', 'dlast')),
 ] for name in make]
 
 
@@ -264,3 +274,22 @@ def test_depthwise_conv2d_weight_on_another_device():
     w = torch.randn(8, 1, 3, 3, device='meta')
     with pytest.raises(RuntimeError, match='CPU'):
         dw.depthwise_conv2d(x, w)
+
+
+def test_extra_flags_get_a_key_of_their_own(monkeypatch):
+    """tools/asan_tests.sh builds an instrumented binary through
+    SEMILLIE_EXT_EXTRA_CFLAGS / _LDFLAGS: a key of its own, and the default
+    key unchanged when they are unset or empty."""
+    monkeypatch.delenv(ext.EXTRA_CFLAGS_ENV, raising=False)
+    monkeypatch.delenv(ext.EXTRA_LDFLAGS_ENV, raising=False)
+    key = ext.cache_key()
+    monkeypatch.setenv(ext.EXTRA_CFLAGS_ENV, '')
+    monkeypatch.setenv(ext.EXTRA_LDFLAGS_ENV, ' ')
+    assert ext.cache_key() == key
+    monkeypatch.setenv(ext.EXTRA_CFLAGS_ENV, '-fsanitize=address -g')
+    asan = ext.cache_key()
+    assert asan != key
+    assert ext._extra_flags(
+        ext.EXTRA_CFLAGS_ENV) == ['-fsanitize=address', '-g']
+    monkeypatch.setenv(ext.EXTRA_LDFLAGS_ENV, '-fsanitize=address')
+    assert ext.cache_key() not in (key, asan)

@@ -25,6 +25,13 @@ of loading an incompatible one; the fallback is a WARNING that names the
 reason, its cost and the build command (:func:`fallback_message`), and an
 error when ``SEMILLIE_REQUIRE_NATIVE=1`` (CI sets it). A read-only package
 directory does not matter: nothing is written next to the source.
+
+``SEMILLIE_EXT_EXTRA_CFLAGS`` / ``SEMILLIE_EXT_EXTRA_LDFLAGS`` (unset by
+default) append compile / link flags to both the build and the cache key,
+for a second, instrumented binary next to the normal one: the sanitizer
+run, ``bash tools/asan_tests.sh``, sets them to ``-fsanitize=address,undefined``
+(with ``SEMILLIE_CACHE`` pointing at a folder of its own). Unset, the flags
+and the key are those above.
 """
 import argparse
 import hashlib
@@ -33,6 +40,7 @@ import importlib.util
 import logging
 import os
 import platform
+import shlex
 import shutil
 import sys
 import sysconfig
@@ -57,6 +65,16 @@ HEADERS = (os.path.join(_CSRC, 'scan_math.h'), )
 # pool and thread count.
 CFLAGS = ('-O3', '-march=native', '-ffp-contract=fast', '-fno-math-errno',
           '-fno-trapping-math', '-fopenmp', '-std=c++20')
+
+
+#: extra compile / link flags (e.g. sanitizers), space-separated; unset
+#: by default
+EXTRA_CFLAGS_ENV = 'SEMILLIE_EXT_EXTRA_CFLAGS'
+EXTRA_LDFLAGS_ENV = 'SEMILLIE_EXT_EXTRA_LDFLAGS'
+
+
+def _extra_flags(env: str) -> list:
+    return shlex.split(os.environ.get(env, ''))
 
 
 def _ldflags():
@@ -133,6 +151,9 @@ def cache_key() -> str:
                  sysconfig.get_config_var('SOABI') or '', ' '.join(CFLAGS),
                  _ldflags_kind(), _cpu_signature()):
         h.update(b'\0' + part.encode())
+    extra = (_extra_flags(EXTRA_CFLAGS_ENV), _extra_flags(EXTRA_LDFLAGS_ENV))
+    if any(extra):  # only then: the default key stays what it was
+        h.update(b'\0extra\0' + repr(extra).encode())
     return h.hexdigest()[:16]
 
 
@@ -257,8 +278,8 @@ def build(verbose: bool = False) -> str:
         cpp_extension.load(
             name=module_name(),
             sources=list(SOURCES),
-            extra_cflags=list(CFLAGS),
-            extra_ldflags=_ldflags(),
+            extra_cflags=list(CFLAGS) + _extra_flags(EXTRA_CFLAGS_ENV),
+            extra_ldflags=_ldflags() + _extra_flags(EXTRA_LDFLAGS_ENV),
             build_directory=tmp,
             verbose=verbose)
         built = [f for f in os.listdir(tmp) if f.startswith(module_name())
