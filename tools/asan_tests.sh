@@ -33,7 +33,7 @@ export SEMILLIE_REQUIRE_NATIVE=1
 # preloaded for the build too: the build imports the binary it made
 export LD_PRELOAD="$LIBASAN:$LIBSTDCXX${LD_PRELOAD:+:$LD_PRELOAD}"
 rc=0
-"$PY" semillie_mm/ops/selective_scan/ext.py --build || rc=$?
+"$PY" semillie_mm/ops/cpu_ext/build.py --build || rc=$?
 if [ "$rc" = 0 ]; then
   "$PY" -m pytest tests/ops -p no:cacheprovider "$@" || rc=$?
 fi

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from semillie_mm.ops import depthwise_conv as dw
-from semillie_mm.ops import cpu_ext as ext
+from semillie_mm.ops.cpu_ext import build as ext
 
 needs_ext = pytest.mark.skipif(
     not ext.available(),
