@@ -6,11 +6,11 @@ place refuse expanded (self-overlapping) tensors and memory shared with an
 input, instead of crashing or silently computing a wrong result (an
 expanded ``y`` or ``out`` aliasing ``x`` did before these checks). A
 refused call leaves its outputs untouched."""
+from semillie_mm.ops import cpu_ext as ext
+from semillie_mm.ops import depthwise_conv as dw
+
 import pytest
 import torch
-
-from semillie_mm.ops import depthwise_conv as dw
-from semillie_mm.ops import cpu_ext as ext
 
 needs_ext = pytest.mark.skipif(
     not ext.available(),
