@@ -27,7 +27,10 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+if TYPE_CHECKING:  # annotations only; numpy is imported where used
+    import numpy as np
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 
@@ -163,8 +166,8 @@ def stitch(tiles: Dict[str, 'np.ndarray']) -> Dict[str, 'np.ndarray']:
 def _classifier():
     if not _CLASSIFIER:
         import torch
-        from mmengine.registry import DefaultScope
         from mmagic.registry import MODELS
+        from mmengine.registry import DefaultScope
         with DefaultScope.overwrite_default_scope('mmagic'):
             enc = MODELS.build(dict(type='ImageNetEncoder'))
         if torch.cuda.is_available():
@@ -187,11 +190,12 @@ def score(outputs: Dict[str, 'np.ndarray'], val: List[tuple]) -> dict:
     Returns:
         dict: metric -> float.
     """
+    from semillie_mm.evaluation.functional.loe import loe
+
     import numpy as np
     from mmagic.evaluation.metrics.niqe import niqe
     from mmagic.evaluation.metrics.psnr import psnr
     from mmagic.evaluation.metrics.ssim import ssim
-    from semillie_mm.evaluation.functional.loe import loe
     p, s, e = [], [], []
     for stem, low, gt in val:
         out = outputs[stem]
@@ -275,9 +279,9 @@ def evaluate_checkpoint(cfg, ckpt: str, data_root: str,
     """
     import cv2
     import torch
+    from mmagic.registry import MODELS
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
-    from mmagic.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmagic'):
         model = MODELS.build(cfg.model)
     load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
@@ -337,6 +341,7 @@ def worker(row: str, seed: int, args) -> None:
         # convolutions already do by default); recorded in metrics.json
         torch.backends.cuda.matmul.allow_tf32 = True
     import semillie_mm
+
     from mmengine.config import Config
     from mmengine.runner import Runner
     work_dir = osp.join(args.out_dir, 'runs', row, f'seed{seed}')
@@ -398,10 +403,10 @@ def diagnose(args) -> dict:
         ``OUT/diagnose.json``.
     """
     import numpy as np  # noqa: F401
+    from mmagic.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
-    from mmagic.registry import MODELS
     val = load_val(args.data_root, 'val')
     unl = _load_pairs(args.data_root, 'unlabeled/input',
                       'unlabeled_oracle/GT')
@@ -444,8 +449,9 @@ def diagnose(args) -> dict:
 
 def _load_pairs(data_root: str, in_rel: str, gt_rel: str) -> List[tuple]:
     """Like :func:`load_val` for any two folders of matching tiles."""
-    import cv2
     from semillie_mm.datasets.folder_utils import index_by_stem
+
+    import cv2
     in_dir, gt_dir = osp.join(data_root, in_rel), osp.join(data_root, gt_rel)
     ins, gts = index_by_stem(in_dir), index_by_stem(gt_dir)
     return [(stem, cv2.imread(osp.join(in_dir, ins[stem]))[..., ::-1].copy(),
@@ -747,8 +753,7 @@ def main(argv=None):
     if args.diagnose:
         diagnose(args)
         return 0
-    from semillie_mm.datasets.target_domain_data import \
-        prepare_target_domain_data
+    from semillie_mm.datasets.target_domain_data import prepare_target_domain_data
     os.makedirs(args.out_dir, exist_ok=True)
     prepare_target_domain_data(args.data_root)
     start = time.time()

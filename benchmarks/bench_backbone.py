@@ -12,11 +12,13 @@ import time
 
 import harness
 
+
 def measure(h, w, repeat, backend=None):
     """Forward time (best of ``repeat``) and peak RSS for one input size."""
-    import torch
     import semillie_mm  # noqa: F401
     from semillie_mm.models.archs import SemiLLIENet
+
+    import torch
     torch.manual_seed(0)
     net = SemiLLIENet(scan_backend=backend).eval()
     x = torch.rand(1, 3, h, w)
@@ -34,9 +36,10 @@ def measure(h, w, repeat, backend=None):
 def complexity(h=256, w=256):
     """Parameters and FLOPs (1 multiply-add = 1 FLOP, the convention of fvcore and
     of the paper's table), :func:`semillie_mm.utils.flops.count_flops`."""
-    import torch
     from semillie_mm.models.archs import SemiLLIENet
     from semillie_mm.utils.flops import count_flops
+
+    import torch
     res = count_flops(SemiLLIENet().eval(), (torch.rand(1, 3, h, w), ))
     return dict(params=res['params'], flops_without_scan=res['flops_layers'],
                 flops_scan=res['flops_scan'], flops_total=res['flops'])

@@ -33,7 +33,8 @@ import tempfile
 import time
 
 import harness
-from harness import GiB, failure as _fail, log, wait_all
+from harness import GiB, log, wait_all
+from harness import failure as _fail
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
@@ -144,9 +145,10 @@ def count_macs(net, x):
 
 
 def _import_model():
-    import torch
     import semillie_mm  # noqa: F401
     from semillie_mm.models.archs import SemiLLIENet
+
+    import torch
     return torch, SemiLLIENet
 
 
@@ -241,7 +243,7 @@ def scan_mambapy(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
     """
     import torch.nn.functional as F
     from mambapy.pscan import pscan
-    b, d, l = u.shape
+    b, d, l = u.shape  # noqa: E741  (mambapy's names)
     g = B.shape[1]
     dt = delta + delta_bias.view(1, -1, 1)
     if delta_softplus:
@@ -399,8 +401,9 @@ def child_kernel(batch, channels, h, w, d_state, dt_rank, repeat=3):
 def child_check_peer(batch, dim, length, d_state, groups):
     """Max abs difference of mambapy's scan against the reference backend
     (forward and the input gradients), on a small size."""
-    import torch
     from semillie_mm.ops.selective_scan import selective_scan
+
+    import torch
     outs = []
     for which in ('reference', 'mambapy'):
         x = harness.scan_inputs(batch, dim, length, d_state, groups, True)
@@ -470,9 +473,10 @@ def child_first(d_state=16, groups=4):
     the model's default path), then the first plain ``selective_scan`` call
     (fwd + bwd, tiny, default CPU backend) in the same fresh process."""
     t0 = time.perf_counter()
-    import torch
     from semillie_mm.models.archs import SS2D
     from semillie_mm.ops.selective_scan import selective_scan
+
+    import torch
     t_import = time.perf_counter() - t0
     torch.manual_seed(0)
     m = SS2D(16, d_state=d_state)

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import harness
@@ -38,9 +37,9 @@ def _rss_mb() -> float:
 def run_one(batch: int, iters: int, img_size: int, device: str,
             warmup: int = 1) -> dict:
     """Time one batch size in this process and return the measurements."""
-    import torch
-
     from semillie_mm.models.encoders import RAMImageEncoder
+
+    import torch
 
     torch.manual_seed(0)
     enc = RAMImageEncoder(img_size=img_size).to(device)

@@ -37,8 +37,9 @@ def worker(backend, mode, batch, dim, length, d_state, groups, dtype,
            threads=0):
     """One measurement in this (fresh) process: wall and CPU seconds of the
     call, its extra peak memory."""
-    import torch
     from semillie_mm.ops.selective_scan import selective_scan
+
+    import torch
     torch.set_num_threads(threads or torch.get_num_threads())
     dtype = getattr(torch, dtype)
     grad = mode == 'fwd+bwd'
@@ -74,8 +75,9 @@ def worker(backend, mode, batch, dim, length, d_state, groups, dtype,
 
 def jit_worker(d_state, groups, dtype, **_):
     """Time the first forward+backward call (numba compile or cache load)."""
-    import torch
     from semillie_mm.ops.selective_scan import selective_scan
+
+    import torch
     x = harness.scan_inputs(1, 2 * groups, 8, d_state, groups, True,
                             getattr(torch, dtype))
     t0 = time.perf_counter()
@@ -205,8 +207,8 @@ def main(argv=None):
     if args.fused_kernel:
         return fused_kernel(args)
 
+
     from semillie_mm.ops.selective_scan import available_backends
-    import torch
     avail = available_backends('cpu')
     shape = (f'batch {args.batch}, dim {args.dim}, L {args.length}, '
              f'N {args.d_state}, {args.groups} groups, {args.dtype}')

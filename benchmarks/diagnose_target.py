@@ -35,7 +35,11 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, List
+
+if TYPE_CHECKING:  # annotations only; numpy and torch are imported where used
+    import numpy as np
+    import torch
 
 sys.path.insert(0, osp.abspath(osp.dirname(__file__)))
 
@@ -112,9 +116,10 @@ class FeatureDistance:
     """
 
     def __init__(self, img_size: int = 128) -> None:
-        from mmengine.registry import DefaultScope
-        from mmagic.registry import MODELS
         import semillie_mm  # noqa: F401  (registers the encoder)
+
+        from mmagic.registry import MODELS
+        from mmengine.registry import DefaultScope
         with DefaultScope.overwrite_default_scope('mmagic'):
             self.enc = MODELS.build(
                 dict(type='ImageNetEncoder', img_size=img_size)).eval()
@@ -163,9 +168,9 @@ def diagnose_run(cfg, ckpt: str, val: List[tuple], unl: List[tuple],
         dict: ``val_colour``, ``pseudo_label_psnr``, ``pseudo_label_colour``,
         ``feat_dist_gt``, ``feat_dist_input``.
     """
+    from mmagic.registry import MODELS
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
-    from mmagic.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmagic'):
         model = MODELS.build(cfg.model)
     load_checkpoint(model, ckpt, map_location='cpu', logger='silent')

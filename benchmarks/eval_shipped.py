@@ -47,11 +47,16 @@ def degraded_pairs(photo, kind: str, seeds) -> list:
     Returns:
         list[tuple]: the pairs.
     """
-    import numpy as np
     from semillie_mm.datasets.target_domain_data import (
-        sample_target_params, synthesize_target_low_light)
+        sample_target_params,
+        synthesize_target_low_light,
+    )
     from semillie_mm.datasets.transforms.low_light_synthesis import (
-        sample_low_light_params, synthesize_low_light)
+        sample_low_light_params,
+        synthesize_low_light,
+    )
+
+    import numpy as np
     h, w = (photo.shape[0] // 8) * 8, (photo.shape[1] // 8) * 8
     gt = np.ascontiguousarray(photo[:h, :w])
     out = []
@@ -111,8 +116,7 @@ def main(argv=None) -> dict:
     import torch
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from semillie_mm.apis import SemiLLIEInferencer, pretrained
-    from semillie_mm.datasets.target_domain_data import \
-        prepare_target_domain_data
+    from semillie_mm.datasets.target_domain_data import prepare_target_domain_data
     prepare_target_domain_data(args.data_root)
     name = args.name or pretrained.DEFAULT_MODEL
     cfg_path, weights = pretrained.shipped_model(name)

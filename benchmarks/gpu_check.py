@@ -679,9 +679,8 @@ class Orchestrator:
                 st.update(status='skipped', reason=DRY_SKIP[name])
             elif not self.dry and name in DRY_ONLY:
                 st.update(status='skipped', reason='dry-run check')
-            elif wanted is not None and name not in wanted and not (
-                    name in ('carry', ) +
-                    (DRY_ONLY if self.dry else DEVICE_ONLY)):
+            elif wanted is not None and name not in wanted and \
+                    name not in ('carry', ) + (DRY_ONLY if self.dry else DEVICE_ONLY):
                 st.update(status='skipped', reason='not in --steps')
             self.steps[name] = st
         if self.dry and not osp.isfile(osp.join(args.carry, 'MANIFEST.txt')):

@@ -439,9 +439,20 @@ def markdown_table(header, rows, align=None):
     return '\n'.join(lines)
 
 
+def _fileio():
+    """``semillie_mm/utils/fileio.py`` loaded by its path: the package's one
+    atomic writer, without importing the package (which would load torch and
+    OpenMMLab into the parent process whose memory the rows measure)."""
+    import importlib.util
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'semillie_mm', 'utils', 'fileio.py')
+    spec = importlib.util.spec_from_file_location('_semillie_fileio', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically (temporary + rename)."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1, default=str)
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON, atomically
+    (:func:`semillie_mm.utils.fileio.atomic_write_json`)."""
+    _fileio().atomic_write_json(path, obj, indent=1, default=str)

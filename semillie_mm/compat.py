@@ -73,8 +73,8 @@ if 'cv2' not in sys.modules:
 OPENCV_MAX_PIXELS = _positive_int(os.environ.get(
     OPENCV_MAX_PIXELS_ENV, '')) or OPENCV_DEFAULT_MAX_PIXELS
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402  (after the OpenCV cap above)
+import torch  # noqa: E402
 
 # fix 5 (before anything imports mmagic, and so albumentations)
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
@@ -145,9 +145,9 @@ def patch_mmengine_checkpoint_loader():
     global _PATCHED
     if _PATCHED:
         return
-    from mmengine.runner.checkpoint import CheckpointLoader
-
     from semillie_mm.utils.checkpoint import load_checkpoint_file
+
+    from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_checkpoint_file, force=True)
     _PATCHED = True

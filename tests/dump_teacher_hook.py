@@ -3,11 +3,10 @@ student weights at the end of training, to compare ranks."""
 import os.path as osp
 
 import torch
+from mmagic.registry import HOOKS
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-
-from mmagic.registry import HOOKS
 
 
 @HOOKS.register_module()

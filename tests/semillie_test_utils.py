@@ -92,6 +92,7 @@ def write_shipped_model(folder, name='semillie_target', seed=0):
     import os.path as osp
 
     import semillie_mm  # noqa: F401  (registers the modules)
+
     from mmagic.registry import MODELS
     cfg = osp.join(str(folder), f'{name}.py')
     weights = osp.join(str(folder), f'{name}_teacher.pth')

@@ -1,9 +1,8 @@
 """`import semillie_mm` registers every component into mmagic's registries."""
-import pytest
-
 import semillie_mm  # noqa: F401
-from mmagic.registry import (DATASETS, HOOKS, METRICS, MODEL_WRAPPERS, MODELS,
-                             OPTIMIZERS, TRANSFORMS)
+
+import pytest
+from mmagic.registry import DATASETS, HOOKS, METRICS, MODEL_WRAPPERS, MODELS, OPTIMIZERS, TRANSFORMS
 
 EXPECTED = [
     (MODELS, 'SemiLLIENet'), (MODELS, 'SemiLLIE'), (MODELS, 'RAMImageEncoder'),
@@ -36,9 +35,10 @@ def test_mmagic_names_not_overridden():
 
 
 def test_checkpoint_loader_only_local_scheme_relaxed():
+    from semillie_mm.utils.checkpoint import load_checkpoint_file
+
     import torch
     from mmengine.runner.checkpoint import CheckpointLoader
-    from semillie_mm.utils.checkpoint import load_checkpoint_file
     assert CheckpointLoader._schemes[''] is load_checkpoint_file
     # torch.load itself keeps its safe default elsewhere in the process
     import inspect

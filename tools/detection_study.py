@@ -1,12 +1,15 @@
-"""Downstream detection study: Faster R-CNN on enhanced VisDrone night images (paper Sec. V, Table VII).
+"""Downstream detection study: Faster R-CNN on enhanced VisDrone night images.
+
+Paper Sec. V, Table VII.
 
 A thin command line over :mod:`semillie_mm.detection` (the methods, the detector, resuming, the
 tables: see there and docs/detection.md). Example::
 
+    CKPT=work_dirs/semillie/last.pth
     python tools/detection_study.py \\
         --images data/visdrone_night/images --ann-dir data/visdrone_night/annotations \\
         --method Original=none \\
-        --method "Semi-LLIE (Ours)=semillie:configs/semillie_visdrone.py,work_dirs/semillie/last.pth" \\
+        --method "Semi-LLIE (Ours)=semillie:configs/semillie_visdrone.py,$CKPT" \\
         --method "ZeroDCE=folder:results/zerodce_night" \\
         --work-dir work_dirs/detection_study
 
@@ -24,10 +27,8 @@ import os.path as osp
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 
 from semillie_mm import detection  # noqa: E402
-from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
-                                         set_trust_checkpoints)
-from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
-                                      load_config, require_dir, require_file)
+from semillie_mm.utils.checkpoint import add_trust_argument, set_trust_checkpoints  # noqa: E402
+from semillie_mm.utils.checks import check_checkpoint, load_config, require_dir, require_file  # noqa: E402
 from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
 
 ANN_HINT = 'make it with tools/dataset_converters/visdrone2coco.py'

@@ -34,14 +34,10 @@ import os.path as osp
 # version when it is imported, unless told not to.
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 
-from semillie_mm.apis import (DEFAULT_TILE_OVERLAP,  # noqa: E402
-                              DEFAULT_TILE_SIZE, IMG_EXTENSIONS)
-from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402
-                                         MODEL_CARD)
-from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
-                                         set_trust_checkpoints)
-from semillie_mm.utils.cli import (ArgumentParser, UserError,  # noqa: E402
-                                   run_cli)
+from semillie_mm.apis import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, IMG_EXTENSIONS  # noqa: E402
+from semillie_mm.apis.pretrained import DEFAULT_MODEL, MODEL_CARD  # noqa: E402
+from semillie_mm.utils.checkpoint import add_trust_argument, set_trust_checkpoints  # noqa: E402
+from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from semillie_mm.utils.fileio import atomic_write_json  # noqa: E402
 
 USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
@@ -153,8 +149,7 @@ def check_args(args) -> None:
         args.ext = ext
     from semillie_mm.apis.checks import check_device
     check_device(args.device)
-    from semillie_mm.apis.image_io import (ImageTooLargeError,
-                                           check_image_size, max_image_pixels)
+    from semillie_mm.apis.image_io import ImageTooLargeError, check_image_size, max_image_pixels
     try:
         max_image_pixels()
     except ValueError as err:
@@ -182,9 +177,12 @@ def plan_outputs(args):
         UserError: An output would overwrite an input, or two inputs map to
             one output name.
     """
-    from semillie_mm.apis.output_plan import (OutputConflictError,
-                                              check_output_plan, list_inputs,
-                                              output_name)
+    from semillie_mm.apis.output_plan import (
+        OutputConflictError,
+        check_output_plan,
+        list_inputs,
+        output_name,
+    )
     to_file = osp.isfile(args.input) and \
         osp.splitext(args.output)[1].lower() in IMG_EXTENSIONS
     if to_file:
@@ -231,8 +229,7 @@ def main(argv=None) -> dict:
     check_args(args)
     set_trust_checkpoints(args.trust_checkpoint)
     to_file, dst = plan_outputs(args)
-    from semillie_mm.apis.checks import (build_inferencer_checked,
-                                         shipped_model_checked)
+    from semillie_mm.apis.checks import build_inferencer_checked, shipped_model_checked
     if args.config is None:
         args.config, args.checkpoint = shipped_model_checked(DEFAULT_MODEL)
         print(f'no config/checkpoint given: using the shipped model '

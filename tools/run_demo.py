@@ -209,11 +209,12 @@ def evaluate(cfg, ckpt: str, data_root: str, out_dir: str,
         dict: name -> metric -> float, for ``identity``, ``clahe``,
         ``student``, ``teacher`` and (given ``shipped``) ``shipped``.
     """
+    from semillie_mm.apis import write_image_atomic
+
     import numpy as np
+    from mmagic.registry import MODELS
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
-    from mmagic.registry import MODELS
-    from semillie_mm.apis import write_image_atomic
     abl = _ablation()
     _enhance_all, baseline, load_val, score = (abl._enhance_all, abl.baseline,
                                                abl.load_val, abl.score)

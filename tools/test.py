@@ -17,17 +17,15 @@ import os
 import os.path as osp
 
 import semillie_mm  # noqa: E402,F401
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
-
 from semillie_mm.apis import write_image_atomic  # noqa: E402
 from semillie_mm.evaluation import format_table1, group_metrics  # noqa: E402
-from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
-                                         set_trust_checkpoints)
-from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
-                                      check_config_files, load_config)
+from semillie_mm.utils.checkpoint import add_trust_argument, set_trust_checkpoints  # noqa: E402
+from semillie_mm.utils.checks import check_checkpoint, check_config_files, load_config  # noqa: E402
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from semillie_mm.utils.fileio import atomic_write_json  # noqa: E402
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
 
 
 class SaveEnhancedImagesHook(Hook):

@@ -14,13 +14,11 @@ import os
 import os.path as osp
 
 import semillie_mm  # noqa: E402,F401  (compat fixes + registration)
-from mmengine.config import Config, DictAction  # noqa: E402
-
-from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
-                                         set_trust_checkpoints)
-from semillie_mm.utils.checks import (check_checkpoint,  # noqa: E402
-                                      check_config_files, load_config)
+from semillie_mm.utils.checkpoint import add_trust_argument, set_trust_checkpoints  # noqa: E402
+from semillie_mm.utils.checks import check_checkpoint, check_config_files, load_config  # noqa: E402
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+
+from mmengine.config import Config, DictAction  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -25,10 +25,8 @@ os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
 
 import semillie_mm.apis.webui as webui  # noqa: E402  (gradio not imported)
-from semillie_mm.apis.pretrained import (DEFAULT_MODEL,  # noqa: E402
-                                         MODEL_CARD)
-from semillie_mm.utils.checkpoint import (add_trust_argument,  # noqa: E402
-                                         set_trust_checkpoints)
+from semillie_mm.apis.pretrained import DEFAULT_MODEL, MODEL_CARD  # noqa: E402
+from semillie_mm.utils.checkpoint import add_trust_argument, set_trust_checkpoints  # noqa: E402
 from semillie_mm.utils.cli import UserError, run_cli  # noqa: E402
 
 
@@ -167,8 +165,11 @@ def main(argv=None) -> int:
         raise UserError(str(err)) from err
     allowed = [name for value in args.allowed_hosts
                for name in value.split(',') if name.strip()]
-    from semillie_mm.apis.checks import (build_inferencer_checked,
-                                         check_device, shipped_model_checked)
+    from semillie_mm.apis.checks import (
+        build_inferencer_checked,
+        check_device,
+        shipped_model_checked,
+    )
     check_device(args.device)
     shipped = None
     if args.config is None:

@@ -10,7 +10,8 @@ default for real A only (``--complex`` builds the complex-A kernels too).
 ``semillie_mm.ops.selective_scan.backends.cuda`` imports the result when the mamba_ssm
 package is absent.
 
-    python benchmarks/gpu/build_selective_scan.py --sdist .gpu_carry/src/mamba_ssm-2.3.2.post1.tar.gz \
+    python benchmarks/gpu/build_selective_scan.py \
+        --sdist .gpu_carry/src/mamba_ssm-2.3.2.post1.tar.gz \
         --build-dir .gpu_build/selective_scan [--arch 9.0] [--jobs 16]
 
 On success ``BUILD_DIR/selective_scan_cuda.so`` exists and

@@ -165,7 +165,6 @@ def _run_scan(mod, x, backend, device, dtype, grad=True):
 def _quantized(x, dtype):
     """The float32 inputs rounded to ``dtype`` where the kernels take that dtype,
     so that the float64 reference sees exactly the values the others see."""
-    import torch
     q = dict(x)
     for k in ('u', 'delta', 'B', 'C', 'z', 'dout'):
         if q[k] is not None:
@@ -344,10 +343,11 @@ def _memory_now(device):
 def step_net(cfg, emit):
     """SemiLLIENet (default configuration): forward and forward + backward
     time and peak memory for each case, through ``cfg['backend']``."""
-    import torch
-    import torch.nn.functional as F
     import semillie_mm  # noqa: F401  (registers, applies compat fixes)
     from semillie_mm.models.archs import SemiLLIENet
+
+    import torch
+    import torch.nn.functional as F
     device = cfg['device']
     backend = cfg['backend']
     torch.manual_seed(0)
@@ -475,13 +475,14 @@ def _semi_batch(batch, size, seed):
 def step_train(cfg, emit):
     """One ``SemiLLIE.train_step`` (+ the teacher's EMA update) of the paper
     configuration: time and peak memory (random-weight RAM encoder)."""
-    import torch
     import semillie_mm  # noqa: F401
+
+    import torch
+    from mmagic.registry import MODELS
     from mmengine.config import Config
     from mmengine.logging import MessageHub
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
-    from mmagic.registry import MODELS
     init_default_scope('mmagic')
     device = cfg['device']
     base = Config.fromfile(osp.join(ROOT, 'configs', 'semillie_visdrone.py'))
@@ -587,7 +588,9 @@ def step_imports(cfg, emit):
     device image (``device_packages.txt``); run by the dry run, so a new
     dependency is caught before device time is spent."""
     import importlib.metadata as md
+
     import semillie_mm  # noqa: F401
+
     from mmagic.utils import register_all_modules
     register_all_modules()
     here = osp.dirname(__file__)

@@ -15,15 +15,15 @@
 - :mod:`.webui`: the gradio demo (imports gradio only when used).
 """
 from semillie_mm.datasets.transforms.enhancement_inputs import (
-    LoadImageForEnhancement, PackEnhancementInputs)
-from .image_io import (IMG_EXTENSIONS, list_images, read_image,
-                       side_by_side, write_image_atomic)
-from .enhancement_network import (PreprocessedGenerator,
-                                  select_enhancement_network)
+    LoadImageForEnhancement,
+    PackEnhancementInputs,
+)
+
+from .enhancement_network import PreprocessedGenerator, select_enhancement_network
+from .image_io import IMG_EXTENSIONS, list_images, read_image, side_by_side, write_image_atomic
 from .inferencer import SemiLLIEInferencer, init_enhancer
 from .pretrained import DEFAULT_MODEL, PRETRAINED_DIR, shipped_model
-from .tiling import (DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, enhance_image,
-                     enhance_tensor)
+from .tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, enhance_image, enhance_tensor
 
 __all__ = [
     'SemiLLIEInferencer', 'LoadImageForEnhancement', 'PackEnhancementInputs',

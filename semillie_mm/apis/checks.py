@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 from semillie_mm.utils.checks import check_checkpoint, load_config
 from semillie_mm.utils.cli import UserError
+
 from .pretrained import DEFAULT_MODEL, shipped_model
 
 

@@ -19,11 +19,10 @@ the caching allocator then stays installed but keeps nothing).
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-import torch
-
-from semillie_mm.ops.cpu_cache import (cpu_cache_stats, empty_cpu_cache,
-                                       enable_cpu_cache)
+from semillie_mm.ops.cpu_cache import cpu_cache_stats, empty_cpu_cache, enable_cpu_cache
 from semillie_mm.utils.cpu_threads import CPUThreadGovernor
+
+import torch
 
 
 @contextmanager

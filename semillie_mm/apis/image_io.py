@@ -21,8 +21,7 @@ from typing import BinaryIO, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..compat import (DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, OPENCV_MAX_PIXELS,
-                      OPENCV_MAX_PIXELS_ENV)
+from ..compat import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, OPENCV_MAX_PIXELS, OPENCV_MAX_PIXELS_ENV
 from ..utils.fileio import IMG_EXTENSIONS, atomic_path
 
 _NO_ALPHA_EXTS = ('.jpg', '.jpeg', '.bmp', '.ppm')

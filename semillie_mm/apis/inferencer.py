@@ -15,31 +15,44 @@ import math
 import os.path as osp
 from typing import Dict, List, Optional, Union
 
+from semillie_mm.utils.checkpoint import trust_enabled, trusted_checkpoints
+
 import numpy as np
 import torch
 import torch.nn as nn
+from mmagic.registry import MODELS, TRANSFORMS
 from mmengine.config import Config, ConfigDict
 from mmengine.dataset import Compose
 from mmengine.infer import BaseInferencer
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from mmagic.registry import MODELS, TRANSFORMS
-from semillie_mm.utils.checkpoint import trust_enabled, trusted_checkpoints
-
 from .cpu_tuning import cpu_tuning as cpu_tuning_context
-from .enhancement_network import (PreprocessedGenerator, _inner,
-                                  load_network_weights,
-                                  select_enhancement_network)
-from .image_io import (ImageTooLargeError, adapt_to_format,
-                       output_extension, side_by_side, tensor_to_image,
-                       write_image_atomic)
-from .output_plan import (OutputConflictError, list_inputs, output_name,
-                          plan_outputs)
+from .enhancement_network import (
+    PreprocessedGenerator,
+    _inner,
+    load_network_weights,
+    select_enhancement_network,
+)
+from .image_io import (
+    ImageTooLargeError,
+    adapt_to_format,
+    output_extension,
+    side_by_side,
+    tensor_to_image,
+    write_image_atomic,
+)
+from .output_plan import OutputConflictError, list_inputs, output_name, plan_outputs
 from .pretrained import DEFAULT_MODEL, resolve_model, shipped_model
-from .tiling import (DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, _net_device,
-                     check_tiling, enhance_image, enhance_tensor,
-                     needs_tiling)
+from .tiling import (
+    DEFAULT_TILE_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    _net_device,
+    check_tiling,
+    enhance_image,
+    enhance_tensor,
+    needs_tiling,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +133,7 @@ class SemiLLIEInferencer(BaseInferencer):
         model, weights, self.shipped_model = resolve_model(
             model, weights, logger)
         import semillie_mm  # noqa: F401  (registers the modules)
+
         from mmagic.utils import register_all_modules
         register_all_modules(init_default_scope=False)
         self.network = network

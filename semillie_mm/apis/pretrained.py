@@ -137,9 +137,9 @@ def export_teacher(ckpt: str, dest: str) -> dict:
     Raises:
         KeyError: The checkpoint holds no ``teacher.module.*`` tensors.
     """
-    import torch
-
     from semillie_mm.utils.checkpoint import load_checkpoint_file
+
+    import torch
     state = load_checkpoint_file(ckpt, map_location='cpu')
     state = state.get('state_dict', state)
     prefix = 'teacher.module.'

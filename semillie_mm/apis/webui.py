@@ -139,8 +139,7 @@ def _load_upload(img, max_pixels: int, untiled_max: Optional[int]):
     import gradio as gr
     import numpy as np
 
-    from .image_io import ImageTooLargeError, check_image_size, read_image
-    from .image_io import to_rgb8
+    from .image_io import ImageTooLargeError, check_image_size, read_image, to_rgb8
 
     def refuse(w: int, h: int) -> None:
         if w * h > max_pixels:

@@ -44,10 +44,12 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..utils.fileio import atomic_folder, atomic_write_json
-from .transforms.low_light_synthesis import (DEFAULT_LOW_LIGHT_RANGES,
-                                             SYNTHESIS_VERSION,
-                                             sample_low_light_params,
-                                             synthesize_low_light)
+from .transforms.low_light_synthesis import (
+    DEFAULT_LOW_LIGHT_RANGES,
+    SYNTHESIS_VERSION,
+    sample_low_light_params,
+    synthesize_low_light,
+)
 
 __all__ = ['prepare_demo_data', 'DEMO_SOURCES', 'DEMO_VERSION']
 

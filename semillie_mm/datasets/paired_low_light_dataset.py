@@ -3,11 +3,10 @@
 import os.path as osp
 from typing import Callable, List, Optional, Sequence, Union
 
+from mmagic.registry import DATASETS
 from mmengine.dataset import BaseDataset
 
-from mmagic.registry import DATASETS
-from .folder_utils import (SkipUnreadableImagesMixin, index_by_stem,
-                           maybe_prepare)
+from .folder_utils import SkipUnreadableImagesMixin, index_by_stem, maybe_prepare
 
 
 @DATASETS.register_module()

@@ -3,10 +3,9 @@
 import copy
 from typing import Callable, Optional, Sequence, Union
 
+from mmagic.registry import DATASETS
 from mmengine.dataset import Compose
 from torch.utils.data import Dataset
-
-from mmagic.registry import DATASETS
 
 
 @DATASETS.register_module()

@@ -58,12 +58,20 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..utils.fileio import atomic_folder, atomic_write_json
-from .demo_data import (_is_complete, _read_manifest, _resize, _save_png,
-                        _tile_origins, load_demo_photo)
-from .transforms.low_light_synthesis import (DEFAULT_LOW_LIGHT_RANGES,
-                                             SYNTHESIS_VERSION,
-                                             sample_low_light_params,
-                                             synthesize_low_light)
+from .demo_data import (
+    _is_complete,
+    _read_manifest,
+    _resize,
+    _save_png,
+    _tile_origins,
+    load_demo_photo,
+)
+from .transforms.low_light_synthesis import (
+    DEFAULT_LOW_LIGHT_RANGES,
+    SYNTHESIS_VERSION,
+    sample_low_light_params,
+    synthesize_low_light,
+)
 
 __all__ = [
     'prepare_target_domain_data', 'TARGET_SOURCES', 'TARGET_RANGES',

@@ -3,11 +3,10 @@
 import os.path as osp
 from typing import Callable, List, Optional, Sequence, Union
 
+from mmagic.registry import DATASETS
 from mmengine.dataset import BaseDataset
 
-from mmagic.registry import DATASETS
-from .folder_utils import (SkipUnreadableImagesMixin, maybe_prepare,
-                           scan_images)
+from .folder_utils import SkipUnreadableImagesMixin, maybe_prepare, scan_images
 
 
 @DATASETS.register_module()

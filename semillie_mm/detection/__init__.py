@@ -11,8 +11,13 @@ Modules, by job (``tools/detection_study.py`` is the command line):
 - :mod:`.study`: :func:`run_study`, the rows in order, resumed from stored results;
 - :mod:`.weight_init`: ``LocalPretrained``, a weight initializer that never downloads.
 """
-from .detector import (DEFAULT_DET_CONFIG, DETECTOR_CONFIG_DIR, build_detector_config,
-                       find_detector_config, resolve_annotations)
+from .detector import (
+                       DEFAULT_DET_CONFIG,
+                       DETECTOR_CONFIG_DIR,
+                       build_detector_config,
+                       find_detector_config,
+                       resolve_annotations,
+)
 from .methods import KINDS, Method, enhance_images, load_enhancer, parse_method
 from .runner import run_row, run_row_subprocess
 from .study import StoredResultMismatch, run_study, slugify

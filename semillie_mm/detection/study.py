@@ -1,4 +1,6 @@
-"""Downstream detection study: Faster R-CNN on enhanced VisDrone night images (paper Sec. V, Table VII).
+"""Downstream detection study: Faster R-CNN on enhanced VisDrone night images.
+
+Paper Sec. V, Table VII.
 
 :func:`run_study` runs the rows in order and writes the tables; ``tools/detection_study.py`` is
 its command line. For each enhancement method (a row of the table;
@@ -10,10 +12,11 @@ its command line. For each enhancement method (a row of the table;
 
 Example (the paper's setting; data from tools/dataset_converters/visdrone2coco.py)::
 
+    CKPT=work_dirs/semillie/last.pth
     python tools/detection_study.py \\
         --images data/visdrone_night/images --ann-dir data/visdrone_night/annotations \\
         --method Original=none \\
-        --method "Semi-LLIE (Ours)=semillie:configs/semillie_visdrone.py,work_dirs/semillie/last.pth" \\
+        --method "Semi-LLIE (Ours)=semillie:configs/semillie_visdrone.py,$CKPT" \\
         --method "ZeroDCE=folder:results/zerodce_night" \\
         --work-dir work_dirs/detection_study
 
@@ -35,8 +38,12 @@ from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 from ._io import dump_json_atomic, json_normalise
-from .detector import (DEFAULT_DET_CONFIG, annotated_names, build_detector_config,
-                       resolve_annotations)
+from .detector import (
+    DEFAULT_DET_CONFIG,
+    annotated_names,
+    build_detector_config,
+    resolve_annotations,
+)
 from .methods import Method, enhance_images
 from .runner import run_row_subprocess
 from .tables import metrics_to_row, write_tables

@@ -7,6 +7,7 @@ modules. This wrapper drops them when the model lives on the CPU, so
 """
 from mmengine.device import get_device
 from mmengine.model import MMSeparateDistributedDataParallel
+
 # MMEngine's runner looks model wrappers up in its root registry (it does not
 # descend into mmagic's child registry), so the wrapper is registered there;
 # mmagic's registry still finds it through its parent.

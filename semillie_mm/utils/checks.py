@@ -15,6 +15,7 @@ import os.path as osp
 
 from .cli import UserError, _one_line
 
+
 def require_file(path, what: str, hint: str = '') -> str:
     """Check that ``path`` is a readable file.
 

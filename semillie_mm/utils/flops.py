@@ -276,8 +276,9 @@ def build_model_from_config(cfg, part: Optional[str] = None) -> nn.Module:
         nn.Module: the network, in eval mode.
     """
     import semillie_mm  # noqa: F401  (registers the modules)
-    from mmengine.registry import init_default_scope
+
     from mmagic.registry import MODELS
+    from mmengine.registry import init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmagic'))
     model_cfg = cfg.model
     if part is None and 'generator' in model_cfg:

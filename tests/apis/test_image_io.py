@@ -6,15 +6,21 @@ import os.path as osp
 import subprocess
 import sys
 
+import semillie_mm.apis.image_io as image_io
+from semillie_mm.apis.image_io import (
+    ImageTooLargeError,
+    adapt_to_format,
+    image_to_tensor,
+    list_images,
+    read_image,
+    side_by_side,
+    tensor_to_image,
+    write_image_atomic,
+)
+
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-
-import semillie_mm.apis.image_io as image_io
-from semillie_mm.apis.image_io import (ImageTooLargeError, adapt_to_format,
-                                       image_to_tensor, list_images,
-                                       read_image, side_by_side,
-                                       tensor_to_image, write_image_atomic)
 from semillie_test_utils import bomb_png
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -94,9 +94,9 @@ def test_datasamples_vis_and_tiles(model_files):
 
 
 def test_folder_out_dir_and_skip(model_files, tmp_path):
-    import cv2
-
     from semillie_mm.apis import SemiLLIEInferencer
+
+    import cv2
     ckpt, ref = model_files
     src = tmp_path / 'in'
     (src / 'sub').mkdir(parents=True)
@@ -132,9 +132,9 @@ def test_folder_out_dir_and_skip(model_files, tmp_path):
 
 
 def test_config_from_checkpoint_and_errors(model_files, tmp_path):
-    from mmengine.config import Config
-
     from semillie_mm.apis import SemiLLIEInferencer, init_enhancer
+
+    from mmengine.config import Config
     ckpt, ref = model_files
     # an mmengine checkpoint carries its config: no config needed
     state = torch.load(ckpt, weights_only=False)
@@ -173,11 +173,11 @@ def test_config_from_checkpoint_and_errors(model_files, tmp_path):
 def test_configs_carry_inference_pipeline(name):
     """Every model config has a pipeline without ground truth, and its
     transforms build."""
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
+    from semillie_mm.apis.inferencer import DEFAULT_INFERENCE_PIPELINE
 
     from mmagic.registry import TRANSFORMS
-    from semillie_mm.apis.inferencer import DEFAULT_INFERENCE_PIPELINE
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     cfg = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py'))
     pipeline = [dict(t) for t in cfg.inference_pipeline]
     assert pipeline == DEFAULT_INFERENCE_PIPELINE

@@ -7,13 +7,17 @@ loads the real shipped model and is skipped while its files are absent.
 import logging
 import os.path as osp
 
+import semillie_mm.apis.pretrained as pretrained
+from semillie_mm.apis.pretrained import (
+    DEFAULT_MODEL,
+    is_shipped_model,
+    shipped_model,
+    shipped_model_paths,
+)
+
 import numpy as np
 import pytest
 from semillie_test_utils import write_shipped_model
-
-import semillie_mm.apis.pretrained as pretrained
-from semillie_mm.apis.pretrained import (DEFAULT_MODEL, is_shipped_model,
-                                         shipped_model, shipped_model_paths)
 
 # the real files, before any test points the folder elsewhere
 REAL_FILES = shipped_model_paths(DEFAULT_MODEL)
@@ -115,9 +119,9 @@ def test_real_shipped_model():
     if missing:
         pytest.skip(f'the shipped model is not in this checkout yet '
                     f'({", ".join(missing)} missing)')
-    from skimage import data
-
     from semillie_mm.apis import SemiLLIEInferencer
+
+    from skimage import data
     assert pretrained.PRETRAINED_DIR == osp.dirname(REAL_FILES[0])
     inferencer = SemiLLIEInferencer(DEFAULT_MODEL, device='cpu',
                                     show_progress=False)
@@ -135,12 +139,12 @@ def test_export_shipped_model_round_trip(tmp_path, monkeypatch):
     readable, and the inferencer by name enhances exactly as that teacher."""
     import copy
 
+    from semillie_mm.apis import SemiLLIEInferencer
+    from semillie_mm.apis.pretrained import export_shipped_model
+
     import torch
     from mmagic.registry import MODELS
     from semillie_test_utils import TINY_MODEL
-
-    from semillie_mm.apis import SemiLLIEInferencer
-    from semillie_mm.apis.pretrained import export_shipped_model
     torch.manual_seed(1)
     teacher = MODELS.build(copy.deepcopy(TINY_MODEL['generator']))
     student = MODELS.build(copy.deepcopy(TINY_MODEL['generator']))

@@ -1,14 +1,13 @@
 """Enhancement API (tiling, arrays, networks): tiled == untiled for a local
 network, dtypes/channels, network selection and checkpoint loading."""
+from semillie_mm.apis import enhance_image, enhance_tensor, init_enhancer
+from semillie_mm.apis.inferencer import PreprocessedGenerator, select_enhancement_network
+from semillie_mm.apis.tiling import _axis_weight, _tile_starts
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
-from semillie_mm.apis import enhance_image, enhance_tensor, init_enhancer
-from semillie_mm.apis.inferencer import (PreprocessedGenerator,
-                                         select_enhancement_network)
-from semillie_mm.apis.tiling import _axis_weight, _tile_starts
 
 
 def _local_net(seed=0):
@@ -152,8 +151,8 @@ def test_select_network_and_preprocessor_wrapper():
 
 
 def test_init_enhancer_from_config_and_checkpoint(tmp_path):
-    from mmengine.config import Config
     from mmagic.registry import MODELS
+    from mmengine.config import Config
     gen_cfg = dict(type='SemiLLIENet', embed_dim=8, num_groups=1,
                    blocks_per_group=1)
     # an mmagic BaseEditModel config with a generator

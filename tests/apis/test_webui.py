@@ -18,10 +18,10 @@ import sys
 import time
 import urllib.request
 
+from semillie_mm.apis.webui import strip_external_references
+
 import numpy as np
 import pytest
-
-from semillie_mm.apis.webui import strip_external_references
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CHROME_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu',
@@ -208,9 +208,9 @@ def test_webui_one_line_errors(tmp_path, capsys):
     """User mistakes end in one line on stderr and exit status 2."""
     import importlib.util
 
-    import torch
-
     from semillie_mm.utils.cli import run_cli
+
+    import torch
     spec = importlib.util.spec_from_file_location(
         'webui_tool', osp.join(ROOT, 'tools', 'webui.py'))
     tool = importlib.util.module_from_spec(spec)
@@ -256,11 +256,11 @@ def test_webui_shipped_model(tmp_path, monkeypatch, capsys):
     """No CONFIG: the shipped model (here a small random one in a temporary
     folder), said in the log and on the page; missing: one line."""
     pytest.importorskip('gradio')
-    from semillie_test_utils import write_shipped_model
-
     import semillie_mm.apis.pretrained as pretrained
     import semillie_mm.apis.webui as webui
     from semillie_mm.utils.cli import run_cli
+
+    from semillie_test_utils import write_shipped_model
     tool = _load_webui_tool()
     _, weights = write_shipped_model(tmp_path)
     monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', str(tmp_path))

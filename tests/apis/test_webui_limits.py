@@ -107,9 +107,9 @@ def _files(folder):
 @pytest.fixture(scope='module')
 def demo_server(tmp_path_factory):
     """The server, its gradio cache folder and its PNG folder."""
-    from semillie_test_utils import write_shipped_model
-
     from semillie_mm.apis.inferencer import SemiLLIEInferencer
+
+    from semillie_test_utils import write_shipped_model
     tmp = tmp_path_factory.mktemp('webui_limits')
     cache = str(tmp / 'gradio')
     old = os.environ.get('GRADIO_TEMP_DIR')

@@ -191,8 +191,9 @@ def test_dry_run_table3(dry_run):
     assert sum(v.numel() for v in state.values()) == exported[0]['params']
     assert all(v.dtype == torch.float32 for v in state.values())
     # the state dict is the demo-sized generator's (the dry run's model)
-    from mmengine.config import Config
     from semillie_mm.models.archs.semillie_net import SemiLLIENet
+
+    from mmengine.config import Config
     gen = Config.fromfile(osp.join(
         ROOT, 'configs', 'ablation', 'target_full.py')).model.generator
     net = SemiLLIENet(**{k: v for k, v in gen.items() if k != 'type'})
@@ -200,8 +201,8 @@ def test_dry_run_table3(dry_run):
 
 
 def test_table3_overlay_scales_rows_without_adding_parts():
-    from mmengine.config import Config
     import ablation
+    from mmengine.config import Config
     overlay = osp.join(ROOT, 'configs', 'gpu', 'table3_paper_scale.py')
     sup = Config.fromfile(osp.join(ROOT, 'configs/ablation/target_sup.py'))
     full = Config.fromfile(osp.join(ROOT, 'configs/ablation/target_full.py'))

@@ -11,6 +11,7 @@ import pytest
 def mmagic_scope():
     """Register the plugin and make ``mmagic`` the default registry scope."""
     import semillie_mm  # noqa: F401
+
     from mmengine.registry import init_default_scope
     init_default_scope('mmagic')
 

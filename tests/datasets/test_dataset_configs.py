@@ -5,7 +5,6 @@ import pytest
 import torch
 from mmengine.config import Config
 
-
 CFG_DIR = osp.join(
     osp.dirname(__file__), '..', '..', 'configs', '_base_', 'datasets')
 

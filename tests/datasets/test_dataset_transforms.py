@@ -126,9 +126,8 @@ def test_weak_view_deterministic_strong_view_random_but_seeded():
 
 
 def test_random_grayscale_keys_matches_pil():
-    from PIL import Image
-
     from mmagic.registry import TRANSFORMS
+    from PIL import Image
     img = np.random.default_rng(1).integers(0, 256, (16, 20, 3),
                                             dtype=np.uint8)
     t = TRANSFORMS.build(dict(type='RandomGrayscaleKeys', keys=['a'],
@@ -149,7 +148,6 @@ def test_random_grayscale_keys_matches_pil():
 
 def test_random_gaussian_blur_matches_torchvision():
     import torchvision.transforms.functional as TF
-
     from mmagic.registry import TRANSFORMS
     img = np.random.default_rng(2).integers(0, 256, (24, 30, 3),
                                             dtype=np.uint8)
@@ -203,7 +201,6 @@ def test_pack_semi_inputs_format():
 
 def test_registered_names_do_not_shadow_other_registries():
     import mmengine.registry as mme
-
     from mmagic.registry import DATASETS, TRANSFORMS
     for registry, root, names in [
         (TRANSFORMS, mme.TRANSFORMS, [

@@ -3,14 +3,13 @@ import json
 import os
 import os.path as osp
 
+from semillie_mm.datasets import demo_data
+from semillie_mm.datasets.demo_data import prepare_demo_data
+from semillie_mm.datasets.transforms.low_light_synthesis import synthesize_low_light
+
 import cv2
 import numpy as np
 import pytest
-
-from semillie_mm.datasets import demo_data
-from semillie_mm.datasets.demo_data import prepare_demo_data
-from semillie_mm.datasets.transforms.low_light_synthesis import \
-    synthesize_low_light
 
 # A reduced photo list (real packaged photos, downscaled) keeps the test fast.
 SMALL = [

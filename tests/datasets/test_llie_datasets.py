@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-
 PAIRED_PIPELINE = [
     dict(type='LoadImageFromFile', key='img', channel_order='rgb'),
     dict(type='LoadImageFromFile', key='gt', channel_order='rgb'),

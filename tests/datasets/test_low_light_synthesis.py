@@ -1,12 +1,15 @@
 """Tests of the physical low-light synthesis (Poisson-Gaussian model)."""
 import json
 
+from semillie_mm.datasets.transforms.low_light_synthesis import (
+    DEFAULT_LOW_LIGHT_RANGES,
+    LowLightSynthesis,
+    sample_low_light_params,
+    synthesize_low_light,
+)
+
 import numpy as np
 import pytest
-
-from semillie_mm.datasets.transforms.low_light_synthesis import (
-    DEFAULT_LOW_LIGHT_RANGES, LowLightSynthesis, sample_low_light_params,
-    synthesize_low_light)
 
 
 def _natural_like(seed=0, size=(64, 80)):

@@ -2,15 +2,18 @@ import json
 import os
 import os.path as osp
 
+from semillie_mm.datasets.target_domain_data import (
+    TARGET_RANGES,
+    TARGET_SOURCES,
+    prepare_target_domain_data,
+    sample_target_params,
+    synthesize_target_low_light,
+)
+from semillie_mm.datasets.transforms.low_light_synthesis import synthesize_low_light
+
 import cv2
 import numpy as np
 import pytest
-
-from semillie_mm.datasets.target_domain_data import (
-    TARGET_RANGES, TARGET_SOURCES, prepare_target_domain_data,
-    sample_target_params, synthesize_target_low_light)
-from semillie_mm.datasets.transforms.low_light_synthesis import \
-    synthesize_low_light
 
 SOURCES = [
     dict(name='a', package='fake', split='labeled', scale=1.0),

@@ -3,16 +3,15 @@ instead of ending the run (issue 20, item 6)."""
 import os.path as osp
 import sys
 
-import pytest
-from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
-from torch.utils.data import DataLoader
-
 import semillie_mm.datasets.folder_utils as folder_utils
-from mmagic.registry import DATASETS
 from semillie_mm.datasets.folder_utils import unreadable_image_reason
 
+import pytest
+from mmagic.registry import DATASETS
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
 from semillie_test_config import make_dataset, write_config
+from torch.utils.data import DataLoader
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import os.path as osp
 import runpy
 import sys
 
-import pytest
-
 import semillie_mm.datasets.converters.visdrone2coco as v2c
+
+import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'dataset_converters', 'visdrone2coco.py')

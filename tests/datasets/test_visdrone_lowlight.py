@@ -11,10 +11,10 @@ import os.path as osp
 import runpy
 import sys
 
+import semillie_mm.datasets.converters.visdrone_lowlight as vl
+
 import numpy as np
 import pytest
-
-import semillie_mm.datasets.converters.visdrone_lowlight as vl
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'dataset_converters', 'visdrone_lowlight.py')

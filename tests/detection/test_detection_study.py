@@ -3,7 +3,8 @@
 
 The end-to-end test runs the whole study on a tiny generated VisDrone-style set: conversion to
 COCO, three methods (the night images, a folder of brightened PNGs, a small random-weight
-SemiLLIENet through semillie_mm.apis), one epoch (2 iterations) of a small ResNet-18 Faster R-CNN at 128x96 per
+SemiLLIENet through semillie_mm.apis), one epoch (2 iterations) of a small ResNet-18 Faster
+R-CNN at 128x96 per
 method with mmdet's runner in a child process, COCO evaluation, the table files; then a rerun
 that must reuse every row.
 """
@@ -219,10 +220,10 @@ def test_detector_configs_ship_in_the_package(tmp_path):
 def test_local_pretrained_init(tmp_path):
     torch = pytest.importorskip('torch')
     pytest.importorskip('mmdet')
+    import semillie_mm.detection  # noqa: F401
+
     from mmdet.models.backbones import ResNet
     from mmengine.registry import DefaultScope
-
-    import semillie_mm.detection  # noqa: F401
     src = ResNet(depth=18)
     ckpt = str(tmp_path / 'r18.pth')
     torch.save(src.state_dict(), ckpt)
@@ -249,9 +250,9 @@ def _brighten_folder(src, dst):
 def _tiny_semillie(tmp_path):
     """A small random-weight SemiLLIENet, as a config file and a checkpoint."""
     torch = pytest.importorskip('torch')
-    from mmagic.registry import MODELS
-
     import semillie_mm  # noqa: F401
+
+    from mmagic.registry import MODELS
     model_cfg = dict(type='SemiLLIENet', embed_dim=8, num_groups=1, blocks_per_group=1,
                      d_state=4, drop_path=0.0)
     cfg_path = tmp_path / 'tiny_semillie.py'

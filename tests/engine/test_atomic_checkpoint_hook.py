@@ -5,15 +5,15 @@ import errno
 import os
 import os.path as osp
 
+from semillie_mm.engine.hooks import AtomicCheckpointHook
+from semillie_mm.utils.checkpoint import load_checkpoint_file
+
 import pytest
 import torch
+from mmagic.registry import HOOKS
 from mmengine.fileio import LocalBackend
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.runner.checkpoint import find_latest_checkpoint, save_checkpoint
-
-from mmagic.registry import HOOKS
-from semillie_mm.utils.checkpoint import load_checkpoint_file
-from semillie_mm.engine.hooks import AtomicCheckpointHook
 
 HOOK = AtomicCheckpointHook
 

@@ -1,18 +1,20 @@
 """FID against a reference folder: random-weight Inception, direct scipy check."""
 import os.path as osp
 
+from semillie_mm.evaluation.functional import (
+    InceptionFeatureExtractor,
+    extract_features,
+    feature_statistics,
+    fid_folders,
+    folder_statistics,
+    frechet_distance,
+)
+from semillie_mm.evaluation.functional.fid import PT_INCEPTION_FILE, blocks_to_pt_inception
+
 import numpy as np
 import pytest
 import torch
 from scipy import linalg
-
-from semillie_mm.evaluation.functional import (InceptionFeatureExtractor,
-                                               extract_features,
-                                               feature_statistics,
-                                               fid_folders, folder_statistics,
-                                               frechet_distance)
-from semillie_mm.evaluation.functional.fid import (PT_INCEPTION_FILE,
-                                                   blocks_to_pt_inception)
 
 SIZE = 80  # the smallest input Inception-v3 accepts is 75x75
 

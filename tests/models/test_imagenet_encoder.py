@@ -6,17 +6,18 @@ tensors onto timm's names: a wrong mapping does not give these classes.
 """
 from collections import OrderedDict
 
+from semillie_mm.models.encoders import (
+    ImageNetEncoder,
+    convert_efficientnet_lite0_state_dict,
+    efficientnet_lite0_weights_path,
+)
+from semillie_mm.models.encoders import imagenet_encoder as enc_module
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
 from mmagic.registry import MODELS
-from semillie_mm.models.encoders import (ImageNetEncoder,
-                                         convert_efficientnet_lite0_state_dict,
-                                         efficientnet_lite0_weights_path)
-from semillie_mm.models.encoders import imagenet_encoder as enc_module
-
 from semillie_test_utils import semi_batch, tiny_model_cfg
 
 
@@ -235,6 +236,7 @@ def test_contrastive_and_perceptual_losses_run(small_encoder):
 # -------------------------------------------------------------------- configs
 def test_configs_choose_the_encoder():
     import os.path as osp
+
     from mmengine.config import Config
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

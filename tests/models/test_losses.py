@@ -1,14 +1,17 @@
 """Tests of the Semi-LLIE losses: eq. 4 (semantic contrastive), eq. 5 (RAM
 perceptual), eq. 6 (gradient magnitude), and the mmagic adversarial parts."""
+from semillie_mm.models.encoders import RAMImageEncoder
+from semillie_mm.models.losses import (
+    GradientMagnitudeLoss,
+    RAMPerceptualLoss,
+    SemanticContrastiveLoss,
+    gradient_magnitude,
+)
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
-from semillie_mm.models.encoders import RAMImageEncoder
-from semillie_mm.models.losses import (GradientMagnitudeLoss, RAMPerceptualLoss,
-                                       SemanticContrastiveLoss,
-                                       gradient_magnitude)
 
 TINY = dict(
     type='RAMImageEncoder',

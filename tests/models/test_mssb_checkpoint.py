@@ -1,7 +1,7 @@
 """MSSB's ``with_cp``: same output and gradients, fewer saved activations."""
-import torch
-
 from semillie_mm.models.archs.mssb import MSSB
+
+import torch
 
 
 def saved_bytes(fn):

@@ -6,11 +6,11 @@ afterwards), with functional ops. The SS2D stage is the module's own (it has its
 own test against four independent scans in test_semillie_net.py) and keeps some
 parameters in float32 like mamba-ssm, so it is shared by both sides here.
 """
+from semillie_mm.models.archs import MSSM
+
 import pytest
 import torch
 import torch.nn.functional as F
-
-from semillie_mm.models.archs import MSSM
 
 
 def _mssm_reference(m, x, order):

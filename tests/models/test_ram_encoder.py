@@ -8,12 +8,12 @@ written here from the Swin paper, reading the Microsoft-layout tensors directly.
 """
 import math
 
+from semillie_mm.models.encoders import RAMImageEncoder, convert_ram_checkpoint
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from semillie_mm.models.encoders import RAMImageEncoder, convert_ram_checkpoint
 
 TINY = dict(
     img_size=64,
@@ -448,10 +448,9 @@ def _save(sd, path):
 def test_tagging_layer_matches_transformers_bert():
     """One tagging layer equals HF BERT's cross-attention + MLP layers."""
     transformers = pytest.importorskip('transformers')
-    from transformers.models.bert import modeling_bert as hf
+    from semillie_mm.models.encoders.ram_tagging_head import _CrossAttentionLayer
 
-    from semillie_mm.models.encoders.ram_tagging_head import \
-        _CrossAttentionLayer
+    from transformers.models.bert import modeling_bert as hf
 
     config = transformers.BertConfig(
         hidden_size=12, num_attention_heads=3, intermediate_size=24,

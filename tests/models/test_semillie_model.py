@@ -2,15 +2,14 @@
 import copy
 import math
 
+from semillie_mm.engine.hooks import MeanTeacherHook
+from semillie_mm.models.editors import unsupervised_weight
+
 import pytest
 import torch
+from mmagic.registry import MODELS
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-
-from mmagic.registry import MODELS
-from semillie_mm.engine.hooks import MeanTeacherHook
-from semillie_mm.models.editors import SemiLLIE, unsupervised_weight
-
 from semillie_test_utils import semi_batch, tiny_model_cfg
 
 

@@ -1,9 +1,9 @@
-import pytest
-import torch
-
-from mmagic.registry import MODELS
 from semillie_mm.models.archs import MSSM, SS2D, IlluminationEstimator, SemiLLIENet
 from semillie_mm.ops.selective_scan import selective_scan_reference
+
+import pytest
+import torch
+from mmagic.registry import MODELS
 
 
 def tiny_net(**kw):

@@ -2,16 +2,15 @@
 (issue 20, item 6)."""
 import copy
 
-import pytest
-import torch
-from mmengine.logging import MessageHub
-from mmengine.optim import OptimWrapper, OptimWrapperDict
-
 import semillie_mm.engine.hooks.mean_teacher_hook as hook_module
 import semillie_mm.models.editors.semillie as semillie_module
-from mmagic.registry import MODELS
 from semillie_mm.engine.hooks import MeanTeacherHook
 
+import pytest
+import torch
+from mmagic.registry import MODELS
+from mmengine.logging import MessageHub
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from semillie_test_utils import semi_batch, tiny_model_cfg
 
 # the GAN path (every loss, PatchGAN with BatchNorm) and the supervised-only

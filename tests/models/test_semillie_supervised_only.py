@@ -3,11 +3,9 @@ supervised step alone, computed by hand here."""
 import copy
 
 import torch
+from mmagic.registry import MODELS
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-
-from mmagic.registry import MODELS
-
 from semillie_test_utils import semi_batch, tiny_model_cfg
 
 

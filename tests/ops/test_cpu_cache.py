@@ -8,9 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from semillie_mm.ops import cpu_cache
+
+import pytest
 
 needs_ext = pytest.mark.skipif(
     not cpu_cache.cpu_cache_available(),

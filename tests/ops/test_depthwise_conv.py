@@ -6,12 +6,12 @@ at::parallel_for really runs on torch's threads (it is serial when the
 extension is built without OpenMP)."""
 import os
 
+from semillie_mm.ops import cpu_ext as ext
+from semillie_mm.ops import depthwise_conv as dw
+
 import pytest
 import torch
 import torch.nn.functional as F
-
-from semillie_mm.ops import depthwise_conv as dw
-from semillie_mm.ops import cpu_ext as ext
 
 needs_ext = pytest.mark.skipif(
     not ext.available(),

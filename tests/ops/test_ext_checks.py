@@ -6,11 +6,11 @@ place refuse expanded (self-overlapping) tensors and memory shared with an
 input, instead of crashing or silently computing a wrong result (an
 expanded ``y`` or ``out`` aliasing ``x`` did before these checks). A
 refused call leaves its outputs untouched."""
-import pytest
-import torch
-
 from semillie_mm.ops import depthwise_conv as dw
 from semillie_mm.ops.cpu_ext import build as ext
+
+import pytest
+import torch
 
 needs_ext = pytest.mark.skipif(
     not ext.available(),

@@ -9,13 +9,13 @@
   the channel or pixel counts.
 Float64, small odd sizes, both ``multiscale`` orders, parameters shared.
 """
-import pytest
-import torch
-import torch.nn.functional as F
-
 from semillie_mm.models.archs import MSSM, SemiLLIENet
 from semillie_mm.models.archs.mssb import MSSB
 from semillie_mm.ops import mssm_lean as mssm_mod
+
+import pytest
+import torch
+import torch.nn.functional as F
 
 
 def _reference(m, x):

@@ -10,16 +10,15 @@ transcription of the recurrence. The first numba run JIT-compiles its kernels
 import logging
 import math
 
-import pytest
-import torch
-import torch.nn.functional as F
-
 from semillie_mm.ops import selective_scan
-from semillie_mm.ops.selective_scan import dispatch
-from semillie_mm.ops.selective_scan import selective_scan_reference
+from semillie_mm.ops.selective_scan import dispatch, selective_scan_reference
 from semillie_mm.ops.selective_scan.backends import native
 from semillie_mm.ops.selective_scan.backends import numba as cpu
 from semillie_mm.ops.selective_scan.backends.numba import numba_available
+
+import pytest
+import torch
+import torch.nn.functional as F
 
 needs_numba = pytest.mark.skipif(
     not numba_available(), reason='numba is not installed')
@@ -282,9 +281,9 @@ def test_numba_and_native_share_the_capped_checkpoint_interval():
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
 def test_kernel_exp_and_log1p_accuracy(dtype):
     """The arithmetic exp/log1p of the kernels against float64 numpy."""
+    from semillie_mm.ops.selective_scan.backends import numba_kernels as cpu_kernels
+
     import numpy as np
-    from semillie_mm.ops.selective_scan.backends import \
-        numba_kernels as cpu_kernels
     np_dtype = np.dtype(dtype)
     eps = np.finfo(np_dtype).eps
     x = np.concatenate([np.linspace(-80, 80, 20001),

@@ -7,14 +7,12 @@ the kernel's calling convention (mamba-ssm 2.x selective_scan.cpp: 4-d B/C only,
 reference; the wrapper's results must then be the reference's, gradients included.
 The kernel itself is checked on a GPU by benchmarks/gpu_check.py (docs/benchmarks.md).
 """
+from semillie_mm.ops.selective_scan.backends.cuda_ext import make_extension_scan_fn
+from semillie_mm.ops.selective_scan.backends.reference import selective_scan_reference as ref
+
 import pytest
 import torch
 import torch.nn.functional as F
-
-from semillie_mm.ops.selective_scan.backends.cuda_ext import \
-    make_extension_scan_fn
-from semillie_mm.ops.selective_scan.backends.reference import \
-    selective_scan_reference as ref
 
 ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 

@@ -10,13 +10,13 @@ import os
 import subprocess
 import sys
 
-import pytest
-import torch
-
 from semillie_mm.models.archs.ss2d import SS2D
 from semillie_mm.ops.cpu_ext import build as ext
 from semillie_mm.ops.selective_scan import dispatch
 from semillie_mm.ops.selective_scan import ss2d_fused as fused
+
+import pytest
+import torch
 
 needs_ext = pytest.mark.skipif(
     not fused.fused_available(),
@@ -250,6 +250,7 @@ def test_fallback_is_loud_and_forbidden_on_request(monkeypatch):
     command at WARNING; SEMILLIE_REQUIRE_NATIVE=1 turns it into an error,
     for SS2D and for a plain selective_scan call."""
     import logging
+
     from semillie_mm.ops.selective_scan import selective_scan
     _no_extension(monkeypatch)
     monkeypatch.delenv(ext.REQUIRE_ENV, raising=False)

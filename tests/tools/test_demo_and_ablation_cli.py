@@ -8,10 +8,10 @@ import json
 import os
 import os.path as osp
 
+from semillie_mm.utils.cli import run_cli
+
 import numpy as np
 import pytest
-
-from semillie_mm.utils.cli import run_cli
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
@@ -169,13 +169,13 @@ def test_demo_no_shipped_option(demo_run):
 def test_demo_shipped_model_row(demo_run, tmp_path, monkeypatch):
     """The shipped row is the shipped network's full-image output, scored
     like the demo's own rows: its PSNR equals one computed here."""
+    import semillie_mm.apis.pretrained as pretrained
+
     import cv2
     import torch
     from mmagic.evaluation.metrics.psnr import psnr
     from mmagic.registry import MODELS
     from semillie_test_utils import TINY_MODEL, write_shipped_model
-
-    import semillie_mm.apis.pretrained as pretrained
     demo, args, _, _ = demo_run
     _, weights = write_shipped_model(tmp_path, seed=3)
     monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', str(tmp_path))

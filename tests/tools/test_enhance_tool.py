@@ -23,8 +23,9 @@ def _load_tool():
 
 @pytest.fixture(scope='module')
 def model_files(tmp_path_factory):
-    from mmagic.registry import MODELS
     import semillie_mm  # noqa: F401
+
+    from mmagic.registry import MODELS
     d = tmp_path_factory.mktemp('model')
     cfg = d / 'tiny.py'
     cfg.write_text(
@@ -202,9 +203,9 @@ def test_truncated_checkpoint_cli(tmp_path, model_files):
 @pytest.fixture
 def shipped(tmp_path_factory, monkeypatch):
     """The package's shipped folder pointed at a small random model."""
-    from semillie_test_utils import write_shipped_model
-
     import semillie_mm.apis.pretrained as pretrained
+
+    from semillie_test_utils import write_shipped_model
     folder = tmp_path_factory.mktemp('pretrained')
     files = write_shipped_model(folder)
     monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', str(folder))

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import torch
-
 from semillie_test_config import REPO, make_dataset, write_config
 
 HERE = osp.dirname(osp.abspath(__file__))

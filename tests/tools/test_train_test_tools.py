@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from semillie_test_config import REPO, make_dataset, write_config
 
 

@@ -9,17 +9,19 @@ import os
 import os.path as osp
 import sys
 
+from semillie_mm.utils.checkpoint import (
+    CheckpointError,
+    check_checkpoint,
+    load_checkpoint_file,
+    set_trust_checkpoints,
+    trusted_checkpoints,
+)
+from semillie_mm.utils.cli import UserError
+
 import numpy as np
 import pytest
 import torch
-
 from semillie_test_config import REPO, make_dataset, write_config
-
-from semillie_mm.utils.checkpoint import (CheckpointError, check_checkpoint,
-                                          load_checkpoint_file,
-                                          set_trust_checkpoints,
-                                          trusted_checkpoints)
-from semillie_mm.utils.cli import UserError
 
 
 class _Evil:
@@ -191,10 +193,10 @@ def _tiny_model_files(folder):
 def test_enhance_webui_and_inferencer_refuse(tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    import cv2
-
     from semillie_mm.apis import SemiLLIEInferencer
     from semillie_mm.utils.cli import run_cli
+
+    import cv2
     cfg, state = _tiny_model_files(tmp_path)
     path, marker = _evil_checkpoint(tmp_path, state)
     img = tmp_path / 'x.png'

@@ -4,12 +4,11 @@ import subprocess
 import sys
 import textwrap
 
+from semillie_mm.utils.checks import check_checkpoint, load_config, require_dir, require_file
+from semillie_mm.utils.cli import UserError, run_cli
+
 import pytest
 import torch
-
-from semillie_mm.utils.checks import (check_checkpoint, load_config,
-                                      require_dir, require_file)
-from semillie_mm.utils.cli import UserError, run_cli
 
 
 def _main_raising(exc):

@@ -4,13 +4,15 @@ import subprocess
 import sys
 import time
 
+from semillie_mm.utils import cpu_threads
+from semillie_mm.utils.cpu_threads import (
+    CPUThreadGovernor,
+    descendant_cpu_seconds,
+    read_cpu_jiffies,
+)
+
 import pytest
 import torch
-
-from semillie_mm.utils import cpu_threads
-from semillie_mm.utils.cpu_threads import (CPUThreadGovernor,
-                                           descendant_cpu_seconds,
-                                           read_cpu_jiffies)
 
 linux_only = pytest.mark.skipif(
     not os.path.exists('/proc/self/stat'), reason='needs /proc')
@@ -163,9 +165,9 @@ def test_other_job_counts_own_child_does_not():
 
 
 def test_hook_on_cpu_model(monkeypatch):
-    from mmengine.model import BaseModule
-
     from semillie_mm.engine.hooks import CPUThreadsHook
+
+    from mmengine.model import BaseModule
 
     class Runner:
         model = BaseModule()

@@ -4,12 +4,17 @@ import json
 import os
 import os.path as osp
 
-import pytest
-
 from semillie_mm.utils import fileio
-from semillie_mm.utils.fileio import (atomic_copy, atomic_folder, atomic_path,
-                                      atomic_write_bytes, atomic_write_json,
-                                      atomic_write_text)
+from semillie_mm.utils.fileio import (
+    atomic_copy,
+    atomic_folder,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
+
+import pytest
 
 
 def _enospc():
@@ -250,11 +255,9 @@ def test_image_listings(tmp_path):
     keeps its own rules (recursion, dot-files)."""
     from semillie_mm.apis.image_io import list_images
     from semillie_mm.datasets.converters.visdrone2coco import find_images
-    from semillie_mm.datasets.converters.visdrone_lowlight import \
-        scan_images as scan_visdrone
+    from semillie_mm.datasets.converters.visdrone_lowlight import scan_images as scan_visdrone
     from semillie_mm.datasets.folder_utils import scan_images
-    from semillie_mm.evaluation.functional.fid import \
-        list_images as fid_images
+    from semillie_mm.evaluation.functional.fid import list_images as fid_images
     images = ['a.JPG', 'b.jpeg', 'c.png', 'd.PPM', 'e.bmp', 'f.tif',
               'g.TIFF', 'h.webp']
     others = ['i.gif', 'j.txt', 'k', 'm.png.bak']

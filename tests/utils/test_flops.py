@@ -3,14 +3,14 @@ import os.path as osp
 import runpy
 import sys
 
+from semillie_mm.models.archs import SS2D
+from semillie_mm.ops import selective_scan
+from semillie_mm.utils.flops import count_flops, count_macs, scan_macs
+
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
-
-from semillie_mm.models.archs import SS2D
-from semillie_mm.ops import selective_scan
-from semillie_mm.utils.flops import count_flops, count_macs, scan_macs
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 

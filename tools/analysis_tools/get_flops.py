@@ -72,9 +72,9 @@ def main(argv=None) -> int:
         cfg.merge_from_dict(args.cfg_options)
     if 'model' not in cfg:
         raise UserError(f'config {args.config} has no `model`')
-    import torch
-
     from semillie_mm.utils.flops import build_model_from_config, count_flops
+
+    import torch
     try:
         net = build_model_from_config(cfg, args.part)
     except KeyError as err:

@@ -15,9 +15,22 @@ import json
 import logging
 
 from semillie_mm.datasets.converters.visdrone2coco import (  # noqa: E402,F401
-    CLASSES, IGNORED_REGION, IMG_EXTENSIONS, OTHERS, PAPER_NUM_IMAGES, PAPER_NUM_TRAIN,
-    MalformedLineError, categories, convert, find_images, make_split,
-    objects_to_coco_annotations, parse_line, read_annotation_file, split_counts)
+    CLASSES,
+    IGNORED_REGION,
+    IMG_EXTENSIONS,
+    OTHERS,
+    PAPER_NUM_IMAGES,
+    PAPER_NUM_TRAIN,
+    MalformedLineError,
+    categories,
+    convert,
+    find_images,
+    make_split,
+    objects_to_coco_annotations,
+    parse_line,
+    read_annotation_file,
+    split_counts,
+)
 from semillie_mm.utils.checks import require_dir, require_file  # noqa: E402
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 

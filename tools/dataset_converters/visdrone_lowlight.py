@@ -18,14 +18,25 @@ import argparse
 import json
 import os.path as osp
 
-import numpy as np
-
 from semillie_mm.datasets.converters.visdrone_lowlight import (  # noqa: E402,F401
-    IMG_EXTENSIONS, MANIFEST_FORMAT, MANIFEST_NAME, PAPER_COUNTS, SPLIT_DIRS,
-    brightness, classify, load_manifest, plan_dataset, read_overrides,
-    scan_images, split_counts, write_dataset)
+    IMG_EXTENSIONS,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    PAPER_COUNTS,
+    SPLIT_DIRS,
+    brightness,
+    classify,
+    load_manifest,
+    plan_dataset,
+    read_overrides,
+    scan_images,
+    split_counts,
+    write_dataset,
+)
 from semillie_mm.utils.checks import require_dir, require_file  # noqa: E402
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+
+import numpy as np
 
 
 def parse_args(argv=None):

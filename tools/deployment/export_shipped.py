@@ -24,8 +24,7 @@ def main(argv=None) -> tuple:
     Returns:
         tuple[str, str]: The config and weights written.
     """
-    from semillie_mm.apis.pretrained import (DEFAULT_MODEL,
-                                             export_shipped_model)
+    from semillie_mm.apis.pretrained import DEFAULT_MODEL, export_shipped_model
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config')
     p.add_argument('checkpoint')

@@ -260,7 +260,9 @@ def plan_dataset(src: str,
         dict: The manifest (without output digests).
     """
     from semillie_mm.datasets.transforms.low_light_synthesis import (
-        DEFAULT_LOW_LIGHT_RANGES, sample_low_light_params)
+        DEFAULT_LOW_LIGHT_RANGES,
+        sample_low_light_params,
+    )
     overrides = dict(overrides or {})
     rels = scan_images(src)
     if not rels:
@@ -363,8 +365,7 @@ def plan_dataset(src: str,
 def _write_one(args: Tuple[str, str, dict, bool]) -> dict:
     """Write the file(s) of one manifest entry; return digests or error."""
     src, out, entry, verify = args
-    from semillie_mm.datasets.transforms.low_light_synthesis import \
-        synthesize_low_light
+    from semillie_mm.datasets.transforms.low_light_synthesis import synthesize_low_light
     path = osp.join(src, entry['source'])
     res = dict(input=entry['input'])
     try:

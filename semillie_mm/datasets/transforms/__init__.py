@@ -7,11 +7,13 @@ The rest of the pipelines reuses mmagic / mmcv transforms: ``LoadImageFromFile``
 ``PackInputs`` for validation. :mod:`.enhancement_inputs` holds the
 ground-truth-free pipeline of :class:`~semillie_mm.apis.SemiLLIEInferencer`.
 """
-from .enhancement_inputs import (LoadImageForEnhancement,
-                                 PackEnhancementInputs)
-from .low_light_synthesis import (DEFAULT_LOW_LIGHT_RANGES, LowLightSynthesis,
-                                  sample_low_light_params,
-                                  synthesize_low_light)
+from .enhancement_inputs import LoadImageForEnhancement, PackEnhancementInputs
+from .low_light_synthesis import (
+                                 DEFAULT_LOW_LIGHT_RANGES,
+                                 LowLightSynthesis,
+                                 sample_low_light_params,
+                                 synthesize_low_light,
+)
 from .pack_semi_inputs import PackSemiInputs
 from .paired_random_crop import PairedRandomCropWithPad
 from .random_gaussian_blur import RandomGaussianBlur

@@ -5,11 +5,11 @@
 dict(type='PackEnhancementInputs')]`` in the configs; used by
 :class:`~semillie_mm.apis.SemiLLIEInferencer`.
 """
-import numpy as np
-from mmcv.transforms import BaseTransform
-
-from mmagic.registry import TRANSFORMS
 from semillie_mm.apis.image_io import image_to_tensor, read_image
+
+import numpy as np
+from mmagic.registry import TRANSFORMS
+from mmcv.transforms import BaseTransform
 
 
 @TRANSFORMS.register_module()

@@ -34,9 +34,8 @@ import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
-from mmcv.transforms import BaseTransform
-
 from mmagic.registry import TRANSFORMS
+from mmcv.transforms import BaseTransform
 
 __all__ = [
     'DEFAULT_LOW_LIGHT_RANGES', 'sample_low_light_params',

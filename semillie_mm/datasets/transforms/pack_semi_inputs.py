@@ -4,10 +4,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from mmcv.transforms import BaseTransform
-
 from mmagic.registry import TRANSFORMS
 from mmagic.structures import DataSample
+from mmcv.transforms import BaseTransform
 
 
 def _image_to_float_tensor(img, name: str) -> torch.Tensor:

@@ -4,9 +4,8 @@ from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
-from mmcv.transforms import BaseTransform
-
 from mmagic.registry import TRANSFORMS
+from mmcv.transforms import BaseTransform
 
 
 @TRANSFORMS.register_module()

@@ -3,9 +3,8 @@
 from typing import Sequence
 
 import numpy as np
-from mmcv.transforms import BaseTransform
-
 from mmagic.registry import TRANSFORMS
+from mmcv.transforms import BaseTransform
 
 
 @TRANSFORMS.register_module()

@@ -4,11 +4,10 @@ import os
 import os.path as osp
 from typing import Callable, Optional
 
+from mmagic.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
-
-from mmagic.registry import HOOKS
 
 from ...utils.fileio import atomic_path, atomic_write_text
 

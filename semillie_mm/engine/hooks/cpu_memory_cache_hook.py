@@ -1,13 +1,18 @@
 """CPUMemoryCacheHook: reuse large CPU tensor blocks instead of page-faulting them in."""
 from typing import Optional
 
+from semillie_mm.ops.cpu_cache import (
+    cpu_cache_available,
+    default_limit_mb,
+    empty_cpu_cache,
+    enable_cpu_cache,
+)
+
+from mmagic.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from mmagic.registry import HOOKS
 from .cpu_threads_hook import model_on_cpu
-from semillie_mm.ops.cpu_cache import (cpu_cache_available, default_limit_mb,
-                                       empty_cpu_cache, enable_cpu_cache)
 
 
 @HOOKS.register_module()

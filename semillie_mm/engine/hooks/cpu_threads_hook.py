@@ -1,10 +1,10 @@
 """CPUThreadsHook: training and testing on CPU share the cores with other jobs."""
 from typing import Optional
 
-from mmengine.hooks import Hook
+from semillie_mm.utils.cpu_threads import CPUThreadGovernor
 
 from mmagic.registry import HOOKS
-from semillie_mm.utils.cpu_threads import CPUThreadGovernor
+from mmengine.hooks import Hook
 
 
 def model_on_cpu(model) -> bool:

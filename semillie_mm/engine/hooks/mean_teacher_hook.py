@@ -3,11 +3,10 @@ import logging
 from typing import Optional
 
 import torch
+from mmagic.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-
-from mmagic.registry import HOOKS
 
 
 @HOOKS.register_module()

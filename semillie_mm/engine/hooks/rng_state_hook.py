@@ -4,9 +4,8 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
-
 from mmagic.registry import HOOKS
+from mmengine.hooks import Hook
 
 
 @HOOKS.register_module()

@@ -6,7 +6,7 @@ the registration is ours, so configs can say ``optimizer=dict(type='AdamP', ...)
 from mmagic.registry import OPTIMIZERS
 
 try:
-    from adamp import AdamP, SGDP
+    from adamp import SGDP, AdamP
 except ImportError:  # pragma: no cover - adamp is a runtime requirement
     AdamP = SGDP = None
 

@@ -4,13 +4,12 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn as nn
-from mmagic.evaluation.metrics.base_sample_wise_metric import \
-    BaseSampleWiseMetric
+from mmagic.evaluation.metrics.base_sample_wise_metric import BaseSampleWiseMetric
 from mmagic.evaluation.metrics.metrics_utils import obtain_data
 from mmagic.registry import METRICS, MODELS
 
-from .model_device import ModelDeviceMixin
 from ..functional.imagenet_agreement import imagenet_topk
+from .model_device import ModelDeviceMixin
 
 
 @METRICS.register_module()

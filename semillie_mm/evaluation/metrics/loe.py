@@ -1,8 +1,7 @@
 """LOE (lightness order error) as an mmagic metric."""
 from typing import Optional, Sequence
 
-from mmagic.evaluation.metrics.base_sample_wise_metric import \
-    BaseSampleWiseMetric
+from mmagic.evaluation.metrics.base_sample_wise_metric import BaseSampleWiseMetric
 from mmagic.evaluation.metrics.metrics_utils import obtain_data
 from mmagic.registry import METRICS
 

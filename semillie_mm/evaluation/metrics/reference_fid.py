@@ -4,14 +4,17 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from mmagic.evaluation.metrics.base_sample_wise_metric import \
-    BaseSampleWiseMetric
+from mmagic.evaluation.metrics.base_sample_wise_metric import BaseSampleWiseMetric
 from mmagic.evaluation.metrics.metrics_utils import obtain_data
 from mmagic.registry import METRICS
 
+from ..functional.fid import (
+    InceptionFeatureExtractor,
+    fid_from_features,
+    folder_statistics,
+    inception_missing_message,
+)
 from .model_device import ModelDeviceMixin
-from ..functional.fid import (InceptionFeatureExtractor, fid_from_features,
-                              folder_statistics, inception_missing_message)
 
 
 @METRICS.register_module()

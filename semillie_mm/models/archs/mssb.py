@@ -1,10 +1,11 @@
 """Multi-scale state-space block (MSSB)."""
+from semillie_mm.ops.mssm_lean import mssm_lean_no_grad
+
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 
-from semillie_mm.ops.mssm_lean import mssm_lean_no_grad
 from .cab import CAB
 from .mssm import MSSM, plain_path_needed
 

@@ -1,9 +1,10 @@
 """Multi-scale state-space module (MSSM, paper eq. 3)."""
+from semillie_mm.ops.mssm_lean import MSSMWeights, mssm_lean
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semillie_mm.ops.mssm_lean import MSSMWeights, mssm_lean
 from .ss2d import SS2D
 
 

@@ -3,10 +3,10 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+from mmagic.registry import MODELS
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
-from mmagic.registry import MODELS
 from .illumination_estimator import IlluminationEstimator
 from .mssg import MSSG
 

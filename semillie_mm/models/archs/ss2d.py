@@ -2,12 +2,12 @@
 import math
 from typing import Optional
 
-import torch
-import torch.nn as nn
-
 from semillie_mm.ops import selective_scan
 from semillie_mm.ops.selective_scan import dispatch
 from semillie_mm.ops.selective_scan.ss2d_fused import ss2d_scan_fused
+
+import torch
+import torch.nn as nn
 
 
 def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:

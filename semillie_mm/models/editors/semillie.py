@@ -5,15 +5,13 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmagic.models.base_models import BaseEditModel
+from mmagic.models.utils import set_requires_grad
+from mmagic.registry import MODELS
 from mmengine.dist import all_reduce, is_distributed
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
-
-from mmagic.models.base_models import BaseEditModel
-from mmagic.models.utils import set_requires_grad
-from mmagic.registry import MODELS
-from mmagic.structures import DataSample
 
 
 def unsupervised_weight(t: float, max_weight: float, ramp_length: float) -> float:

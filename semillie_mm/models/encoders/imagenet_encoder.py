@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from mmagic.registry import MODELS
 from mmengine.logging import print_log
 
-from mmagic.registry import MODELS
 from .frozen_encoder import FrozenImageEncoder
 from .ram_image_encoder import _load_state_dict_file
 

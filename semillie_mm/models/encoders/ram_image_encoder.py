@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmagic.registry import MODELS
 from mmengine.logging import print_log
 
-from mmagic.registry import MODELS
 from .frozen_encoder import FrozenImageEncoder
 from .ram_tagging_head import RAMTaggingHead
 

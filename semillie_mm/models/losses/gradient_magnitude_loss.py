@@ -5,7 +5,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from mmagic.models.losses.pixelwise_loss import l1_loss
 from mmagic.registry import MODELS
 

@@ -4,8 +4,8 @@ from typing import Union
 
 import torch
 import torch.nn as nn
-
 from mmagic.registry import MODELS
+
 from ..encoders.ram_image_encoder import build_ram_encoder
 
 _REDUCTIONS = ('none', 'mean', 'sum')

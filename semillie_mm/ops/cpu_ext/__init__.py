@@ -8,9 +8,19 @@ It is compiled by ``python semillie_mm/ops/cpu_ext/build.py --build`` (run by
 ``tools/setup_env.sh``) and only ever loaded at run time (:func:`load`), see
 :mod:`.build`.
 """
-from .build import (BUILD_COMMAND, REQUIRE_ENV, available, binary_path,
-                    cache_key, cache_root, check_fallback, fallback_message,
-                    load, require_native, unavailable_reason)
+from .build import (
+                    BUILD_COMMAND,
+                    REQUIRE_ENV,
+                    available,
+                    binary_path,
+                    cache_key,
+                    cache_root,
+                    check_fallback,
+                    fallback_message,
+                    load,
+                    require_native,
+                    unavailable_reason,
+)
 
 # ``build`` stays the submodule (its function is ``build.build``)
 __all__ = [

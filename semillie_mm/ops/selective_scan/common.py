@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 
-
 def compute_dtype_for(dtype: torch.dtype) -> torch.dtype:
     """The dtype the scan is computed in for inputs of ``dtype``.
 

@@ -25,8 +25,7 @@ def _load() -> Optional[Callable]:
     global _scan_fn, _import_error
     if _scan_fn is _UNSET:
         try:
-            from mamba_ssm.ops.selective_scan_interface import \
-                selective_scan_fn
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
         except Exception as exc:  # ImportError, or a broken CUDA build
             _scan_fn = None
             _import_error = f'{type(exc).__name__}: {exc}'

@@ -83,9 +83,9 @@ def _exp_consts(F, degree, mant_bits, bias):
 @overload(vexp)
 def _vexp_overload(x):
     if x == types.float32:
-        F, I, degree, mant, bias = np.float32, np.int32, 7, 23, 127
+        F, I, degree, mant, bias = np.float32, np.int32, 7, 23, 127  # noqa: E741
     elif x == types.float64:
-        F, I, degree, mant, bias = np.float64, np.int64, 13, 52, 1023
+        F, I, degree, mant, bias = np.float64, np.int64, 13, 52, 1023  # noqa: E741
     else:
         return None
     log2e, ln2_hi, ln2_lo, lo, hi, c = _exp_consts(F, degree, mant, bias)
@@ -132,9 +132,9 @@ def vlog1p(x):
 @overload(vlog1p)
 def _vlog1p_overload(x):
     if x == types.float32:
-        F, I, mant, bias, nterms = np.float32, np.int32, 23, 127, 5
+        F, I, mant, bias, nterms = np.float32, np.int32, 23, 127, 5  # noqa: E741
     elif x == types.float64:
-        F, I, mant, bias, nterms = np.float64, np.int64, 52, 1023, 11
+        F, I, mant, bias, nterms = np.float64, np.int64, 52, 1023, 11  # noqa: E741
     else:
         return None
     one, two, half = F(1.0), F(2.0), F(0.5)
