@@ -233,3 +233,33 @@ def test_smoothing_reduces_flicker_of_a_flickering_model(tmp_path):
     assert figures[0.8]['mean_abs_change'] < figures[0.0]['mean_abs_change']
     with pytest.raises(ValueError, match=r'\[0, 1\)'):
         inferencer(src, temporal_smoothing=1.5)
+
+
+def test_interrupted_video_leaves_nothing(inferencer, tmp_path):
+    """Ctrl-C in the middle of a video: no output, no temporary file, and
+    an output that existed before is left as it was."""
+    src = _write(tmp_path / 'clip.avi', _frames(4))
+    dst = tmp_path / 'out.mp4'
+    forward = inferencer.forward
+    calls = []
+
+    def interrupt(batch, before_tile=None, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return forward(batch, before_tile, **kw)
+
+    inferencer.forward = interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            enhance_video(inferencer, src, str(dst))
+        assert not dst.exists()
+        dst.write_bytes(b'old')
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            enhance_video(inferencer, src, str(dst))
+        assert dst.read_bytes() == b'old'
+    finally:
+        del inferencer.forward
+    assert len(calls) == 2
+    _no_temp_files(tmp_path)
