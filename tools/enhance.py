@@ -3,7 +3,8 @@
     python tools/enhance.py [CONFIG CHECKPOINT] INPUT OUTPUT
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
-        [--vis-dir DIR] [--skip-existing | --overwrite] [--debug]
+        [--vis-dir DIR] [--skip-existing | --overwrite]
+        [--temporal-smoothing ALPHA] [--debug]
 
 Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
 shipped in the package is used (semillie_mm/pretrained/, see MODEL_CARD.md
@@ -25,6 +26,15 @@ written to --summary), and the exit status is 130. An image whose header
 declares more than SEMILLIE_MAX_PIXELS pixels (default 100 megapixels) is
 refused before it is decoded: a one-line error for a single INPUT file, a
 logged skip in a folder.
+
+Videos: INPUT may be a video (OUTPUT a video file: .mp4, .m4v, .mov, .avi or
+.mkv, or a folder), and a folder's videos are enhanced too, frame by frame
+(semillie_mm.apis.video): frame rate and size kept, one line says what is
+dropped (audio, subtitles, the input codec), progress shows frames and ETA,
+the output is written atomically. A video that cannot be opened, has no
+frames, does not decode or is truncated is a one-line error (single INPUT)
+or a logged skip (folder). --temporal-smoothing ALPHA smooths the output's
+brightness over time (docs/enhance.md, "Video").
 """
 import logging
 import os
@@ -44,6 +54,7 @@ USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
          '       [--device D] [--tile N] [--tile-overlap N] [--no-tile]\n'
          '       [--batch-size N] [--ext EXT] [--student] [--summary FILE]\n'
          '       [--vis-dir DIR] [--skip-existing | --overwrite]\n'
+         '       [--temporal-smoothing ALPHA]\n'
          '       [--no-progress] [--trust-checkpoint] [--debug]')
 
 
@@ -67,8 +78,8 @@ def parse_args(argv=None):
         'paths', nargs='*', metavar='[CONFIG CHECKPOINT] INPUT OUTPUT',
         help='CONFIG CHECKPOINT: config file and checkpoint of the model '
         f'(without them: the model shipped in the package, {DEFAULT_MODEL}; '
-        f'see {MODEL_CARD}); INPUT: an image file or a folder; OUTPUT: '
-        'output folder (or file for a file)')
+        f'see {MODEL_CARD}); INPUT: an image or video file or a folder; '
+        'OUTPUT: output folder (or file for a file)')
     parser.add_argument('--device', default='cpu',
                         help='cpu, cuda or cuda:N (default: cpu)')
     parser.add_argument('--tile', type=int, default=DEFAULT_TILE_SIZE,
@@ -92,6 +103,11 @@ def parse_args(argv=None):
                         help='also write the summary to this JSON file')
     parser.add_argument('--vis-dir', default=None,
                         help='also write input | output pictures there')
+    parser.add_argument('--temporal-smoothing', type=float, default=0.0,
+                        metavar='ALPHA',
+                        help='videos: exponential moving average of each '
+                        "frame's brightness, ALPHA in [0, 1) (0.8: about 5 "
+                        'frames; default 0: off)')
     parser.add_argument('--no-progress', action='store_true',
                         help='no progress bar')
     existing = parser.add_mutually_exclusive_group()
@@ -130,7 +146,7 @@ def check_args(args) -> None:
     """
     if not osp.exists(args.input):
         raise UserError(f'input {args.input} does not exist; pass an image '
-                        'file or a folder of images')
+                        'or video file or a folder of them')
     if not args.no_tile:
         if args.tile <= 0:
             raise UserError(f'--tile {args.tile}: must be > 0 (or use '
@@ -140,6 +156,11 @@ def check_args(args) -> None:
                             f'[0, --tile={args.tile})')
     if args.batch_size < 1:
         raise UserError(f'--batch-size {args.batch_size}: must be >= 1')
+    from semillie_mm.apis.video import check_video_args
+    try:
+        check_video_args(args.input, args.output, args.temporal_smoothing)
+    except ValueError as err:
+        raise UserError(str(err)) from err
     if args.ext:
         ext = args.ext.lower() if args.ext.startswith('.') else \
             '.' + args.ext.lower()
@@ -183,6 +204,14 @@ def plan_outputs(args):
         list_inputs,
         output_name,
     )
+    from semillie_mm.apis.video import is_video, split_video_inputs, video_output_name
+    if osp.isfile(args.input) and is_video(args.input) and \
+            is_video(args.output):  # a video to a file
+        try:
+            check_output_plan([(args.input, args.output)])
+        except OutputConflictError as err:
+            raise UserError(str(err)) from err
+        return True, args.output
     to_file = osp.isfile(args.input) and \
         osp.splitext(args.output)[1].lower() in IMG_EXTENSIONS
     if to_file:
@@ -192,10 +221,14 @@ def plan_outputs(args):
         pairs = [(args.input, dst)]
     else:
         dst = None
-        items, _ = list_inputs(args.input)
+        videos, rest, _ = split_video_inputs(args.input)
+        items, _ = list_inputs(rest)
         pairs = [(item['img_path'],
                   osp.join(args.output, output_name(item['rel'], args.ext)))
                  for item in items]
+        pairs += [(v['video_path'],
+                   osp.join(args.output, video_output_name(v['rel'])))
+                  for v in videos]
     try:
         check_output_plan(pairs)
     except OutputConflictError as err:
@@ -230,6 +263,7 @@ def main(argv=None) -> dict:
     set_trust_checkpoints(args.trust_checkpoint)
     to_file, dst = plan_outputs(args)
     from semillie_mm.apis.checks import build_inferencer_checked, shipped_model_checked
+    from semillie_mm.apis.video import VideoError, is_video
     if args.config is None:
         args.config, args.checkpoint = shipped_model_checked(DEFAULT_MODEL)
         print(f'no config/checkpoint given: using the shipped model '
@@ -248,6 +282,12 @@ def main(argv=None) -> dict:
     try:
         if to_file and osp.exists(dst) and not args.overwrite:
             res['existing'] = [dst]  # one image to an explicit output file
+        elif to_file and is_video(dst):
+            from semillie_mm.apis.video import enhance_video_file
+            enhance_video_file(inferencer, args.input, dst, res,
+                               batch_size=args.batch_size, tile_size=tile,
+                               tile_overlap=args.tile_overlap,
+                               temporal_smoothing=args.temporal_smoothing)
         elif to_file:
             res = inferencer(args.input, **dict(kwargs, return_preds=True))
             res['notes'] = []
@@ -258,7 +298,11 @@ def main(argv=None) -> dict:
                 res['notes'] = [dict(path=args.input, note=n) for n in notes]
         else:
             res = inferencer(args.input, out_dir=args.output, ext=args.ext,
-                             skip_existing=not args.overwrite, **kwargs)
+                             skip_existing=not args.overwrite,
+                             temporal_smoothing=args.temporal_smoothing,
+                             **kwargs)
+    except VideoError as err:  # a single INPUT video (folders: skipped)
+        raise UserError(str(err)) from err
     except KeyboardInterrupt:
         interrupted = True  # ``res`` holds what was written before Ctrl-C
     summary = dict(processed=len(res['outputs']), skipped=len(res['skipped']),

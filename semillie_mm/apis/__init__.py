@@ -13,6 +13,8 @@
 - :mod:`.tiling`: tiled inference of large images, :func:`enhance_image`;
 - :mod:`.image_io`: reading (EXIF, 16-bit, alpha), atomic writing;
 - :mod:`.webui`: the gradio demo (imports gradio only when used).
+- :mod:`.video`: videos frame by frame (OpenCV in and out, temporal
+  smoothing).
 """
 from semillie_mm.datasets.transforms.enhancement_inputs import (
     LoadImageForEnhancement,

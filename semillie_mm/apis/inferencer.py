@@ -53,6 +53,7 @@ from .tiling import (
     enhance_tensor,
     needs_tiling,
 )
+from .video import GainSmoother, enhance_videos, plan_video_outputs, split_video_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ class SemiLLIEInferencer(BaseInferencer):
         inferencer = SemiLLIEInferencer('semillie_target')  # shipped model
 
     Each stage takes the keyword-only arguments its ``*_kwargs`` set names;
-    ``batch_size``, ``skip_existing``, ``cpu_tuning`` and ``results`` are
-    used by :meth:`__call__` itself.
+    ``batch_size``, ``skip_existing``, ``cpu_tuning``, ``results`` and
+    ``temporal_smoothing`` (videos) are used by :meth:`__call__` itself.
 
     Args:
         model (str | dict | Config, optional): Config file or object, or the
@@ -389,12 +390,16 @@ class SemiLLIEInferencer(BaseInferencer):
                  on_error: str = 'raise',
                  skip_existing: bool = False,
                  cpu_tuning: bool = False,
-                 results: Optional[dict] = None) -> dict:
+                 results: Optional[dict] = None,
+                 temporal_smoothing: float = 0.0) -> dict:
         """Enhance images (all arguments: docs/enhance.md).
 
         Args:
-            inputs (str | np.ndarray | dict | list): An image file, a folder
-                (recursive), an RGB(A)/gray array or a list of these.
+            inputs (str | np.ndarray | dict | list): An image file, a video
+                file, a folder (recursive; its images and videos), an
+                RGB(A)/gray array or a list of these. Videos:
+                :mod:`.video`, written under ``out_dir`` (else returned as
+                ``TxHxWx3`` uint8 arrays), after the images.
             batch_size (int): Images of one size that need no tiling are
                 stacked by this many. Default: 1.
             tile_size (int, optional): Larger images run in overlapping
@@ -416,6 +421,8 @@ class SemiLLIEInferencer(BaseInferencer):
                 cpu_tuning.cpu_tuning` on the CPU (restored at the end).
             results (dict, optional): Filled image by image instead of a
                 new dict: after an exception it holds what was done.
+            temporal_smoothing (float): Videos only: ``alpha`` of
+                :class:`~.video.GainSmoother`; 0 (default) is off.
 
         Returns:
             dict: ``predictions`` (as each input's shape and dtype),
@@ -433,6 +440,7 @@ class SemiLLIEInferencer(BaseInferencer):
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         ext = output_extension(ext)
+        GainSmoother(temporal_smoothing)  # checks the value
         _, forward_kw, visualize_kw, postprocess_kw = self._dispatch_kwargs(
             tile_size=tile_size, tile_overlap=tile_overlap, network=network,
             return_vis=return_vis, vis_out_dir=vis_out_dir,
@@ -442,18 +450,23 @@ class SemiLLIEInferencer(BaseInferencer):
         results = {} if results is None else results
         results.update(predictions=[], visualization=[], outputs=[],
                        notes=[], skipped=[], ignored=[], existing=[])
-        items, results['ignored'] = list_inputs(inputs)
+        videos, inputs, in_folders = split_video_inputs(inputs)
+        items, ignored = list_inputs(inputs)
+        results['ignored'] = [p for p in ignored if p not in in_folders]
         for item in items:
             if item.get('rel') is None and (out_dir or vis_out_dir):
                 item['rel'] = f'{next(self._array_names):08d}.png'
         if out_dir:
             items, results['existing'] = plan_outputs(items, out_dir, ext,
                                                       skip_existing)
+            videos, existing = plan_video_outputs(videos, out_dir,
+                                                  skip_existing)
+            results['existing'] += existing
         if results['existing']:
             logger.info('%d outputs exist already, kept (their inputs are '
                         'not enhanced again)', len(results['existing']))
         batches = self.preprocess(items, batch_size=batch_size)
-        if self.show_progress:
+        if self.show_progress and (items or not videos):
             from rich.progress import track
             batches = track(batches, description='Enhancing',
                             total=math.ceil(len(items) / batch_size))
@@ -463,6 +476,11 @@ class SemiLLIEInferencer(BaseInferencer):
                 preds = self.forward(batch, before_tile, **forward_kw)
                 vis = self.visualize(batch, preds, **visualize_kw)
                 self.postprocess(preds, vis, batch, results, **postprocess_kw)
+            enhance_videos(self, videos, results, out_dir, on_error,
+                           return_preds, before_tile, batch_size=batch_size,
+                           tile_size=tile_size, tile_overlap=tile_overlap,
+                           network=network,
+                           temporal_smoothing=temporal_smoothing)
         return results
 
 

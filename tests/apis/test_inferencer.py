@@ -204,7 +204,7 @@ def test_declared_kwargs_match_the_stages():
         declared |= keyword_only
     call = set(inspect.signature(SemiLLIEInferencer.__call__).parameters)
     call_level = {'self', 'inputs', 'batch_size', 'skip_existing',
-                  'cpu_tuning', 'results'}
+                  'cpu_tuning', 'results', 'temporal_smoothing'}
     assert call - call_level == declared
 
 
