@@ -113,10 +113,10 @@ def parse_args(argv=None):
     if len(paths) == 3 and paths[0].lower().endswith('.onnx'):
         args.onnx, paths = paths[0], paths[1:]  # ONNX Runtime backend
     if len(paths) not in (2, 4):
-        parser.error(f'expected INPUT OUTPUT, CONFIG CHECKPOINT INPUT '
-                     f'OUTPUT or MODEL.onnx INPUT OUTPUT, got '
-                     f'{len(args.paths)} positional argument'
-                     f'{"" if len(args.paths) == 1 else "s"}')
+        parser.error(f'expected INPUT OUTPUT or CONFIG CHECKPOINT INPUT '
+                     f'OUTPUT, got {len(args.paths)} positional argument'
+                     f'{"" if len(args.paths) == 1 else "s"} (or '
+                     'MODEL.onnx INPUT OUTPUT)')
     if len(paths) == 2:
         paths = [None, None] + paths
     args.config, args.checkpoint, args.input, args.output = paths
