@@ -74,7 +74,8 @@ def export_onnx(net: nn.Module,
     Args:
         net (nn.Module): Enhancement network, RGB [0, 1] -> RGB [0, 1]
             (e.g. :meth:`SemiLLIEInferencer.get_network`); exported on the
-            CPU in eval mode, in float32.
+            CPU in eval mode, in float32 (the module is moved and cast in
+            place, as ``net.cpu().float().eval()`` does).
         out_file (str): The ``.onnx`` file.
         opset (int): ONNX opset (>= 12). Default: 17.
         dynamic (bool): Batch, height and width dynamic; otherwise the model
