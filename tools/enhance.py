@@ -1,6 +1,6 @@
 """Enhance your own low-light images with a trained model.
 
-    python tools/enhance.py [CONFIG CHECKPOINT] INPUT OUTPUT
+    python tools/enhance.py [CONFIG CHECKPOINT | MODEL.onnx] INPUT OUTPUT
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
         [--vis-dir DIR] [--skip-existing | --overwrite]
@@ -8,7 +8,9 @@
 
 Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
 shipped in the package is used (semillie_mm/pretrained/, see MODEL_CARD.md
-there); three or more than four positional arguments are a usage error. INPUT
+there); MODEL.onnx INPUT OUTPUT runs a model written by
+tools/deployment/export_onnx.py with ONNX Runtime on the CPU; other numbers
+of positional arguments are a usage error. INPUT
 is an image file or a folder (searched recursively; relative paths and names
 are kept under OUTPUT). Unreadable files are skipped with a logged reason and
 counted in the summary printed at the end. A user's mistake (missing config,
@@ -123,11 +125,14 @@ def parse_args(argv=None):
     add_trust_argument(parser)
     # options may come between the positional arguments
     args = parser.parse_intermixed_args(argv)
-    paths = args.paths
+    paths, args.onnx = args.paths, None
+    if len(paths) == 3 and paths[0].lower().endswith('.onnx'):
+        args.onnx, paths = paths[0], paths[1:]  # ONNX Runtime backend
     if len(paths) not in (2, 4):
         parser.error(f'expected INPUT OUTPUT or CONFIG CHECKPOINT INPUT '
-                     f'OUTPUT, got {len(paths)} positional argument'
-                     f'{"" if len(paths) == 1 else "s"}')
+                     f'OUTPUT, got {len(args.paths)} positional argument'
+                     f'{"" if len(args.paths) == 1 else "s"} (or '
+                     'MODEL.onnx INPUT OUTPUT)')
     if len(paths) == 2:
         paths = [None, None] + paths
     args.config, args.checkpoint, args.input, args.output = paths
@@ -262,17 +267,27 @@ def main(argv=None) -> dict:
     check_args(args)
     set_trust_checkpoints(args.trust_checkpoint)
     to_file, dst = plan_outputs(args)
-    from semillie_mm.apis.checks import build_inferencer_checked, shipped_model_checked
+    from semillie_mm.apis.checks import (
+        build_inferencer_checked,
+        build_onnx_inferencer_checked,
+        shipped_model_checked,
+    )
     from semillie_mm.apis.video import VideoError, is_video
-    if args.config is None:
+    if args.onnx is not None:
+        inferencer = build_onnx_inferencer_checked(
+            args.onnx, device=args.device,
+            network='student' if args.student else 'teacher',
+            show_progress=not args.no_progress)
+    elif args.config is None:
         args.config, args.checkpoint = shipped_model_checked(DEFAULT_MODEL)
         print(f'no config/checkpoint given: using the shipped model '
               f'{DEFAULT_MODEL} ({args.checkpoint}); see {MODEL_CARD}',
               flush=True)
-    inferencer = build_inferencer_checked(
-        args.config, args.checkpoint, device=args.device,
-        network='student' if args.student else 'teacher',
-        show_progress=not args.no_progress)
+    if args.onnx is None:
+        inferencer = build_inferencer_checked(
+            args.config, args.checkpoint, device=args.device,
+            network='student' if args.student else 'teacher',
+            show_progress=not args.no_progress)
     tile = None if args.no_tile else args.tile
     res, interrupted = _empty_result(), False
     kwargs = dict(tile_size=tile, tile_overlap=args.tile_overlap,

@@ -12,7 +12,8 @@
 #      build runs once per torch version: the wheel is kept in $SEMILLIE_CACHE (default
 #      ~/.cache/semillie-mm) under a folder named after the torch version, because pip's own
 #      wheel cache would silently reuse a wheel built against another torch.
-#   3. the rest of the runtime requirements, mmagic 1.2.0 with --no-deps, the test tools, and
+#   3. the rest of the runtime requirements, mmagic 1.2.0 with --no-deps, the test tools, onnx and
+#      onnxruntime (requirements/deployment.txt: ONNX export and the onnxruntime backend), and
 #      this package in editable mode.
 #   4. the C++ CPU extension (semillie_mm/ops/cpu_ext/csrc: SS2D's fused scan, the generic
 #      selective scan, MSSM's depth-wise convs, the caching allocator), compiled once into
@@ -117,7 +118,8 @@ if ! have_mmcv; then
 fi
 
 log "installing runtime requirements"
-"${PIP[@]}" install -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+"${PIP[@]}" install -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" \
+  -r "$ROOT/requirements/deployment.txt"
 "${PIP[@]}" install -q --no-deps "mmagic==$MMAGIC_VERSION"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 

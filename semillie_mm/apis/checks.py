@@ -78,6 +78,47 @@ def build_inferencer_checked(config: str,
                         'this config') from err
 
 
+def build_onnx_inferencer_checked(onnx_model: str,
+                                  device: str = 'cpu',
+                                  network: str = 'teacher',
+                                  show_progress: bool = True):
+    """Build a :class:`SemiLLIEInferencer` on the ``'onnxruntime'``
+    backend.
+
+    Args:
+        onnx_model (str): A model from ``tools/deployment/export_onnx.py``.
+        device (str): Must be ``'cpu'``.
+        network (str): The network it must hold.
+        show_progress (bool): Progress bar.
+
+    Returns:
+        SemiLLIEInferencer: The inferencer.
+
+    Raises:
+        UserError: Not on the CPU, a missing file, an .onnx file that is
+            not a semillie-mm model (or holds the other network), or a
+            static model (it takes one input size only).
+    """
+    if device != 'cpu':
+        raise UserError(f'--device {device}: an ONNX model runs on the CPU '
+                        '(ONNX Runtime); use --device cpu')
+    from semillie_mm.deployment import OnnxModelError
+
+    from .inferencer import SemiLLIEInferencer
+    try:
+        inferencer = SemiLLIEInferencer(
+            backend='onnxruntime', onnx_model=onnx_model, network=network,
+            show_progress=show_progress)
+    except OnnxModelError as err:
+        raise UserError(str(err)) from err
+    static = inferencer.get_network().static_shape
+    if static is not None:
+        raise UserError(f'{onnx_model} was exported for {static[0]}x'
+                        f'{static[1]} inputs only; export it with --dynamic '
+                        'to enhance images of any size')
+    return inferencer
+
+
 def shipped_model_checked(name: str = DEFAULT_MODEL) -> Tuple[str, str]:
     """The config and weights of a shipped model, or a one-line error.
 

@@ -66,6 +66,7 @@ DEFAULT_INFERENCE_PIPELINE = [
 TRAINING_ONLY_KEYS = ('ram_encoder', 'perceptual_loss', 'contrastive_loss',
                       'discriminator', 'gan_loss')
 NETWORKS = ('teacher', 'student')
+BACKENDS = ('pytorch', 'onnxruntime')
 
 
 class SemiLLIEInferencer(BaseInferencer):
@@ -105,6 +106,13 @@ class SemiLLIEInferencer(BaseInferencer):
             checkpoint is read weights-only
             (:mod:`semillie_mm.utils.checkpoint`) and a config must be
             given.
+        backend (str): ``'pytorch'`` (default) or ``'onnxruntime'``: run
+            ``onnx_model``, a file from ``tools/deployment/export_onnx.py``,
+            on the CPU with ONNX Runtime (same pipeline, tiling and
+            outputs; ``model`` then only supplies an optional
+            ``inference_pipeline``). See docs/enhance.md, section "ONNX".
+        onnx_model (str, optional): The ``.onnx`` file of the
+            ``'onnxruntime'`` backend.
 
     Attributes:
         model (nn.Module): The built model (no training-only parts such as
@@ -127,10 +135,23 @@ class SemiLLIEInferencer(BaseInferencer):
                  network: str = 'teacher',
                  scope: Optional[str] = 'mmagic',
                  show_progress: bool = True,
-                 trust_checkpoint: bool = False) -> None:
+                 trust_checkpoint: bool = False,
+                 backend: str = 'pytorch',
+                 onnx_model: Optional[str] = None) -> None:
         if network not in NETWORKS:
             raise ValueError(f'network must be one of {NETWORKS}, got '
                              f'{network!r}')
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS}, got '
+                             f'{backend!r}')
+        self._onnx_model = onnx_model if backend == 'onnxruntime' else None
+        if backend == 'onnxruntime':
+            if not onnx_model:
+                raise ValueError("backend='onnxruntime' needs onnx_model")
+            if (device or 'cpu') != 'cpu':
+                raise ValueError(f'backend onnxruntime runs on the CPU, got '
+                                 f'device {device!r}')
+            model, device = {} if model is None else model, 'cpu'
         model, weights, self.shipped_model = resolve_model(
             model, weights, logger)
         import semillie_mm  # noqa: F401  (registers the modules)
@@ -158,6 +179,8 @@ class SemiLLIEInferencer(BaseInferencer):
         """Build the model without its training-only parts, load the
         checkpoint (read once: the config may come from it) and pick the
         networks; the model is returned in eval mode on ``device``."""
+        if self._onnx_model is not None:
+            return self._init_onnx_network()
         checkpoint = None
         if weights is not None:  # mmengine's loaders (semillie_mm.compat)
             checkpoint = _load_checkpoint(weights, map_location='cpu',
@@ -205,6 +228,24 @@ class SemiLLIEInferencer(BaseInferencer):
             module.to(device).eval()
         return model
 
+    def _init_onnx_network(self) -> nn.Module:
+        """The ``'onnxruntime'`` backend's network: the ONNX model in an
+        :class:`~semillie_mm.deployment.OnnxRuntimeNetwork`, under the name
+        of the network it was exported from."""
+        from semillie_mm.deployment import OnnxModelError, OnnxRuntimeNetwork
+        net = OnnxRuntimeNetwork(self._onnx_model)
+        name = net.network or self.network
+        if name != self.network:
+            raise OnnxModelError(
+                f'{self._onnx_model} holds the {name} network, not the '
+                f'{self.network}: pass network={name!r}'
+                + (' (--student)' if name == 'student' else
+                   ' (without --student)'))
+        self._networks = {name: net}
+        self.has_teacher, self.weights_loaded = False, True
+        self._missing = {}
+        return net
+
     def get_network(self, network: Optional[str] = None) -> nn.Module:
         """The enhancement network (RGB [0, 1] -> RGB [0, 1]), in eval mode.
 
@@ -220,6 +261,9 @@ class SemiLLIEInferencer(BaseInferencer):
         if network not in NETWORKS:
             raise ValueError(f'network must be one of {NETWORKS}, got '
                              f'{network!r}')
+        if network not in self._networks:  # an ONNX model holds one
+            raise ValueError(f'the ONNX model {self._onnx_model} holds the '
+                             f'{next(iter(self._networks))} network only')
         missing = self._missing.get(network)
         if missing:
             raise KeyError(f'the checkpoint lacks weights of the {network} '

@@ -4,6 +4,7 @@ from typing import Optional
 
 from semillie_mm.ops import selective_scan
 from semillie_mm.ops.selective_scan import dispatch
+from semillie_mm.ops.selective_scan.backends.exportable import selective_scan_exportable
 from semillie_mm.ops.selective_scan.ss2d_fused import ss2d_scan_fused
 
 import torch
@@ -48,9 +49,17 @@ class SS2D(nn.Module):
             ``SEMILLIE_SCAN_BACKEND`` and otherwise chooses automatically
             ('fused' on CPU when built, else the unfused path's choice); the
             policy is :func:`semillie_mm.ops.selective_scan.dispatch.use_fused`.
+
+    Attributes:
+        export_mode (bool): run the unfused path with the scan in standard
+            operators (:func:`~semillie_mm.ops.selective_scan.backends.
+            exportable.selective_scan_exportable`), whatever the backend, so
+            that the ONNX exporter can trace it. Default: False (set by
+            :func:`semillie_mm.deployment.onnx_export.export_mode`).
     """
 
     num_directions = 4
+    export_mode = False
 
     def __init__(self,
                  channels: int,
@@ -97,7 +106,7 @@ class SS2D(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f'SS2D: x must be (B, {self.channels}, H, W), '
                              f'got shape {tuple(x.shape)}')
-        if self._use_fused(x):
+        if not self.export_mode and self._use_fused(x):
             return ss2d_scan_fused(x, self.x_proj_weight,
                                    self.dt_proj_weight, self.dt_proj_bias,
                                    self.A_log, self.D, self.dt_rank)
@@ -117,16 +126,17 @@ class SS2D(nn.Module):
         # float32 parameters for half inputs, float64 for float64 inputs
         cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
         A = -torch.exp(self.A_log.to(cdt))
-        ys = selective_scan(
-            xs.reshape(B, K * E, L),
-            dts.reshape(B, K * E, L),
-            A,
-            Bs.contiguous(),
-            Cs.contiguous(),
-            D=self.D.to(cdt),
-            delta_bias=self.dt_proj_bias.reshape(-1).to(cdt),
-            delta_softplus=True,
-            backend=self.scan_backend).view(B, K, E, L)
+        scan_args = (xs.reshape(B, K * E, L), dts.reshape(B, K * E, L), A,
+                     Bs.contiguous(), Cs.contiguous())
+        scan_kwargs = dict(D=self.D.to(cdt),
+                           delta_bias=self.dt_proj_bias.reshape(-1).to(cdt),
+                           delta_softplus=True)
+        if self.export_mode:
+            ys = selective_scan_exportable(*scan_args, **scan_kwargs)
+        else:
+            ys = selective_scan(*scan_args, **scan_kwargs,
+                                backend=self.scan_backend)
+        ys = ys.view(B, K, E, L)
 
         y_row = ys[:, 0] + ys[:, 2].flip(-1)
         y_col = ys[:, 1] + ys[:, 3].flip(-1)

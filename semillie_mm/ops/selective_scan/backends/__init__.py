@@ -9,6 +9,8 @@
 - :mod:`.numba`: numba CPU kernels (``'numba'``, the fallback where the
   extension is not built; kernels in :mod:`.numba_kernels`);
 - :mod:`.reference`: the plain PyTorch loop (``'reference'``, any device).
+- :mod:`.exportable`: the same recurrence in standard operators for ONNX
+  export (SS2D's ``export_mode``, not a dispatch choice).
 
 Which one runs is decided by :mod:`..dispatch`. Nothing here imports numba
 or mamba-ssm, or loads the extension, before a scan needs it.
