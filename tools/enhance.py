@@ -3,6 +3,7 @@
     python tools/enhance.py [CONFIG CHECKPOINT] INPUT OUTPUT
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
+        [--precision fp32|bf16]
         [--vis-dir DIR] [--skip-existing | --overwrite] [--debug]
 
 Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
@@ -44,6 +45,7 @@ USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
          '       [--device D] [--tile N] [--tile-overlap N] [--no-tile]\n'
          '       [--batch-size N] [--ext EXT] [--student] [--summary FILE]\n'
          '       [--vis-dir DIR] [--skip-existing | --overwrite]\n'
+         '       [--precision fp32|bf16]\n'
          '       [--no-progress] [--trust-checkpoint] [--debug]')
 
 
@@ -88,6 +90,11 @@ def parse_args(argv=None):
     parser.add_argument('--student', action='store_true',
                         help='use the student of a mean-teacher model '
                         '(default: the teacher)')
+    parser.add_argument('--precision', choices=('fp32', 'bf16'),
+                        default='fp32',
+                        help='bf16: GEMMs and convs in bfloat16, the scan in '
+                        'float32, on CPUs with AVX512-BF16 / AMX (else fp32 '
+                        'with a notice; default: fp32)')
     parser.add_argument('--summary', default=None,
                         help='also write the summary to this JSON file')
     parser.add_argument('--vis-dir', default=None,
@@ -238,7 +245,7 @@ def main(argv=None) -> dict:
     inferencer = build_inferencer_checked(
         args.config, args.checkpoint, device=args.device,
         network='student' if args.student else 'teacher',
-        show_progress=not args.no_progress)
+        show_progress=not args.no_progress, precision=args.precision)
     tile = None if args.no_tile else args.tile
     res, interrupted = _empty_result(), False
     kwargs = dict(tile_size=tile, tile_overlap=args.tile_overlap,
