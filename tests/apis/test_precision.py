@@ -217,3 +217,23 @@ def test_enhance_and_webui_parse_precision():
         assert mod.parse_args(argv).precision == 'fp32'
         assert mod.parse_args(argv + ['--precision', 'bf16']).precision == \
             'bf16'
+
+
+def test_mssm_convs_channels_last_under_cpu_autocast():
+    """Under CPU autocast MSSM's plain path keeps its branch channels-last
+    (channels innermost: oneDNN's bfloat16 convs run channels-last and SS2D's
+    fused kernel then needs no copy); in float32 it is contiguous (NCHW) as
+    before; the outputs agree."""
+    from semillie_mm.models.archs.mssm import MSSM
+    torch.manual_seed(3)
+    m = MSSM(8, d_state=4, memory_lean=False).eval()
+    seen = []
+    m.dwconv3.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].stride(1) == 1))
+    x = torch.randn(1, 6, 7, 8)
+    with torch.no_grad():
+        ref = m(x)
+        with prec.autocast_context('bf16', 'cpu'):
+            y = m(x)
+    assert seen == [False, True]
+    assert psnr(y.float(), ref) > psnr(torch.zeros_like(ref), ref) + 30
