@@ -237,3 +237,27 @@ def test_mssm_convs_channels_last_under_cpu_autocast():
             y = m(x)
     assert seen == [False, True]
     assert psnr(y.float(), ref) > psnr(torch.zeros_like(ref), ref) + 30
+
+
+@needs_ext
+def test_depthwise_op_takes_float32_only_under_autocast(monkeypatch):
+    """The depth-wise C++ op runs on float32 inputs only (bfloat16 ones go
+    to F.conv2d, which autocast runs in bfloat16); under autocast a float32
+    input still runs the kernel, in float32, with the same numbers."""
+    from semillie_mm.ops.depthwise_conv import depthwise_conv2d
+    calls = []
+    real = cpu_ext.load()
+    monkeypatch.setattr(cpu_ext, 'load', lambda: _Spy(real, calls))
+    torch.manual_seed(4)
+    x = torch.randn(1, 8, 6, 7).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(8, 1, 3, 3), torch.randn(8)
+    ref = depthwise_conv2d(x, w, b)
+    calls.clear()
+    with torch.no_grad(), prec.autocast_context('bf16', 'cpu'):
+        y32 = depthwise_conv2d(x, w, b)
+        y16 = depthwise_conv2d(x.bfloat16(), w, b)
+    # one kernel call (y32's), on float32; y16 went to F.conv2d
+    assert [d for n, d in calls if n == 'dw_conv_fwd'] == [{torch.float32}]
+    torch.testing.assert_close(y32, ref, rtol=0, atol=0)
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), ref, rtol=2e-2, atol=5e-2)

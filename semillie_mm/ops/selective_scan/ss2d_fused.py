@@ -175,8 +175,10 @@ def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
         dt_rank (int): rank of the delta projection.
 
     Returns:
-        Tensor: (B, E, H, W), channels-last memory format, in ``x``'s dtype:
-        the sum of the four directional scans in row-major order.
+        Tensor: (B, E, H, W), channels-last memory format, in ``x``'s dtype
+        (float32 under CPU autocast: the projections and the kernel run
+        with autocast off): the sum of the four directional scans in
+        row-major order.
     """
     if cpu_ext.load() is None:
         raise RuntimeError('ss2d_scan_fused: the C++ extension is not '
