@@ -4,7 +4,7 @@
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
         [--vis-dir DIR] [--skip-existing | --overwrite]
-        [--temporal-smoothing ALPHA] [--debug]
+        [--temporal-smoothing ALPHA] [--precision fp32|bf16] [--debug]
 
 Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
 shipped in the package is used (semillie_mm/pretrained/, see MODEL_CARD.md
@@ -56,7 +56,7 @@ USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
          '       [--device D] [--tile N] [--tile-overlap N] [--no-tile]\n'
          '       [--batch-size N] [--ext EXT] [--student] [--summary FILE]\n'
          '       [--vis-dir DIR] [--skip-existing | --overwrite]\n'
-         '       [--temporal-smoothing ALPHA]\n'
+         '       [--temporal-smoothing ALPHA] [--precision fp32|bf16]\n'
          '       [--no-progress] [--trust-checkpoint] [--debug]')
 
 
@@ -101,6 +101,11 @@ def parse_args(argv=None):
     parser.add_argument('--student', action='store_true',
                         help='use the student of a mean-teacher model '
                         '(default: the teacher)')
+    parser.add_argument('--precision', choices=('fp32', 'bf16'),
+                        default='fp32',
+                        help='bf16: GEMMs and convs in bfloat16, the scan in '
+                        'float32, on CPUs with AVX512-BF16 / AMX (else fp32 '
+                        'with a notice; default: fp32)')
     parser.add_argument('--summary', default=None,
                         help='also write the summary to this JSON file')
     parser.add_argument('--vis-dir', default=None,
@@ -287,7 +292,7 @@ def main(argv=None) -> dict:
         inferencer = build_inferencer_checked(
             args.config, args.checkpoint, device=args.device,
             network='student' if args.student else 'teacher',
-            show_progress=not args.no_progress)
+            show_progress=not args.no_progress, precision=args.precision)
     tile = None if args.no_tile else args.tile
     res, interrupted = _empty_result(), False
     kwargs = dict(tile_size=tile, tile_overlap=args.tile_overlap,

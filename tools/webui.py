@@ -56,6 +56,11 @@ def parse_args(argv=None):
                         help='cpu, cuda or cuda:N (default: cpu)')
     parser.add_argument('--student', action='store_true',
                         help='preselect the student (default: the teacher)')
+    parser.add_argument('--precision', choices=('fp32', 'bf16'),
+                        default='fp32',
+                        help='bf16: GEMMs and convs in bfloat16, the scan in '
+                        'float32, on CPUs with AVX512-BF16 / AMX (else fp32 '
+                        'with a notice; default: fp32)')
     lim = parser.add_argument_group(
         'limits and access (docs/enhance.md, "Web demo under hostile use")')
     lim.add_argument('--allowed-hosts', action='append', default=[],
@@ -180,7 +185,7 @@ def main(argv=None) -> int:
     inferencer = build_inferencer_checked(
         args.config, args.checkpoint, device=args.device,
         network='student' if args.student else 'teacher',
-        show_progress=False)
+        show_progress=False, precision=args.precision)
     demo = webui.build_demo(
         inferencer, args.checkpoint, shipped=shipped,
         max_pixels=args.max_pixels, max_tile=args.max_tile,

@@ -42,7 +42,8 @@ def build_inferencer_checked(config: str,
                              checkpoint: Optional[str],
                              device: str = 'cpu',
                              network: str = 'teacher',
-                             show_progress: bool = True):
+                             show_progress: bool = True,
+                             precision: str = 'fp32'):
     """Check the files and build a :class:`SemiLLIEInferencer`.
 
     Args:
@@ -51,6 +52,8 @@ def build_inferencer_checked(config: str,
         device (str): Device.
         network (str): ``'teacher'`` or ``'student'``.
         show_progress (bool): Progress bar.
+        precision (str): ``'fp32'`` or ``'bf16'`` (see
+            :mod:`.precision`).
 
     Returns:
         SemiLLIEInferencer: The inferencer.
@@ -69,7 +72,8 @@ def build_inferencer_checked(config: str,
     try:
         return SemiLLIEInferencer(cfg, checkpoint, device=device,
                                   network=network,
-                                  show_progress=show_progress)
+                                  show_progress=show_progress,
+                                  precision=precision)
     except (KeyError, RuntimeError) as err:
         # weights of the network missing / tensors of other shapes
         msg = str(err).strip('\'"').splitlines()[0][:300]

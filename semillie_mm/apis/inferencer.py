@@ -43,6 +43,7 @@ from .image_io import (
     write_image_atomic,
 )
 from .output_plan import OutputConflictError, list_inputs, output_name, plan_outputs
+from .precision import in_precision, resolve_precision
 from .pretrained import DEFAULT_MODEL, resolve_model, shipped_model
 from .tiling import (
     DEFAULT_TILE_OVERLAP,
@@ -113,6 +114,10 @@ class SemiLLIEInferencer(BaseInferencer):
             ``inference_pipeline``). See docs/enhance.md, section "ONNX".
         onnx_model (str, optional): The ``.onnx`` file of the
             ``'onnxruntime'`` backend.
+        precision (str): ``'fp32'`` (default) or ``'bf16'``: the forward
+            under bfloat16 autocast, SS2D's scan in float32
+            (:mod:`.precision`); where the device lacks native bfloat16
+            (CPU: AVX512-BF16 / AMX-BF16) a one-line notice and float32.
 
     Attributes:
         model (nn.Module): The built model (no training-only parts such as
@@ -120,6 +125,8 @@ class SemiLLIEInferencer(BaseInferencer):
         has_teacher (bool): Whether the model has a separate teacher.
         weights_loaded (bool): Whether a checkpoint was loaded.
         shipped_model (str | None): The shipped model's name, if used.
+        precision (str): The precision that runs (``'fp32'`` after a
+            fallback).
     """
 
     preprocess_kwargs: set = set()
@@ -137,7 +144,8 @@ class SemiLLIEInferencer(BaseInferencer):
                  show_progress: bool = True,
                  trust_checkpoint: bool = False,
                  backend: str = 'pytorch',
-                 onnx_model: Optional[str] = None) -> None:
+                 onnx_model: Optional[str] = None,
+                 precision: str = 'fp32') -> None:
         if network not in NETWORKS:
             raise ValueError(f'network must be one of {NETWORKS}, got '
                              f'{network!r}')
@@ -165,6 +173,8 @@ class SemiLLIEInferencer(BaseInferencer):
             super().__init__(model=model, weights=weights, device=device,
                              scope=scope, show_progress=show_progress)
         self.get_network(network)  # fails now if its weights are missing
+        self.precision = resolve_precision(
+            precision, _net_device(self.get_network(network)))
 
     @classmethod
     def from_shipped(cls, name: str = DEFAULT_MODEL,
@@ -311,12 +321,14 @@ class SemiLLIEInferencer(BaseInferencer):
             yield batch
 
     @torch.no_grad()
+    @in_precision
     def forward(self, batch: dict, before_tile=None, *,
                 tile_size: Optional[int] = DEFAULT_TILE_SIZE,
                 tile_overlap: int = DEFAULT_TILE_OVERLAP,
                 network: Optional[str] = None) -> List[dict]:
         """Enhance one batch: images of one size that need no tiling at
-        once, the others one by one, in tiles when larger than ``tile_size``.
+        once, the others one by one, in tiles when larger than ``tile_size``;
+        in :attr:`precision` (:func:`.precision.in_precision`).
 
         Args:
             batch (dict): From :meth:`preprocess`.

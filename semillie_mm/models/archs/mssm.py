@@ -109,7 +109,11 @@ class MSSM(nn.Module):
         if self.memory_lean and not plain_path_needed(x):
             return mssm_lean(x, self.lean_weights(), self.ss2d)
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = x.permute(0, 3, 1, 2).contiguous()
+        x = x.permute(0, 3, 1, 2)
+        if not (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')):
+            x = x.contiguous()
+        # else channels-last (bf16 inference): oneDNN's bfloat16 convs run
+        # on it, and SS2D's fused kernel takes their output without a copy
         a = self.dwconv3(x)
         b = self.dwconv5(a if self.multiscale == 'serial' else x)
         x = self.fuse(torch.cat([F.silu(a), F.silu(b)], dim=1))

@@ -101,11 +101,27 @@ class SS2D(nn.Module):
 
         Returns:
             Tensor: (B, E, H, W), the sum of the four directional scans
-            (channels-last memory format on the fused path).
+            (channels-last memory format on the fused path). Under CPU
+            autocast (``--precision bf16``) SS2D runs in float32 with
+            autocast off -- its projections, which make the scan's delta, B
+            and C, and the recurrence itself (the C++ kernels take float32)
+            -- and returns float32 (what autocast's float32 ops return; the
+            LayerNorm after it then runs in float32 too). CUDA autocast
+            (AMP training) is left as it was: mamba-ssm's kernel takes
+            half inputs.
         """
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f'SS2D: x must be (B, {self.channels}, H, W), '
                              f'got shape {tuple(x.shape)}')
+        if x.device.type == 'cpu' and torch.is_autocast_enabled('cpu'):
+            if x.dtype in (torch.float16, torch.bfloat16):
+                x = x.float()
+            with torch.autocast('cpu', enabled=False):
+                return self._scan(x)
+        return self._scan(x)
+
+    def _scan(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without the checks and the autocast handling."""
         if not self.export_mode and self._use_fused(x):
             return ss2d_scan_fused(x, self.x_proj_weight,
                                    self.dt_proj_weight, self.dt_proj_bias,

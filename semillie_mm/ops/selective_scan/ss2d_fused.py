@@ -74,6 +74,7 @@ class SS2DScanFusedFn(torch.autograd.Function):
     for the arguments."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type='cpu')
     def forward(ctx, x, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log,
                 D, need_grad: bool):
         mod = cpu_ext.load()
@@ -108,6 +109,7 @@ class SS2DScanFusedFn(torch.autograd.Function):
         return y.view(Bsz, H, W, E).permute(0, 3, 1, 2)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type='cpu')
     def backward(ctx, dy):
         mod = cpu_ext.load()
         x, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = \
@@ -173,8 +175,10 @@ def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
         dt_rank (int): rank of the delta projection.
 
     Returns:
-        Tensor: (B, E, H, W), channels-last memory format, in ``x``'s dtype:
-        the sum of the four directional scans in row-major order.
+        Tensor: (B, E, H, W), channels-last memory format, in ``x``'s dtype
+        (float32 under CPU autocast: the projections and the kernel run
+        with autocast off): the sum of the four directional scans in
+        row-major order.
     """
     if cpu_ext.load() is None:
         raise RuntimeError('ss2d_scan_fused: the C++ extension is not '
@@ -210,5 +214,11 @@ def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
                                   dt_proj_bias, A_log, D)]
     args = [x.to(cdt)] + params
     need_grad = torch.is_grad_enabled() and any(a.requires_grad for a in args)
+    if torch.is_autocast_enabled('cpu'):
+        # the kernel takes its projections in the compute dtype: autocast
+        # off for them (custom_bwd: the backward too); the float32 result
+        # is kept, as autocast's float32 ops return theirs
+        with torch.autocast('cpu', enabled=False):
+            return SS2DScanFusedFn.apply(*args, need_grad)
     y = SS2DScanFusedFn.apply(*args, need_grad)
     return y if dtype_in == cdt else y.to(dtype_in)

@@ -1,0 +1,36 @@
+"""bench_precision.py in its tiny mode through the harness's child
+processes (no timing is asserted: the script's figures are for an idle
+machine)."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+
+import bench_precision  # noqa: E402
+
+
+def test_bench_precision_tiny(tmp_path, capsys, monkeypatch):
+    if not bench_precision.native_bf16():
+        pytest.skip('no native bf16 here (the script then refuses)')
+    out = tmp_path / 'rows.json'
+    rows = bench_precision.main(['--sizes', '24x20', '--repeat', '1',
+                                 '--model', 'tiny', '--threads', '1',
+                                 '--json', str(out)])
+    text = capsys.readouterr().out
+    assert '| input (HxW) | fp32 (s) | bf16 (s) | bf16 / fp32 |' in text
+    assert len(rows) == 1 and rows[0][0] == '24x20', rows
+    assert float(rows[0][1]) > 0 and float(rows[0][2]) > 0
+    assert rows[0][3].endswith('x') and float(rows[0][4]) >= 45
+    res = json.loads(out.read_text())['results'][0]
+    assert res['bf16']['precision'] == 'bf16' and res['bf16']['native_bf16']
+    assert res['fp32']['threads'] == 1
+
+
+def test_bench_precision_refuses_emulated(monkeypatch):
+    monkeypatch.setattr(bench_precision, 'native_bf16', lambda: False)
+    with pytest.raises(SystemExit, match='AVX512-BF16'):
+        bench_precision.main(['--sizes', '8x8', '--model', 'tiny'])
