@@ -263,7 +263,9 @@ def _conv_fuse_chunked(n: Tensor, w: MSSMWeights) -> Tensor:
     B, H, W, C = n.shape
     E, L = w_x.shape[0], H * W
     n3 = n.reshape(B, L, C)
-    f = w.fuse_bias.expand(B, L, E).contiguous()
+    # a new tensor even for one pixel: expand().contiguous() of a (1, 1, E)
+    # view is the bias itself, and addmm_ below would write into it
+    f = w.fuse_bias.expand(B, L, E).clone(memory_format=torch.contiguous_format)
     f2 = f.view(B * L, E)
     for c in range(0, E, CHANNEL_CHUNK):
         sl = slice(c, c + CHANNEL_CHUNK)

@@ -131,3 +131,21 @@ def test_autocast_uses_module_path(grad):
     if grad:
         out.float().sum().backward()
         assert all(p.grad is not None for p in m.mssm.parameters())
+
+
+def test_one_pixel_input_leaves_the_weights_alone():
+    """A 1x1 image on the lean no-grad path: the fuse bias was expanded to
+    (1, 1, E), whose ``contiguous()`` is the parameter itself, and the
+    accumulation wrote into it (every later output changed)."""
+    torch.manual_seed(0)
+    net = SemiLLIENet(embed_dim=8, num_groups=1, blocks_per_group=1,
+                      d_state=4).eval()
+    before = {n: p.clone() for n, p in net.named_parameters()}
+    x = torch.rand(1, 3, 13, 11)
+    with torch.no_grad():
+        ref = net(x)
+        net(torch.rand(1, 3, 1, 1))
+        again = net(x)
+    for n, p in net.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert torch.equal(ref, again)
