@@ -33,16 +33,10 @@ BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
 
 
 def native_bf16():
-    """Whether ``/proc/cpuinfo`` lists AVX512-BF16 or AMX-BF16."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    flags = line.split(':', 1)[1].split()
-                    return any(f in flags for f in BF16_CPU_FLAGS)
-    except OSError:
-        pass
-    return False
+    """Whether the CPU lists AVX512-BF16 or AMX-BF16 (``lscpu``'s flags
+    through :func:`harness.machine_summary`)."""
+    flags = harness.machine_summary()['flags'].split()
+    return any(f in flags for f in BF16_CPU_FLAGS)
 
 
 def measure(h, w, precision, repeat, model, out_path):

@@ -31,7 +31,7 @@ GiB = 2**30
 #: CPU flags worth knowing for the kernels (SIMD width, FMA, AMX)
 FLAGS_OF_INTEREST = ('sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f',
                      'avx512dq', 'avx512bw', 'avx512vl', 'avx512_vnni',
-                     'avx512_bf16', 'avx_vnni', 'amx_tile')
+                     'avx512_bf16', 'avx_vnni', 'amx_tile', 'amx_bf16')
 #: environment variables that set a child's thread pools
 THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS',
                'OPENBLAS_NUM_THREADS')

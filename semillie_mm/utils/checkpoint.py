@@ -7,7 +7,7 @@ the inferencer's weights -- goes through :func:`load_checkpoint_file`, which
 MMEngine's loader for local files is pointed at (``semillie_mm/compat.py``).
 It loads with ``torch.load(weights_only=True)`` inside
 :func:`torch.serialization.safe_globals` with the smallest allow-list that
-MMEngine's own checkpoints need (:data:`SAFE_GLOBALS`, found with
+MMEngine's own checkpoints need (:func:`safe_globals`, found with
 :func:`torch.serialization.get_unsafe_globals_in_checkpoint` on this project's
 checkpoints: the message hub's ``HistoryBuffer`` and the numpy array, dtype and
 scalar classes of its statistics and of ``RNGStateHook``'s state).
@@ -29,6 +29,7 @@ reading its tensors, so a checkpoint is read once, by the load itself.
 """
 import contextlib
 import contextvars
+import functools
 import os
 import os.path as osp
 import pickle
@@ -76,11 +77,13 @@ def _history_buffer_statistic(obj, name: str):
         'is not allowed in a checkpoint')
 
 
-def safe_globals() -> list:
+@functools.lru_cache(maxsize=None)
+def safe_globals() -> tuple:
     """The allow-list of a weights-only load of an MMEngine checkpoint.
 
     Returns:
-        list: Entries for :func:`torch.serialization.safe_globals`.
+        tuple: Entries for :func:`torch.serialization.safe_globals` (built
+        once per process).
     """
     import numpy as np
     from mmengine.logging import HistoryBuffer
@@ -101,15 +104,7 @@ def safe_globals() -> list:
             getattr(dtypes, name) for name in dir(dtypes)
             if name.endswith('DType') and isinstance(getattr(dtypes, name), type)
         ]
-    return entries
-
-
-#: names of the allowed globals (for docs and messages)
-SAFE_GLOBAL_NAMES = ('mmengine.logging.history_buffer.HistoryBuffer',
-                     'builtins.getattr (HistoryBuffer statistics only)',
-                     'numpy.ndarray', 'numpy.dtype', 'numpy.dtypes.*DType',
-                     'numpy._core.multiarray._reconstruct',
-                     'numpy._core.multiarray.scalar')
+    return tuple(entries)
 
 
 def trust_enabled() -> bool:
@@ -189,7 +184,7 @@ def load_checkpoint_file(filename, map_location=None,
     try:
         if trust:
             return torch.load(filename, weights_only=False, **kwargs)
-        with torch.serialization.safe_globals(safe_globals()):
+        with torch.serialization.safe_globals(list(safe_globals())):
             return torch.load(filename, weights_only=True, **kwargs)
     except pickle.UnpicklingError as err:
         text = str(err)
