@@ -56,7 +56,8 @@ SOURCE = os.path.join(_CSRC, 'ss2d_scan.cpp')
 #: selective_scan(), the depth-wise conv of MSSM, the caching allocator
 SOURCES = (SOURCE, os.path.join(_CSRC, 'selective_scan.cpp'),
            os.path.join(_CSRC, 'depthwise_conv.cpp'),
-           os.path.join(_CSRC, 'cpu_allocator.cpp'))
+           os.path.join(_CSRC, 'cpu_allocator.cpp'),
+           os.path.join(_CSRC, 'opmix_floor.cpp'))
 #: headers the sources include (part of the cache key)
 HEADERS = (os.path.join(_CSRC, 'scan_math.h'), )
 # -fopenmp: ATen's at::parallel_for is an inline OpenMP template, serial
@@ -171,6 +172,23 @@ def binary_path() -> str:
     return os.path.join(cache_root(), cache_key(), module_name() + suffix)
 
 
+def _variants():
+    """:mod:`.variants` (also when this file runs as a script, outside the
+    package: it imports nothing of the package)."""
+    if __package__:
+        from . import variants
+        return variants
+    name = 'semillie_cpu_ext_variants'
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               'variants.py'))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules[name] = mod
+    return sys.modules[name]
+
+
 def load():
     """The compiled extension, or None when no binary fits (never compiles).
 
@@ -199,6 +217,9 @@ def load():
     except Exception as e:  # e.g. a binary of another libtorch build
         _error = f'cannot load {path}: {e}'
         return None
+    # the run-time kernel variant for this CPU (or SEMILLIE_KERNEL_VARIANT;
+    # a malformed value is the user's error and raises ValueError)
+    _variants().apply(mod)
     _module = mod
     return _module
 

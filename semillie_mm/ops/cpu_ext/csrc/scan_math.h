@@ -113,8 +113,9 @@ __attribute__((always_inline)) inline vf16 exp2_v16(vf16 x) {
 // the two agree to rounding) and its derivative sigmoid(x), for V lanes.
 // float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
 // in (0, 1/3], by the odd series of atanh to s^13 (relative error < 2e-8),
-// on whole 16-lane vectors.
-template <typename T, int V>
+// on whole 16-lane vectors. kSig = false: sg is not written (the
+// forward needs no derivative: one division fewer).
+template <typename T, int V, bool kSig = true>
 __attribute__((always_inline)) inline void softplus_sig(const T* __restrict x,
                                                         T* __restrict sp,
                                                         T* __restrict sg) {
@@ -135,15 +136,17 @@ __attribute__((always_inline)) inline void softplus_sig(const T* __restrict x,
     q = q * z + 1.0f;
     const vf16 pos = v > 0.0f ? v : splat(0.0f);
     const vf16 out = pos + 2.0f * s * q;
-    const vf16 num = v >= 0.0f ? splat(1.0f) : e;
-    const vf16 sig = num / (e + 1.0f);
     std::memcpy(sp, &out, sizeof(out));
-    std::memcpy(sg, &sig, sizeof(sig));
+    if constexpr (kSig) {
+      const vf16 num = v >= 0.0f ? splat(1.0f) : e;
+      const vf16 sig = num / (e + 1.0f);
+      std::memcpy(sg, &sig, sizeof(sig));
+    }
   } else {
     for (int c = 0; c < V; ++c) {
       const T v = x[c];
       sp[c] = v > T(20) ? v : std::log1p(std::exp(v));
-      sg[c] = T(1) / (T(1) + std::exp(-v));
+      if constexpr (kSig) sg[c] = T(1) / (T(1) + std::exp(-v));
     }
   }
 }
@@ -167,51 +170,223 @@ __attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
   }
 }
 
-// One block of 16 float32 channels with d_state 16: m steps of
+// One block of 16 float32 channels with d_state 16 (scan16_tile_v below):
+// m steps of
 //   h[n] = exp(dt A[n]) h[n] + dt u B[n],  y = D u + sum_n C[n] h[n]
 // with the 16 state vectors held in registers for the whole tile (the
 // generic loops keep them in memory: a load and a store per state and
 // step). U, Dt: the tile's u and dt, (m, 16); a2 = A log2(e), (16, 16);
 // hmem: the state entering the tile (read) and leaving it (written).
 // rows(i) gives step i's B and C rows ({const float*, const float*}),
-// before(i, h) is called with the state entering step i (checkpoints),
-// emit(i, y) receives step i's output. y is summed over n in two
+// before(i, h, off) is called with the state entering step i (checkpoints),
+// emit(i, y, off) receives step i's output. y is summed over n in two
 // interleaved chains, which halves the dependent additions per step.
 struct Rows16 {
   const float* B;
   const float* C;
 };
 
-template <class RowsFn, class BeforeFn, class EmitFn>
-__attribute__((always_inline)) inline void scan16_tile(
+// ---------------------------------------------------------------------
+// Kernel variants chosen at run time (semillie_mm/ops/cpu_ext/variants.py
+// picks one from the CPU's vendor, family and flags when the extension is
+// loaded; SEMILLIE_KERNEL_VARIANT forces one). The defaults are the
+// variant the kernels were tuned with on a Zen 5.
+//   lanes: 16 = the d_state-16 tile on whole 512-bit vectors (one AVX-512
+//          register per state; two 256-bit halves per register on an AVX2
+//          build), 8 = the 16-channel block as two passes of 256-bit
+//          vectors (16 states x 8 channels in registers)
+//   exp:   the exp2 sequence of that tile: 0 = clamped, vrndscaleps +
+//          vscalefps (AVX-512); 1 = the same without the clamps (vscalefps
+//          saturates: exp2 of any finite x, under- or overflow included);
+//          2 = the portable magic-number rounding and exponent-field
+//          arithmetic (clamped). Without AVX-512 all three are form 2.
+//   tile:  steps per tile of the fused SS2D forward (16 .. 256)
+//   ahead: its software-prefetch distance in tiles (0 = none)
+//   bwd16: the fused SS2D backward for d_state 16 (AVX-512 builds):
+//          0 = the generic per-step recomputation and adjoint (states,
+//          decays and adjoints in memory), 1 = recompute16 / adjoint16
+//          (the 16 adjoints in registers through a chunk, exp2 in the
+//          variant's form)
+struct KernelVariant {
+  int lanes = 16;
+  int exp = 0;
+  int tile = 64;
+  int ahead = 2;
+  int bwd16 = 0;
+};
+
+inline KernelVariant& kernel_variant() {
+  static KernelVariant v;
+  return v;
+}
+
+enum ExpForm : int { kExpClampScalef = 0, kExpScalef = 1, kExpMagic = 2 };
+
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+template <class VT>
+struct VecInfo;
+template <>
+struct VecInfo<vf16> {
+  typedef vi16 I;
+  static constexpr int W = 16;
+};
+template <>
+struct VecInfo<vf8> {
+  typedef vi8 I;
+  static constexpr int W = 8;
+};
+
+template <class VT>
+__attribute__((always_inline)) inline VT splat_v(float v) {
+  return VT{} + v;
+}
+
+// 2^x on a whole vector in one of the ExpForm sequences (the same
+// polynomial as exp2_f32; forms 0 and 2 give exp2_v16's numbers)
+template <class VT, int F>
+__attribute__((always_inline)) inline VT exp2_vec(VT x) {
+  VT p, k;
+#if defined(__AVX512F__)
+  if constexpr (F != kExpMagic) {
+    if constexpr (F == kExpClampScalef) {
+      x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
+      x = x > 127.0f ? splat_v<VT>(127.0f) : x;
+    }
+    if constexpr (VecInfo<VT>::W == 16) {
+      k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
+                                      _MM_FROUND_NO_EXC);
+    } else {
+      k = _mm256_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
+                                      _MM_FROUND_NO_EXC);
+    }
+    const VT f = x - k;
+    p = splat_v<VT>(1.5403530393381610e-04f);
+    p = p * f + 1.3333558146428443e-03f;
+    p = p * f + 9.6181291076284772e-03f;
+    p = p * f + 5.5504108664821580e-02f;
+    p = p * f + 2.4022650695910071e-01f;
+    p = p * f + 6.9314718055994531e-01f;
+    p = p * f + 1.0f;
+    if constexpr (VecInfo<VT>::W == 16) {
+      return _mm512_scalef_ps(p, k);
+    } else {
+      return _mm256_scalef_ps(p, k);
+    }
+  }
+#endif
+  typedef typename VecInfo<VT>::I VI;
+  x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
+  x = x > 127.0f ? splat_v<VT>(127.0f) : x;
+  const float magic = 12582912.0f;
+  const VT t = x + magic;
+  const VT f = x - (t - magic);
+  p = splat_v<VT>(1.5403530393381610e-04f);
+  p = p * f + 1.3333558146428443e-03f;
+  p = p * f + 9.6181291076284772e-03f;
+  p = p * f + 5.5504108664821580e-02f;
+  p = p * f + 2.4022650695910071e-01f;
+  p = p * f + 6.9314718055994531e-01f;
+  p = p * f + 1.0f;
+  (void)k;
+  const VI bits = (reinterpret_cast<const VI&>(t) + 127) << 23;
+  return p * reinterpret_cast<const VT&>(bits);
+}
+
+// The d_state-16 tile described above, on VT vectors: the lanes
+// [off, off + W) of a 16-channel block (U, Dt, a2, Dv, hmem keep the
+// block's row stride of 16). before(i, h, off) gets the states entering
+// step i, emit(i, y, off) step i's output.
+template <class VT, int F, class RowsFn, class BeforeFn, class EmitFn>
+__attribute__((always_inline)) inline void scan16_tile_v(
     const float* __restrict U, const float* __restrict Dt,
     const float* __restrict a2, const float* __restrict Dv, float* hmem,
-    int64_t m, RowsFn rows, BeforeFn before, EmitFn emit) {
-  vf16 h[16], dvv;
-  for (int n = 0; n < 16; ++n) std::memcpy(&h[n], hmem + n * 16, 64);
-  std::memcpy(&dvv, Dv, 64);
+    int64_t m, int off, RowsFn rows, BeforeFn before, EmitFn emit) {
+  constexpr int W = VecInfo<VT>::W;
+  constexpr size_t S = sizeof(VT);
+  VT h[16], dvv;
+  for (int n = 0; n < 16; ++n) std::memcpy(&h[n], hmem + n * 16 + off, S);
+  std::memcpy(&dvv, Dv + off, S);
   for (int64_t i = 0; i < m; ++i) {
-    before(i, h);
-    vf16 d, uu;
-    std::memcpy(&d, Dt + i * 16, 64);
-    std::memcpy(&uu, U + i * 16, 64);
-    const vf16 du = d * uu;
-    vf16 y0 = dvv * uu, y1 = splat(0.0f);
+    before(i, static_cast<const VT*>(h), off);
+    VT d, uu;
+    std::memcpy(&d, Dt + i * 16 + off, S);
+    std::memcpy(&uu, U + i * 16 + off, S);
+    const VT du = d * uu;
+    VT y0 = dvv * uu, y1 = splat_v<VT>(0.0f);
     const Rows16 r = rows(i);
 #pragma GCC unroll 16
     for (int n = 0; n < 16; ++n) {
-      vf16 an;
-      std::memcpy(&an, a2 + n * 16, 64);
-      h[n] = exp2_v16(d * an) * h[n] + du * r.B[n];
+      VT an;
+      std::memcpy(&an, a2 + n * 16 + off, S);
+      h[n] = exp2_vec<VT, F>(d * an) * h[n] + du * r.B[n];
       if (n & 1) {
         y1 += r.C[n] * h[n];
       } else {
         y0 += r.C[n] * h[n];
       }
     }
-    emit(i, y0 + y1);
+    emit(i, y0 + y1, off);
   }
-  for (int n = 0; n < 16; ++n) std::memcpy(hmem + n * 16, &h[n], 64);
+  (void)W;
+  for (int n = 0; n < 16; ++n) std::memcpy(hmem + n * 16 + off, &h[n], S);
+}
+
+// scan16_tile in the variant v: one pass of 16 lanes or two of 8 (the
+// second skipped when the block has at most 8 channels, vc)
+template <class RowsFn, class BeforeFn, class EmitFn>
+inline void scan16_run(const KernelVariant& v, const float* U,
+                       const float* Dt, const float* a2, const float* Dv,
+                       float* hmem, int64_t m, int vc, RowsFn rows,
+                       BeforeFn before, EmitFn emit) {
+#define SEMILLIE_TILE(VT, F, OFF)                                          \
+  scan16_tile_v<VT, F>(U, Dt, a2, Dv, hmem, m, OFF, rows, before, emit)
+  if (v.lanes == 8) {
+    for (int off = 0; off < 16 && off < vc; off += 8) {
+      if (v.exp == kExpScalef) {
+        SEMILLIE_TILE(vf8, kExpScalef, off);
+      } else if (v.exp == kExpMagic) {
+        SEMILLIE_TILE(vf8, kExpMagic, off);
+      } else {
+        SEMILLIE_TILE(vf8, kExpClampScalef, off);
+      }
+    }
+  } else if (v.exp == kExpScalef) {
+    SEMILLIE_TILE(vf16, kExpScalef, 0);
+  } else if (v.exp == kExpMagic) {
+    SEMILLIE_TILE(vf16, kExpMagic, 0);
+  } else {
+    SEMILLIE_TILE(vf16, kExpClampScalef, 0);
+  }
+#undef SEMILLIE_TILE
+}
+
+// dst[c] = v[c] for c < vc (vc <= W), any vector width
+template <class VT>
+__attribute__((always_inline)) inline void store_lanes_v(float* dst, VT v,
+                                                         int vc) {
+  constexpr int W = VecInfo<VT>::W;
+  if (vc >= W) {
+    std::memcpy(dst, &v, sizeof(VT));
+    return;
+  }
+  for (int c = 0; c < vc; ++c) dst[c] = v[c];
+}
+
+// dst[c] += v[c] for c < vc (vc <= W), any vector width
+template <class VT>
+__attribute__((always_inline)) inline void add_lanes_v(float* dst, VT v,
+                                                       int vc) {
+  constexpr int W = VecInfo<VT>::W;
+  if (vc >= W) {
+    VT o;
+    std::memcpy(&o, dst, sizeof(VT));
+    o += v;
+    std::memcpy(dst, &o, sizeof(VT));
+    return;
+  }
+  for (int c = 0; c < vc; ++c) dst[c] += v[c];
 }
 
 // dst[c] = v[c] for c < vc (vc <= 16)
@@ -294,6 +469,103 @@ __attribute__((always_inline)) inline __m512 row_sums16(const float* M) {
 }
 #endif
 
+#if defined(__AVX512F__)
+// The backward's recomputation for one block of 16 float32 channels with
+// d_state 16, m steps with the states in registers: E[i] = exp(dt A) and
+// H[i + 1] = E[i] H[i] + dt u B (H: (m + 1, 16, 16), row 0 the state
+// entering the chunk; E: (m, 16, 16)). Dl, Ul: the chunk's dt and u (m,
+// 16); a2 = A log2(e) (16, 16); rows(i) gives step i's B row.
+template <int F, class RowsFn>
+__attribute__((always_inline)) inline void recompute16(
+    int64_t m, const float* __restrict Dl, const float* __restrict Ul,
+    const float* __restrict a2, float* __restrict H, float* __restrict E,
+    RowsFn rows) {
+  vf16 h[16];
+  for (int n = 0; n < 16; ++n) std::memcpy(&h[n], H + n * 16, 64);
+  for (int64_t i = 0; i < m; ++i) {
+    vf16 d, uu;
+    std::memcpy(&d, Dl + i * 16, 64);
+    std::memcpy(&uu, Ul + i * 16, 64);
+    const vf16 du = d * uu;
+    const float* Bp = rows(i);
+    float* Ei = E + i * 256;
+    float* Hi = H + (i + 1) * 256;
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+      vf16 an;
+      std::memcpy(&an, a2 + n * 16, 64);
+      const vf16 e = exp2_vec<vf16, F>(d * an);
+      h[n] = e * h[n] + du * Bp[n];
+      std::memcpy(Ei + n * 16, &e, 64);
+      std::memcpy(Hi + n * 16, &h[n], 64);
+    }
+  }
+}
+
+// The adjoint recurrence over one chunk of m steps, backwards, for one
+// block of 16 float32 channels with d_state 16 (adjoint_step's sums) with
+// the 16 adjoints lam[n] in registers from the chunk's last step to its
+// first. lam (16, 16) enters and leaves in memory; dAc (16, 16)
+// accumulates x dt. Per step i: H, E as recompute16 left them; Dl, Ul, Gl:
+// dt, u, dL/dy (m, 16); a = A (16, 16); rows(i) = {B, C} of the step.
+// step(i, ddt, sB, sC, ln_b) is called after the step's sums: ddt (16
+// channels, dL/ddt), sB and sC (16 states, the channel sums) and
+// lb_d = sum_n lam_n B[n] dt per channel (dL/du from the recurrence).
+template <class RowsFn, class StepFn>
+__attribute__((always_inline)) inline void adjoint16(
+    int64_t m, const float* __restrict Dl, const float* __restrict Ul,
+    const float* __restrict Gl, const float* __restrict a,
+    const float* __restrict H, const float* __restrict E, float* lam_mem,
+    float* __restrict dAc, RowsFn rows, StepFn step) {
+  vf16 lam[16];
+  for (int n = 0; n < 16; ++n) std::memcpy(&lam[n], lam_mem + n * 16, 64);
+  alignas(64) float PB[256], PC[256];
+  for (int64_t i = m - 1; i >= 0; --i) {
+    vf16 d, uu, g;
+    std::memcpy(&d, Dl + i * 16, 64);
+    std::memcpy(&uu, Ul + i * 16, 64);
+    std::memcpy(&g, Gl + i * 16, 64);
+    const vf16 dtu = d * uu;
+    const Rows16 r = rows(i);
+    const float* Hp = H + i * 256;
+    const float* Hc = H + (i + 1) * 256;
+    const float* Ei = E + i * 256;
+    vf16 ddt0 = splat(0.0f), ddt1 = splat(0.0f);
+    vf16 lbs0 = splat(0.0f), lbs1 = splat(0.0f);
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+      vf16 hp, hc, e, an, da;
+      std::memcpy(&hp, Hp + n * 16, 64);
+      std::memcpy(&hc, Hc + n * 16, 64);
+      std::memcpy(&e, Ei + n * 16, 64);
+      std::memcpy(&an, a + n * 16, 64);
+      std::memcpy(&da, dAc + n * 16, 64);
+      const vf16 ln = lam[n] + g * r.C[n];
+      const vf16 x = ln * hp * e;  // dL/d(dt A[n])
+      const vf16 lb = ln * r.B[n];
+      if (n & 1) {
+        ddt1 += x * an;
+        lbs1 += lb;
+      } else {
+        ddt0 += x * an;
+        lbs0 += lb;
+      }
+      da += x * d;
+      std::memcpy(dAc + n * 16, &da, 64);
+      const vf16 pb = ln * dtu, pc = g * hc;
+      std::memcpy(PB + n * 16, &pb, 64);
+      std::memcpy(PC + n * 16, &pc, 64);
+      lam[n] = ln * e;
+    }
+    const vf16 lbs = lbs0 + lbs1;
+    // ddt gets sum_n ln B[n] u, dut sum_n ln B[n] dt: one product each
+    step(i, ddt0 + ddt1 + lbs * uu, lbs * d, row_sums16(PB),
+         row_sums16(PC));
+  }
+  for (int n = 0; n < 16; ++n) std::memcpy(lam_mem + n * 16, &lam[n], 64);
+}
+#endif
+
 // Per-block constants of both kernels, V lanes each, zero past the block's
 // vc channels: a2 = A log2(e) (N, V), the skip weights D and the delta bias
 // (D and bias may be null: zeros).
@@ -319,7 +591,7 @@ inline void store_state(T* ck, int64_t E, const T* h, int64_t N, int vc) {
 }
 
 // One step of the forward for one block of V channels (the generic-d_state
-// path of both kernels; d_state 16 in float32 runs scan16_tile): per state
+// path of both kernels; d_state 16 in float32 runs scan16_run): per state
 // n, h[n] = exp(dt A[n]) h[n] + dt u B[n] in place, and
 // yv = D u + sum_n C[n] h[n] (Bp, Cp: the step's B and C rows; d, uu: its
 // dt and u; a2 = A log2(e) and h: (N, V); du: scratch of V).

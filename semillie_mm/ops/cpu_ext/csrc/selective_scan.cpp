@@ -23,7 +23,7 @@
 // gathered once into (step, n) order for all the item's blocks; per block
 // the tile's u and delta (contiguous along L) are gathered into (step,
 // lane) buffers, the recurrence runs over the tile (for d_state 16 in
-// float32 with the states in registers, scan16_tile), and the output is
+// float32 with the states in registers, scan16_run), and the output is
 // scattered back. Every gather also prefetches the rows of the tile after
 // next: 3 x 16 rows streamed at once are more than the hardware prefetchers
 // follow (forward -25%).
@@ -254,21 +254,27 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         if constexpr (std::is_same_v<T, float>) {
           if (N == 16) {
             T* ck = ckpt ? ckpt + (b * P.nchunks * N) * P.E + c0 : nullptr;
-            int64_t next = ck ? (P.K - t0 % P.K) % P.K : m;  // checkpoint
-            scan16_tile(
-                Ut, Dt, q.a2, q.Dv, h, m,
+            // the tile's first step entering a chunk; each pass of the
+            // variant (one or two) restarts the counter at i = 0
+            const int64_t first = ck ? (P.K - t0 % P.K) % P.K : m;
+            int64_t next = first;
+            scan16_run(
+                kernel_variant(), Ut, Dt, q.a2, q.Dv, h, m, vc,
                 [&](int64_t i) {
                   return Rows16{&Bl[i * 16], &Cl[i * 16]};
                 },
-                [&](int64_t i, const vf16* hv) {
+                [&](int64_t i, const auto* hv, int off) {
+                  if (i == 0) next = first;
                   if (i == next) {  // the state entering chunk (t0 + i) / K
-                    T* dst = ck + ((t0 + i) / P.K) * 16 * P.E;
+                    T* dst = ck + ((t0 + i) / P.K) * 16 * P.E + off;
                     for (int n = 0; n < 16; ++n)
-                      store_lanes(dst + n * P.E, hv[n], vc);
+                      store_lanes_v(dst + n * P.E, hv[n], vc - off);
                     next += P.K;
                   }
                 },
-                [&](int64_t i, vf16 y) { std::memcpy(Yt + i * V, &y, 64); });
+                [&](int64_t i, auto y, int off) {
+                  std::memcpy(Yt + i * V + off, &y, sizeof(y));
+                });
             done = true;
           }
         }

@@ -31,7 +31,7 @@
 // walked in tiles of 64 steps: first the tile's u and dt of every block
 // (each pixel's xdbl row and the blocks' channels of u read once, next to
 // each other), then block by block the recurrence over the tile (for
-// d_state 16 in float32 with the 16 states in registers, scan16_tile in
+// d_state 16 in float32 with the 16 states in registers, scan16_run in
 // scan_math.h). The pixels of the tile after next are prefetched by
 // software: the column-major directions jump W pixels per step, which the
 // hardware prefetchers do not follow (batch-1 forward 0.35 -> 0.28
@@ -119,13 +119,17 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   // at every step (-25% with OpenMP on)
   constexpr int V = Lanes<T>::V;
   const int64_t nblk = (P.E + V - 1) / V;
-  constexpr int64_t kTile = 64;
-  constexpr int64_t kAhead = 2 * kTile;  // prefetch distance, in steps
+  // steps per tile and the prefetch distance, in steps: the run-time
+  // variant (64 and 2 tiles unless variants.py or SEMILLIE_KERNEL_VARIANT
+  // chose others)
+  const KernelVariant kv = kernel_variant();
+  const int64_t kTile = kv.tile;
+  const int64_t kAhead = kv.ahead * kTile;
   std::vector<BlockParams<T, V>> prm(bpi);
   std::vector<T> hbuf(bpi * P.N * V);
   // the tile's u and dt, block-major: [(j * kTile + i) * V + c]
   std::vector<T> Ut(kTile * bpi * V), Dt(kTile * bpi * V);
-  int64_t pos[kTile];
+  std::vector<int64_t> pos(kTile);
   alignas(64) T du[V], yv[V], raw[V], sg[V];
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / ipb;
@@ -146,7 +150,8 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       // software prefetch of a later tile's pixels: the column-major
       // directions jump W pixels per step, which no hardware prefetcher
       // follows
-      for (int64_t i = 0; i < m && t0 + kAhead + i < P.L; ++i) {
+      for (int64_t i = 0; kAhead > 0 && i < m && t0 + kAhead + i < P.L;
+           ++i) {
         const int64_t p = position(t0 + kAhead + i, P.L, P.H, P.W, P.dir);
         const T* xr = xb + p * P.X;
         for (int64_t o = 0; o < P.X; o += 64 / sizeof(T))
@@ -171,7 +176,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             for (int c = 0; c < V; ++c) ut[c] = c < vc ? up[c] : T(0);
           }
           prm[j].raw_delta(xr, P.R, raw);
-          softplus_sig<T, V>(raw, &Dt[(j * kTile + i) * V], sg);
+          softplus_sig<T, V, false>(raw, &Dt[(j * kTile + i) * V], sg);
         }
       }
       for (int64_t j = 0; j < nj; ++j) {
@@ -184,23 +189,27 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         if constexpr (std::is_same_v<T, float>) {
           if (P.N == 16) {  // the default d_state: states in registers
             T* ck = ckpt ? ckpt + (b * P.nchunks * 16) * P.E + c0 : nullptr;
-            int64_t next = ck ? (P.K - t0 % P.K) % P.K : m;
-            scan16_tile(
-                Uj, Dj, q.a2, q.Dv, h, m,
+            // the tile's first step entering a chunk; each pass (one or
+            // two, by the variant's lanes) restarts its counter at i = 0
+            const int64_t first = ck ? (P.K - t0 % P.K) % P.K : m;
+            int64_t next = first;
+            scan16_run(
+                kv, Uj, Dj, q.a2, q.Dv, h, m, vc,
                 [&](int64_t i) {
                   const T* Bp = xb + pos[i] * P.X + P.R;
                   return Rows16{Bp, Bp + 16};
                 },
-                [&](int64_t i, const vf16* hv) {
+                [&](int64_t i, const auto* hv, int off) {
+                  if (i == 0) next = first;
                   if (i == next) {  // the state entering chunk (t0+i) / K
-                    T* dst = ck + ((t0 + i) / P.K) * 16 * P.E;
+                    T* dst = ck + ((t0 + i) / P.K) * 16 * P.E + off;
                     for (int n = 0; n < 16; ++n)
-                      store_lanes(dst + n * P.E, hv[n], vc);
+                      store_lanes_v(dst + n * P.E, hv[n], vc - off);
                     next += P.K;
                   }
                 },
-                [&](int64_t i, vf16 yv16) {
-                  add_lanes(yb + pos[i] * sy.sl + c0, yv16, vc);
+                [&](int64_t i, auto yv, int off) {
+                  add_lanes_v(yb + pos[i] * sy.sl + c0 + off, yv, vc - off);
                 });
             continue;
           }
@@ -259,6 +268,8 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   const int64_t K = P.K, N = P.N, R = P.R, X = P.X;
   std::vector<T> Hbuf((K + 1) * N * V), Ebuf(K * N * V);
   std::vector<T> Dl(K * V), Sl(K * V), Ul(K * V), Gl(K * V);
+  std::vector<int64_t> pos(K);
+  const KernelVariant kv = kernel_variant();
   BlockParams<T, V> q;
   alignas(64) T an[kMaxState * V], lam[kMaxState * V], dAc[kMaxState * V];
   alignas(64) double dAa[kMaxState * V], dWa[kMaxRank * V];
@@ -297,6 +308,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         // gather the chunk's u, dy; dt and its softplus derivative
         for (int64_t i = 0; i < m; ++i) {
           const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
+          pos[i] = p;
           const T* up = ub + p * su.sl;
           const T* gp = gb + p * sdy.sl;
           for (int c = 0; c < V; ++c) {
@@ -312,33 +324,11 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         for (int64_t n = 0; n < N; ++n)
           for (int c = 0; c < V; ++c)
             Hbuf[n * V + c] = c < vc ? ck[n * P.E + c] : T(0);
-        // recompute states H[i + 1] and decays E[i] of the chunk
-        for (int64_t i = 0; i < m; ++i) {
-          const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
-          recompute_step<T, V>(N, xb + p * X + R, &Dl[i * V], &Ul[i * V],
-                               q.a2, &Hbuf[i * N * V], &Hbuf[(i + 1) * N * V],
-                               &Ebuf[i * N * V], dtu);
-        }
-        // adjoint recurrence; lam[n] enters step t holding
-        // exp(dt[t+1] A[n]) dL/dh[t+1, n]
-        for (int64_t i = m - 1; i >= 0; --i) {
-          const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
+        // after a step's adjoint sums (ddtv, dut, sBn, sCn): dB, dC of
+        // the pixel, the way back through softplus and dt_proj, du
+        const auto tail = [&](int64_t i, int64_t p) {
           const T* xr = xb + p * X;
-          const T* Bp = xr + R;
-          const T* Cp = Bp + N;
           T* dxo = dxs + p * X;
-          const T* d = &Dl[i * V];
-          const T* uu = &Ul[i * V];
-          const T* go = &Gl[i * V];
-          for (int c = 0; c < V; ++c) {
-            dtu[c] = d[c] * uu[c];
-            dut[c] = Dv[c] * go[c];
-            dDa[c] += static_cast<double>(go[c] * uu[c]);
-            ddtv[c] = T(0);
-          }
-          adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
-                             &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], an,
-                             lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
           // the channel sums into this slot's dB, dC of the pixel
           if (first) {
             for (int64_t n = 0; n < N; ++n) {
@@ -371,6 +361,77 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           }
           T* dup = dub + p * sdu.sl;
           for (int c = 0; c < vc; ++c) dup[c] += dut[c];
+        };
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) {
+          if (N == 16 && kv.bwd16) {  // adjoints in registers
+            const auto brow = [&](int64_t i) {
+              return xb + pos[i] * X + R;
+            };
+            const T* Dc = Dl.data();
+            const T* Uc = Ul.data();
+            if (kv.exp == kExpScalef) {
+              recompute16<kExpScalef>(m, Dc, Uc, q.a2, Hbuf.data(),
+                                      Ebuf.data(), brow);
+            } else if (kv.exp == kExpMagic) {
+              recompute16<kExpMagic>(m, Dc, Uc, q.a2, Hbuf.data(),
+                                     Ebuf.data(), brow);
+            } else {
+              recompute16<kExpClampScalef>(m, Dc, Uc, q.a2, Hbuf.data(),
+                                           Ebuf.data(), brow);
+            }
+            adjoint16(
+                m, Dc, Uc, Gl.data(), an, Hbuf.data(), Ebuf.data(), lam,
+                dAc,
+                [&](int64_t i) {
+                  const T* Bp = brow(i);
+                  return Rows16{Bp, Bp + 16};
+                },
+                [&](int64_t i, vf16 ddt, vf16 lbd, __m512 sB, __m512 sC) {
+                  const T* uu = &Ul[i * V];
+                  const T* go = &Gl[i * V];
+                  for (int c = 0; c < V; ++c) {
+                    dut[c] = Dv[c] * go[c] + lbd[c];
+                    dDa[c] += static_cast<double>(go[c] * uu[c]);
+                    ddtv[c] = ddt[c];
+                  }
+                  _mm512_storeu_ps(sBn, sB);
+                  _mm512_storeu_ps(sCn, sC);
+                  tail(i, pos[i]);
+                });
+            for (int64_t jj = 0; jj < N * V; ++jj) {
+              dAa[jj] += static_cast<double>(dAc[jj]);
+              dAc[jj] = T(0);
+            }
+            continue;
+          }
+        }
+#endif
+        // recompute states H[i + 1] and decays E[i] of the chunk
+        for (int64_t i = 0; i < m; ++i) {
+          recompute_step<T, V>(N, xb + pos[i] * X + R, &Dl[i * V], &Ul[i * V],
+                               q.a2, &Hbuf[i * N * V], &Hbuf[(i + 1) * N * V],
+                               &Ebuf[i * N * V], dtu);
+        }
+        // adjoint recurrence; lam[n] enters step t holding
+        // exp(dt[t+1] A[n]) dL/dh[t+1, n]
+        for (int64_t i = m - 1; i >= 0; --i) {
+          const int64_t p = pos[i];
+          const T* Bp = xb + p * X + R;
+          const T* Cp = Bp + N;
+          const T* d = &Dl[i * V];
+          const T* uu = &Ul[i * V];
+          const T* go = &Gl[i * V];
+          for (int c = 0; c < V; ++c) {
+            dtu[c] = d[c] * uu[c];
+            dut[c] = Dv[c] * go[c];
+            dDa[c] += static_cast<double>(go[c] * uu[c]);
+            ddtv[c] = T(0);
+          }
+          adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
+                             &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], an,
+                             lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
+          tail(i, p);
         }
         for (int64_t j = 0; j < N * V; ++j) {
           dAa[j] += static_cast<double>(dAc[j]);
@@ -573,6 +634,39 @@ at::Tensor dw_conv_wgrad(const at::Tensor& x, const at::Tensor& g,
 // selective_scan.cpp
 void register_selective_scan(pybind11::module& m);
 
+// opmix_floor.cpp
+double opmix_floor(int64_t kind, int64_t lanes, int64_t exp_form,
+                   int64_t steps, int64_t reps);
+
+namespace {
+
+// the run-time kernel variant (scan_math.h); variants.py sets it at load
+void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
+                 int64_t bwd16) {
+  TORCH_CHECK(lanes == 8 || lanes == 16, "lanes must be 8 or 16, got ",
+              lanes);
+  TORCH_CHECK(exp >= 0 && exp <= 2, "exp must be 0, 1 or 2, got ", exp);
+  TORCH_CHECK(tile >= 16 && tile <= 256, "tile must be in [16, 256], got ",
+              tile);
+  TORCH_CHECK(ahead >= 0 && ahead <= 8, "ahead must be in [0, 8], got ",
+              ahead);
+  TORCH_CHECK(bwd16 == 0 || bwd16 == 1, "bwd16 must be 0 or 1, got ",
+              bwd16);
+  KernelVariant& v = kernel_variant();
+  v.bwd16 = static_cast<int>(bwd16);
+  v.lanes = static_cast<int>(lanes);
+  v.exp = static_cast<int>(exp);
+  v.tile = static_cast<int>(tile);
+  v.ahead = static_cast<int>(ahead);
+}
+
+std::vector<int64_t> get_variant() {
+  const KernelVariant& v = kernel_variant();
+  return {v.lanes, v.exp, v.tile, v.ahead, v.bwd16};
+}
+
+}  // namespace
+
 // cpu_allocator.cpp
 int64_t cpu_cache_install(int64_t limit_bytes);
 std::vector<int64_t> cpu_cache_stats();
@@ -593,6 +687,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_cache_empty", &cpu_cache_empty, "release the cached blocks");
   m.def("parallel_threads", &parallel_threads,
         "threads an at::parallel_for over n items used");
+  m.def("set_variant", &set_variant,
+        "kernel variant: lanes (8/16), exp form (0-2), tile, ahead, bwd16");
+  m.def("get_variant", &get_variant, "[lanes, exp, tile, ahead, bwd16]");
+  m.def("opmix_floor", &opmix_floor,
+        "the scan's op mix in L1, every thread: kind (0 fwd, 1 bwd), "
+        "lanes, exp form, steps, reps -> checksum");
+#if defined(__AVX512F__)
+  m.attr("avx512") = true;
+#else
+  m.attr("avx512") = false;
+#endif
   register_selective_scan(m);
   m.attr("max_state") = kMaxState;
   m.attr("max_rank") = kMaxRank;

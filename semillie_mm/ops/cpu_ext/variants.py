@@ -1,0 +1,187 @@
+# Copyright (c) semillie-mm contributors. All rights reserved.
+"""Kernel variants of the C++ scans, chosen at run time from the CPU.
+
+The binary is compiled for the machine it is built on (``-march=native``),
+but within one instruction set CPUs differ in what they do well: a Zen 5
+executes 512-bit vector operations at full width, a Zen 4 splits each into
+two 256-bit halves, an AVX2-only CPU has 16 vector registers instead of 32.
+The d_state-16 tile of both scans (``scan16_run`` in ``csrc/scan_math.h``)
+and the fused SS2D forward therefore take a *variant* at run time:
+
+- ``lanes``: 16 = one 512-bit vector per state, 8 = the 16-channel block in
+  two passes of 256-bit vectors;
+- ``exp``: the exp2 sequence: 0 = clamped, ``vrndscaleps`` + ``vscalefps``
+  (AVX-512), 1 = the same without the two clamps (``vscalefps`` saturates by
+  itself), 2 = the portable magic-number form (without AVX-512 every form is
+  this one);
+- ``tile``: steps per tile of the fused SS2D forward;
+- ``ahead``: its software-prefetch distance in tiles (0: none);
+- ``bwd16``: the fused SS2D backward for d_state 16 on AVX-512: 0 = the
+  generic per-step adjoint (states and adjoints in memory), 1 = the adjoints
+  in registers through a chunk and the recomputation's exp2 in the
+  variant's form (``recompute16`` / ``adjoint16``).
+
+:func:`choose` picks the variant from ``/proc/cpuinfo`` (vendor, family,
+flags) by the table :data:`TABLE`, measured with
+``benchmarks/bench_kernel_variants.py``; ``SEMILLIE_KERNEL_VARIANT`` forces
+one, by name (``zen4``) or by fields (``lanes=8,exp=1,bwd16=1``;
+missing fields keep the chosen variant's). The extension's loader applies it
+once (:func:`apply`); every variant gives the same numbers up to float32
+rounding (the tests force each one against the reference).
+"""
+import os
+from typing import Dict, Optional, Tuple
+
+#: environment variable forcing a variant (a name of :data:`TABLE` or
+#: ``field=value`` pairs)
+VARIANT_ENV = 'SEMILLIE_KERNEL_VARIANT'
+
+FIELDS = ('lanes', 'exp', 'tile', 'ahead', 'bwd16')
+#: what each field may be
+ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2), tile=(16, 32, 64, 128, 256),
+               ahead=tuple(range(0, 9)), bwd16=(0, 1))
+
+#: the variants by name: the kernels' tuning on a Zen 5 (the defaults
+#: compiled into the binary) and the others measured since
+VARIANTS: Dict[str, Dict[str, int]] = {
+    'zen5': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0),
+    'zen4': dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1),
+    'avx2': dict(lanes=16, exp=2, tile=64, ahead=2, bwd16=0),
+}
+DEFAULT = 'zen5'
+
+
+def cpu_info(path: str = '/proc/cpuinfo') -> Dict[str, object]:
+    """Vendor, family, model and flags of the first CPU.
+
+    Args:
+        path (str): the cpuinfo file (tests pass their own).
+
+    Returns:
+        dict: ``vendor`` (str), ``family`` and ``model`` (int, -1 unknown),
+        ``flags`` (set of str).
+    """
+    info = dict(vendor='', family=-1, model=-1, flags=set())
+    try:
+        with open(path) as f:
+            for line in f:
+                if ':' not in line:
+                    if info['flags']:
+                        break  # the end of the first CPU
+                    continue
+                key, val = (s.strip() for s in line.split(':', 1))
+                if key == 'vendor_id' and not info['vendor']:
+                    info['vendor'] = val
+                elif key == 'cpu family' and info['family'] == -1:
+                    info['family'] = int(val)
+                elif key == 'model' and info['model'] == -1:
+                    info['model'] = int(val)
+                elif key == 'flags' and not info['flags']:
+                    info['flags'] = set(val.split())
+    except (OSError, ValueError):
+        pass
+    return info
+
+
+def choose(info: Optional[dict] = None) -> Tuple[str, Dict[str, int]]:
+    """The variant for a CPU.
+
+    Args:
+        info (dict, optional): :func:`cpu_info` (default: this machine's).
+
+    Returns:
+        tuple: (name, fields).
+    """
+    info = cpu_info() if info is None else info
+    flags = info.get('flags', set())
+    if 'avx512f' not in flags:
+        name = 'avx2'  # an AVX2 build: 16 vector registers, no vscalefps
+    elif info.get('vendor') == 'AuthenticAMD' and info.get('family') == 25:
+        name = 'zen4'  # 512-bit operations as two 256-bit halves
+    else:
+        name = DEFAULT  # Zen 5 (family 26) and any other AVX-512 CPU
+    return name, dict(VARIANTS[name])
+
+
+def parse(spec: str, base: Optional[Dict[str, int]] = None) -> Dict[str, int]:
+    """A variant from its name or ``field=value`` pairs.
+
+    Args:
+        spec (str): e.g. ``'zen4'`` or ``'lanes=8,exp=1'``.
+        base (dict, optional): the fields not given (default: the
+            :data:`DEFAULT` variant).
+
+    Returns:
+        dict: all four fields.
+
+    Raises:
+        ValueError: an unknown name, field or value.
+    """
+    spec = spec.strip()
+    if spec in VARIANTS:
+        return dict(VARIANTS[spec])
+    out = dict(base if base is not None else VARIANTS[DEFAULT])
+    for part in spec.split(','):
+        if not part.strip():
+            continue
+        if '=' not in part:
+            raise ValueError(
+                f'{VARIANT_ENV}={spec!r}: {part.strip()!r} is neither a '
+                f'variant ({", ".join(VARIANTS)}) nor field=value')
+        key, val = (s.strip() for s in part.split('=', 1))
+        if key not in ALLOWED:
+            raise ValueError(f'{VARIANT_ENV}={spec!r}: unknown field {key!r} '
+                             f'(fields: {", ".join(FIELDS)})')
+        try:
+            num = int(val)
+        except ValueError:
+            num = None
+        if num not in ALLOWED[key]:
+            raise ValueError(f'{VARIANT_ENV}={spec!r}: {key} must be one of '
+                             f'{ALLOWED[key]}, got {val!r}')
+        out[key] = num
+    return out
+
+
+def requested() -> Tuple[str, Dict[str, int]]:
+    """The variant this process should run: :data:`VARIANT_ENV` if set,
+    else :func:`choose`.
+
+    Returns:
+        tuple: (name or ``'custom'``/``'<name>+custom'``, fields).
+    """
+    name, fields = choose()
+    spec = os.environ.get(VARIANT_ENV, '').strip()
+    if not spec:
+        return name, fields
+    if spec in VARIANTS:
+        return spec, dict(VARIANTS[spec])
+    return f'{name}+{spec}', parse(spec, fields)
+
+
+def apply(mod, fields: Optional[Dict[str, int]] = None) -> Dict[str, int]:
+    """Set the extension's run-time variant.
+
+    Args:
+        mod: the loaded extension module.
+        fields (dict, optional): the variant (default: :func:`requested`).
+
+    Returns:
+        dict: the variant now in effect.
+    """
+    if fields is None:
+        fields = requested()[1]
+    mod.set_variant(*(int(fields[k]) for k in FIELDS))
+    return current(mod)
+
+
+def current(mod) -> Dict[str, int]:
+    """The extension's variant in effect.
+
+    Args:
+        mod: the loaded extension module.
+
+    Returns:
+        dict: the four fields.
+    """
+    return dict(zip(FIELDS, (int(v) for v in mod.get_variant())))
