@@ -418,6 +418,64 @@ def fused_kernel_modules():
     return ext, fused
 
 
+#: the op-mix floor's tiles, in steps: L1-resident (forward: u, dt, B, C
+#: of 64 steps, 16 KB; backward: the chunk's states and decays, 17 KB)
+OPMIX_STEPS = dict(fwd=64, bwd=8)
+
+
+def opmix_floor(mod=None, target_s=0.4, repeat=3):
+    """The scan's op-mix floor on this machine, per element and thread.
+
+    Times the extension's ``opmix_floor`` microbenchmark (see
+    ``semillie_mm/ops/cpu_ext/csrc/opmix_floor.cpp``: the recurrence's
+    exp2 + FMA chain and its loads in L1, the states in registers, no
+    layout work) in every thread of torch's pool at once, for each lane
+    width and exp2 form the binary has; the floor is the best of them.
+
+    Args:
+        mod: the loaded extension (default: load it).
+        target_s (float): about how long one timed call runs.
+        repeat (int): timed calls per variant (the best counts).
+
+    Returns:
+        dict: ``fwd``, ``bwd`` (ns per (step, state, channel) element and
+        thread, the best variant), ``fwdbwd`` (their sum), ``variants``
+        ({'fwd/lanes16/exp1': ns, ...}), ``threads``; or ``absent`` (why).
+    """
+    import torch
+    if mod is None:
+        ext, _ = fused_kernel_modules()
+        mod = ext.load()
+        if mod is None:
+            return dict(absent=f'extension not built: '
+                        f'{ext.unavailable_reason()}')
+    if not hasattr(mod, 'opmix_floor'):
+        return dict(absent='no op-mix microbenchmark in this binary')
+    forms = (0, 1, 2) if getattr(mod, 'avx512', False) else (2, )
+    out = dict(variants={}, threads=torch.get_num_threads())
+    for kind, k in (('fwd', 0), ('bwd', 1)):
+        steps = OPMIX_STEPS[kind]
+        best = None
+        for lanes in (16, 8):
+            for form in forms:
+                mod.opmix_floor(k, lanes, form, steps, 50)  # warm-up
+                t0 = time.perf_counter()
+                mod.opmix_floor(k, lanes, form, steps, 200)
+                per = (time.perf_counter() - t0) / 200
+                reps = max(1, int(target_s / max(per, 1e-9)))
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    mod.opmix_floor(k, lanes, form, steps, reps)
+                    times.append(time.perf_counter() - t0)
+                ns = min(times) / (reps * steps * 256) * 1e9
+                out['variants'][f'{kind}/lanes{lanes}/exp{form}'] = ns
+                best = ns if best is None else min(best, ns)
+        out[kind] = best
+    out['fwdbwd'] = out['fwd'] + out['bwd']
+    return out
+
+
 # --------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------

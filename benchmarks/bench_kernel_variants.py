@@ -1,0 +1,203 @@
+# Copyright (c) semillie-mm contributors. All rights reserved.
+"""The C++ scans' run-time kernel variants, timed against each other and
+against this machine's op-mix floor, in one process.
+
+Each variant (``semillie_mm/ops/cpu_ext/variants.py``: lane width, exp2
+sequence, tile, prefetch distance) is set in turn on the loaded extension
+and timed on the fused SS2D kernel (the four directions' forward, and
+forward with checkpoints + backward; no projections) and on the generic
+``selective_scan()`` (the 'native' backend); rounds interleave the variants
+so that a change in the machine's load hits them alike, and the best round
+counts. Every figure is ns per (direction, channel, step, state) element and
+thread, and its ratio to the op-mix floor (``harness.opmix_floor``: the
+recurrence's own arithmetic in L1, best over lane widths and exp2 forms) and
+to the variant listed first.
+
+Usage::
+
+    python benchmarks/bench_kernel_variants.py [--quick] [--out v.json]
+    # the AVX2 build, the proxy for AVX2-only CPUs (a binary of its own):
+    SEMILLIE_CACHE=/tmp/avx2 SEMILLIE_EXT_EXTRA_CFLAGS=-march=x86-64-v3 \\
+        python semillie_mm/ops/cpu_ext/build.py --build
+    SEMILLIE_CACHE=/tmp/avx2 SEMILLIE_EXT_EXTRA_CFLAGS=-march=x86-64-v3 \\
+        python benchmarks/bench_kernel_variants.py
+Run it alone on the machine.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import harness  # noqa: E402
+
+#: variants timed by default: the Zen 5 tuning first (the reference), then
+#: one change at a time
+DEFAULT_VARIANTS = (
+    'zen5', 'exp=1', 'exp=2', 'lanes=8', 'lanes=8,exp=1', 'exp=1,tile=32',
+    'exp=1,tile=128', 'exp=1,ahead=0', 'exp=1,ahead=1', 'exp=1,ahead=4')
+
+SHAPES = {
+    'full': dict(kernel={'1x256x256': (1, 128, 256, 256),
+                         '8x128x128': (8, 128, 128, 128)},
+                 scan=(1, 512, 16384)),
+    'quick': dict(kernel={'1x128x128': (1, 128, 128, 128)},
+                  scan=(1, 256, 8192)),
+    'dry-run': dict(kernel={'1x16x24': (1, 32, 16, 24)}, scan=(1, 32, 512)),
+}
+
+
+def kernel_case(mod, fused, batch, channels, h, w, d_state=16, dt_rank=4):
+    """Inputs of the fused kernel and its two timed calls."""
+    import torch
+    torch.manual_seed(0)
+    B, E, N, R, L = batch, channels, d_state, dt_rank, h * w
+    X = R + 2 * N
+    K = fused.chunk_size(L)
+    u = torch.randn(B, L, E)
+    xdbl = torch.randn(B, L, X) * 0.3
+    Wdt, bias = torch.randn(E, R) * 0.1, torch.randn(E) * 0.1
+    A, D = -torch.rand(E, N) - 0.5, torch.randn(E)
+    y, dy, du = (torch.zeros(B, L, E), torch.randn(B, L, E),
+                 torch.zeros(B, L, E))
+    S = fused.num_slots(B, E, torch.float32, torch.get_num_threads())
+    dxp = torch.empty(S, B, L, X)
+    cks = [torch.empty(B, -(-L // K), N, E) for _ in range(4)]
+    none = u.new_empty(0)
+
+    def fwd():
+        for k in range(4):
+            mod.fwd(u, xdbl, Wdt, bias, A, D, y, none, h, w, k, K)
+
+    def fwdbwd():
+        for k in range(4):
+            mod.fwd(u, xdbl, Wdt, bias, A, D, y, cks[k], h, w, k, K)
+        for k in range(4):
+            mod.bwd(u, xdbl, Wdt, bias, A, D, dy, cks[k], du, dxp, h, w, k,
+                    K)
+
+    return dict(fwd=fwd, fwdbwd=fwdbwd), 4 * B * E * L * N
+
+
+def scan_case(batch, dim, length, d_state=16, groups=4):
+    """The generic selective_scan() on the native backend, fwd and
+    fwd+bwd."""
+    from semillie_mm.ops.selective_scan import selective_scan
+
+    import torch
+    x = harness.scan_inputs(batch, dim, length, d_state, groups, grad=True)
+    g = torch.randn(batch, dim, length)
+
+    def call():
+        return selective_scan(**x, delta_softplus=True, backend='native')
+
+    def fwd():
+        with torch.no_grad():
+            call()
+
+    def fwdbwd():
+        call().backward(g)
+
+    return dict(fwd=fwd, fwdbwd=fwdbwd), batch * dim * length * d_state
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--quick', action='store_true')
+    g.add_argument('--dry-run', action='store_true')
+    p.add_argument('--variants', default=';'.join(DEFAULT_VARIANTS),
+                   help='";"-separated variants (names or field=value '
+                   'lists, as SEMILLIE_KERNEL_VARIANT); the first is the '
+                   'reference of the ratios')
+    p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--out', help='also write the results as JSON')
+    args = p.parse_args(argv)
+    mode = 'dry-run' if args.dry_run else 'quick' if args.quick else 'full'
+    shapes = SHAPES[mode]
+
+    from semillie_mm.ops.cpu_ext import variants as kv
+
+    import torch
+    ext, fused = harness.fused_kernel_modules()
+    mod = ext.load()
+    if mod is None:
+        raise SystemExit(f'no C++ extension: {ext.unavailable_reason()}')
+    specs = [s.strip() for s in args.variants.split(';') if s.strip()]
+    chosen_name, chosen = kv.choose()
+    fields = {s: kv.parse(s) for s in specs}
+    m = harness.machine_summary()
+    print(f'# Kernel variants ({mode} sizes)\n')
+    print('command: python benchmarks/bench_kernel_variants.py ' +
+          ' '.join(argv if argv is not None else sys.argv[1:]))
+    print(f'machine: {harness.machine_line(m)}, CPU family {m.get("family")}')
+    print(f'SIMD flags: {m["flags"]}; binary: '
+          f'{"AVX-512" if getattr(mod, "avx512", False) else "no AVX-512"}'
+          f' ({ext.binary_path()})')
+    extra = os.environ.get('SEMILLIE_EXT_EXTRA_CFLAGS')
+    if extra:
+        print(f'extra compile flags: {extra}')
+    print(f'torch threads: {torch.get_num_threads()}; variant chosen for '
+          f'this CPU: {chosen_name} {chosen}')
+    print(f'load average before: {os.getloadavg()[0]:.2f}', flush=True)
+
+    floor = harness.opmix_floor(mod)
+    print('op-mix floor, ns per element and thread: fwd '
+          f'{floor["fwd"]:.3f}, bwd {floor["bwd"]:.3f}, fwd+bwd '
+          f'{floor["fwdbwd"]:.3f} (best of: ' + ', '.join(
+              f'{k} {v:.3f}' for k, v in floor['variants'].items()) + ')',
+          flush=True)
+
+    cases = {}
+    for tag, shape in shapes['kernel'].items():
+        cases[f'kernel {tag}'] = kernel_case(mod, fused, *shape)
+    b, d, L = shapes['scan']
+    cases[f'selective_scan {b}x{d}x{L}'] = scan_case(b, d, L)
+    best = {}
+    for r in range(args.rounds):
+        harness.log(f'round {r + 1}/{args.rounds}')
+        for spec in specs:
+            kv.apply(mod, fields[spec])
+            for cname, (calls, elements) in cases.items():
+                for mname, f in calls.items():
+                    if r == 0:
+                        f()  # warm-up
+                    t0 = time.perf_counter()
+                    f()
+                    ns = ((time.perf_counter() - t0) *
+                          torch.get_num_threads() / elements * 1e9)
+                    key = (spec, cname, mname)
+                    best[key] = min(best.get(key, ns), ns)
+    kv.apply(mod)  # back to the chosen one
+    header = ['variant', 'case', 'fwd ns', 'fwd / floor', 'fwd+bwd ns',
+              'fwd+bwd / floor', 'fwd vs first', 'fwd+bwd vs first']
+    rows = []
+    ref = specs[0]
+    for cname in cases:
+        for spec in specs:
+            f_ns = best[(spec, cname, 'fwd')]
+            fb_ns = best[(spec, cname, 'fwdbwd')]
+            rows.append([
+                spec, cname, f'{f_ns:.3f}', f'{f_ns / floor["fwd"]:.2f}x',
+                f'{fb_ns:.3f}', f'{fb_ns / floor["fwdbwd"]:.2f}x',
+                f'{f_ns / best[(ref, cname, "fwd")]:.2f}',
+                f'{fb_ns / best[(ref, cname, "fwdbwd")]:.2f}'
+            ])
+    print()
+    print(harness.markdown_table(header, rows))
+    print(f'\nload average after: {os.getloadavg()[0]:.2f}')
+    if args.out:
+        harness.write_json(args.out, dict(
+            machine=m, mode=mode, floor=floor, chosen=[chosen_name, chosen],
+            variants={s: fields[s] for s in specs},
+            results=[dict(variant=k[0], case=k[1], call=k[2], ns=v)
+                     for k, v in best.items()]))
+    return best
+
+
+if __name__ == '__main__':
+    main()
