@@ -1,0 +1,157 @@
+"""tools/enhance.py --launcher pytorch: 2 CPU processes (gloo, torchrun) give
+the outputs of one process byte for byte, each file written by one rank,
+and a rerun re-creates only what is missing; the shares are a partition."""
+import json
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+from semillie_mm.apis.sharding import shard_work
+
+import numpy as np
+import pytest
+import torch
+from test_enhance_tool import _load_tool, model_files  # noqa: F401
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# one torch thread everywhere: float sums over another thread count round
+# differently (docs/enhance.md, "Many images across processes")
+FIXED = dict(OMP_NUM_THREADS='1', SEMILLIE_ADAPTIVE_THREADS='0')
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """Six shipped photos (scikit-image), darkened and made small, of
+    different sizes; PNG, JPEG and gray, one in a sub-folder; plus a broken
+    image and a text file."""
+    import cv2
+    from skimage import data
+    src = tmp_path / 'in'
+    (src / 'sub').mkdir(parents=True)
+    photos = dict(astronaut=('astronaut.png', 16), chelsea=('chelsea.jpg', 10),
+                  coffee=('sub/coffee.png', 12), camera=('camera.png', 20),
+                  rocket=('rocket.jpg', 16), hubble_deep_field=('sub/hubble.png', 25))
+    for name, (rel, step) in photos.items():
+        img = getattr(data, name)()[::step, ::step] // 3
+        if img.ndim == 3:
+            img = img[..., ::-1]  # RGB -> BGR for cv2
+        assert cv2.imwrite(str(src / rel), np.ascontiguousarray(img))
+    (src / 'broken.jpg').write_bytes(b'\xff\xd8 not a jpeg')
+    (src / 'notes.txt').write_text('not an image')
+    return src
+
+
+def _files(folder):
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = osp.join(root, name)
+            with open(path, 'rb') as f:
+                out[osp.relpath(path, folder)] = f.read()
+    return out
+
+
+def _torchrun(args, nproc=2):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONPATH=ROOT, **FIXED)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1',
+         f'--nproc_per_node={nproc}', '--master_addr=127.0.0.1',
+         f'--master_port={_free_port()}', 'tools/enhance.py', *args,
+         '--launcher', 'pytorch', '--no-progress'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_two_processes_equal_one(tmp_path, model_files, photo_folder,  # noqa: F811
+                                 monkeypatch):
+    cfg, ckpt = model_files
+    opts = ['--tile', '24', '--tile-overlap', '8']
+    # one process, in this one, with the same single thread
+    for key, value in FIXED.items():
+        monkeypatch.setenv(key, value)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _load_tool().main([cfg, ckpt, str(photo_folder),
+                                    str(tmp_path / 'one'), *opts,
+                                    '--no-progress'])
+    finally:
+        torch.set_num_threads(threads)
+    assert single['processed'] == 6 and single['skipped'] == 1
+    expected = _files(tmp_path / 'one')
+    assert len(expected) == 6
+
+    out = tmp_path / 'two'
+    summary_path = tmp_path / 'summary.json'
+    code, log = _torchrun([cfg, ckpt, str(photo_folder), str(out), *opts,
+                           '--summary', str(summary_path)])
+    assert code == 0, log[-4000:]
+    assert '[rank 1/2] device cpu, 1 torch thread' in log
+    assert _files(out) == expected  # byte for byte, nothing else written
+    summary = json.loads(summary_path.read_text())
+    assert summary['world_size'] == 2 and not summary['failed']
+    assert (summary['processed'], summary['skipped'], summary['ignored']) == \
+        (6, 1, 1)
+    assert summary['skipped_files'][0]['path'].endswith('broken.jpg')
+    # each output written once: the ranks' counts add up to the distinct
+    # files, and both ranks had work
+    assert len(set(summary['outputs'])) == len(summary['outputs']) == 6
+    ranks = summary['ranks']
+    assert [r['rank'] for r in ranks] == [0, 1]
+    assert sum(r['processed'] for r in ranks) == 6
+    assert all(r['processed'] >= 2 for r in ranks), ranks
+    assert sum(r['items'] for r in ranks) == 7  # the broken one included
+    assert 'rank 0: ' in log and 'rank 1: ' in log
+
+    # resume: delete one output; the rerun writes it alone, the others keep
+    # their files (same modification times)
+    gone = 'sub/coffee.png'
+    mtimes = {rel: os.stat(out / rel).st_mtime_ns for rel in expected}
+    os.remove(out / gone)
+    code, log = _torchrun([cfg, ckpt, str(photo_folder), str(out), *opts,
+                           '--summary', str(summary_path)])
+    assert code == 0, log[-4000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary['processed'] == 1 and summary['existing'] == 5
+    assert summary['outputs'] == [str(out / gone)]
+    assert _files(out) == expected
+    for rel, mtime in mtimes.items():
+        if rel != gone:
+            assert os.stat(out / rel).st_mtime_ns == mtime, rel
+    assert os.stat(out / gone).st_mtime_ns != mtimes[gone]
+
+
+@pytest.mark.parametrize('world_size', [1, 2, 3, 4, 7, 12])
+def test_shards_are_a_partition(world_size):
+    rng = np.random.default_rng(world_size)
+    costs = [int(c) for c in rng.integers(1, 10**6, 11)]
+    costs[3] = costs[8] = None  # unreadable headers
+    shares = shard_work(costs, world_size)
+    assert len(shares) == world_size
+    flat = [i for s in shares for i in s]
+    assert sorted(flat) == list(range(11))  # disjoint and covering
+    assert all(s == sorted(s) for s in shares)
+    assert shard_work(costs, world_size) == shares  # deterministic
+    # balanced: no share exceeds the mean by more than the largest item
+    filled = [c if c is not None else sorted(x for x in costs if x)[4]
+              for c in costs]
+    loads = [sum(filled[i] for i in s) for s in shares]
+    assert max(loads) <= sum(filled) / world_size + max(filled)
+
+
+def test_equal_costs_are_round_robin():
+    assert shard_work([5] * 7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    assert shard_work([None] * 4, 2) == [[0, 2], [1, 3]]
+    assert shard_work([], 3) == [[], [], []]
+    # one large item alone on a rank, the small ones on the other
+    assert shard_work([1, 1, 10, 1, 1], 2) == [[2], [0, 1, 3, 4]]
+    with pytest.raises(ValueError):
+        shard_work([1], 0)
