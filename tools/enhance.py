@@ -4,7 +4,8 @@
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
         [--vis-dir DIR] [--skip-existing | --overwrite]
-        [--temporal-smoothing ALPHA] [--precision fp32|bf16] [--debug]
+        [--temporal-smoothing ALPHA] [--precision fp32|bf16]
+        [--launcher none|pytorch|slurm|mpi] [--dist-timeout S] [--debug]
 
 Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
 shipped in the package is used (semillie_mm/pretrained/, see MODEL_CARD.md

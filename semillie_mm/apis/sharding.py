@@ -39,7 +39,6 @@ import hashlib
 import heapq
 import logging
 import os
-import os.path as osp
 import statistics
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -229,9 +228,10 @@ def work_cost(item: dict) -> Optional[int]:
         read (the file is skipped with its reason when it is enhanced).
     """
     if 'video_path' in item:
+        import cv2
+
+        from .video import _open
         try:
-            from .video import _open
-            import cv2
             cap = _open(item['video_path'])
         except (OSError, ValueError):
             return None

@@ -155,3 +155,26 @@ def test_equal_costs_are_round_robin():
     assert shard_work([1, 1, 10, 1, 1], 2) == [[2], [0, 1, 3, 4]]
     with pytest.raises(ValueError):
         shard_work([1], 0)
+
+
+def test_work_list_and_costs(tmp_path):
+    """The work list (images, then videos; folder order) and the costs read
+    from headers: pixels of an image, frames x pixels of a video, None for
+    a file whose header does not read."""
+    import cv2
+    from semillie_mm.apis.sharding import list_work, work_cost
+    from semillie_mm.apis.video import VideoSink
+    (tmp_path / 'b').mkdir()
+    cv2.imwrite(str(tmp_path / 'b' / 'x.png'), np.zeros((10, 30, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / 'a.jpg'), np.zeros((20, 16, 3), np.uint8))
+    with VideoSink(str(tmp_path / 'clip.avi'), 5, (32, 24)) as sink:
+        for _ in range(3):
+            sink.write(np.zeros((24, 32, 3), np.uint8))
+    (tmp_path / 'bad.png').write_bytes(b'nothing')
+    (tmp_path / 'notes.txt').write_text('x')
+    items, ignored = list_work(str(tmp_path))
+    assert [it['rel'] for it in items] == ['a.jpg', 'bad.png', 'b/x.png',
+                                           'clip.avi']
+    assert 'video_path' in items[-1]
+    assert [osp.basename(p) for p in ignored] == ['notes.txt']
+    assert [work_cost(it) for it in items] == [320, None, 300, 3 * 32 * 24]
