@@ -30,8 +30,8 @@ def _free_port():
 @pytest.fixture
 def photo_folder(tmp_path):
     """Six shipped photos (scikit-image), darkened and made small, of
-    different sizes; PNG, JPEG and gray, one in a sub-folder; plus a broken
-    image and a text file."""
+    different sizes; PNG, JPEG and gray, two in a sub-folder; a 3-frame
+    video panning over one of them; a broken image and a text file."""
     import cv2
     from skimage import data
     src = tmp_path / 'in'
@@ -44,6 +44,11 @@ def photo_folder(tmp_path):
         if img.ndim == 3:
             img = img[..., ::-1]  # RGB -> BGR for cv2
         assert cv2.imwrite(str(src / rel), np.ascontiguousarray(img))
+    from semillie_mm.apis.video import VideoSink
+    frame = data.coffee()[::8, ::8, ::-1] // 4
+    with VideoSink(str(src / 'sub' / 'pan.avi'), 5, (32, 24)) as sink:
+        for i in range(3):
+            sink.write(np.ascontiguousarray(frame[:24, 4 * i:4 * i + 32]))
     (src / 'broken.jpg').write_bytes(b'\xff\xd8 not a jpeg')
     (src / 'notes.txt').write_text('not an image')
     return src
@@ -85,9 +90,9 @@ def test_two_processes_equal_one(tmp_path, model_files, photo_folder,  # noqa: F
                                     '--no-progress'])
     finally:
         torch.set_num_threads(threads)
-    assert single['processed'] == 6 and single['skipped'] == 1
+    assert single['processed'] == 7 and single['skipped'] == 1
     expected = _files(tmp_path / 'one')
-    assert len(expected) == 6
+    assert len(expected) == 7 and 'sub/pan.avi' in expected
 
     out = tmp_path / 'two'
     summary_path = tmp_path / 'summary.json'
@@ -99,16 +104,16 @@ def test_two_processes_equal_one(tmp_path, model_files, photo_folder,  # noqa: F
     summary = json.loads(summary_path.read_text())
     assert summary['world_size'] == 2 and not summary['failed']
     assert (summary['processed'], summary['skipped'], summary['ignored']) == \
-        (6, 1, 1)
+        (7, 1, 1)
     assert summary['skipped_files'][0]['path'].endswith('broken.jpg')
     # each output written once: the ranks' counts add up to the distinct
     # files, and both ranks had work
-    assert len(set(summary['outputs'])) == len(summary['outputs']) == 6
+    assert len(set(summary['outputs'])) == len(summary['outputs']) == 7
     ranks = summary['ranks']
     assert [r['rank'] for r in ranks] == [0, 1]
-    assert sum(r['processed'] for r in ranks) == 6
+    assert sum(r['processed'] for r in ranks) == 7
     assert all(r['processed'] >= 2 for r in ranks), ranks
-    assert sum(r['items'] for r in ranks) == 7  # the broken one included
+    assert sum(r['items'] for r in ranks) == 8  # the broken one included
     assert 'rank 0: ' in log and 'rank 1: ' in log
 
     # resume: delete one output; the rerun writes it alone, the others keep
@@ -120,7 +125,7 @@ def test_two_processes_equal_one(tmp_path, model_files, photo_folder,  # noqa: F
                            '--summary', str(summary_path)])
     assert code == 0, log[-4000:]
     summary = json.loads(summary_path.read_text())
-    assert summary['processed'] == 1 and summary['existing'] == 5
+    assert summary['processed'] == 1 and summary['existing'] == 6
     assert summary['outputs'] == [str(out / gone)]
     assert _files(out) == expected
     for rel, mtime in mtimes.items():
@@ -178,3 +183,64 @@ def test_work_list_and_costs(tmp_path):
     assert 'video_path' in items[-1]
     assert [osp.basename(p) for p in ignored] == ['notes.txt']
     assert [work_cost(it) for it in items] == [320, None, 300, 3 * 32 * 24]
+
+
+def test_launcher_one_line_errors(tmp_path, model_files, photo_folder,  # noqa: F811
+                                  capsys):
+    """Refused before any process group starts: one file, an output folder
+    inside the input folder, a bad timeout."""
+    from test_enhance_tool import _run_cli
+    tool = _load_tool()
+    cfg, ckpt = model_files
+    src = str(photo_folder)
+    cases = [
+        ([osp.join(src, 'camera.png'), str(tmp_path / 'o')], 'is one file'),
+        ([src, osp.join(src, 'enhanced')], 'inside the input folder'),
+        ([src, src], 'inside the input folder'),
+        ([src, str(tmp_path / 'o'), '--dist-timeout', '0'], '--dist-timeout'),
+    ]
+    for paths, needle in cases:
+        code, err = _run_cli(tool, [cfg, ckpt, *paths, '--launcher',
+                                    'pytorch'], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert needle in lines[0], (needle, err)
+    assert not (tmp_path / 'o').exists()
+
+
+def _failing_rank_worker(rank, port, out_dir, result_dir):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                      RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
+                      LOCAL_WORLD_SIZE='2')
+    from semillie_mm.apis import sharding
+
+    def work(items, out_dir, results, **kwargs):
+        # rank 0 "writes" its share; rank 1 fails as a full disk would
+        if rank == 1:
+            raise OSError(28, 'No space left on device')
+        results['outputs'] += [osp.join(out_dir, it['rel']) for it in items]
+
+    sharding.init_distributed('pytorch', 'cpu', timeout=60)
+    local = sharding.enhance_sharded(work, out_dir, out_dir + '_out', rank, 2,
+                                     balance='count')
+    merged = sharding.merge_summaries(sharding.gather_summaries(local))
+    sharding.end_distributed()
+    with open(osp.join(result_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(merged, f)
+
+
+@pytest.mark.timeout(120)
+def test_failing_rank_is_reported_to_all(tmp_path, photo_folder):
+    """An exception on one rank: that rank still meets the others at the
+    end, and every rank gets the totals naming it (no hang)."""
+    import torch.multiprocessing as mp
+    mp.spawn(_failing_rank_worker,
+             args=(_free_port(), str(photo_folder), str(tmp_path)), nprocs=2,
+             join=True)
+    for rank in (0, 1):
+        merged = json.loads((tmp_path / f'rank{rank}.json').read_text())
+        assert merged['failed'] == [dict(
+            rank=1, error='OSError: [Errno 28] No space left on device')]
+        assert merged['processed'] == 4  # rank 0's share of 8, round-robin
+        assert [r['items'] for r in merged['ranks']] == [4, 4]
+        assert merged['ignored'] == 1 and not merged['interrupted']
