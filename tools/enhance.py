@@ -401,12 +401,13 @@ def main_sharded(args) -> dict:
                   f"{r['existing']} in {r['seconds']} s")
         if args.summary:
             atomic_write_json(args.summary, summary, indent=2)
-    for f in summary['failed']:
-        who = 'ranks' if f['rank'] is None else f"rank {f['rank']}"
-        print(f"enhance.py: error: {who}: {f['error']}", file=sys.stderr)
-    if summary['failed']:
+    if summary['failed'] and rank == 0:
+        for f in summary['failed']:
+            who = 'ranks' if f['rank'] is None else f"rank {f['rank']}"
+            print(f"enhance.py: error: {who}: {f['error']}", file=sys.stderr)
         print('enhance.py: the outputs written are whole; run the same '
               'command again to do the rest', file=sys.stderr)
+    if summary['failed']:
         raise SystemExit(1)
     return summary
 

@@ -96,7 +96,8 @@ def init_distributed(launcher: str,
         launcher (str): One of :data:`LAUNCHERS`; ``'none'`` starts nothing.
         device (str): The device asked for: ``'cpu'`` (gloo backend),
             ``'cuda'`` (NCCL; each process takes ``cuda:LOCAL_RANK``) or
-            ``'cuda:N'`` (NCCL; every process on that GPU).
+            ``'cuda:N'`` (every process on that GPU; gloo, as NCCL refuses
+            two ranks on one GPU).
         timeout (float): Seconds a collective may wait. Default: one day.
 
     Returns:
@@ -115,6 +116,8 @@ def init_distributed(launcher: str,
     from mmengine.dist import get_dist_info, init_dist, is_distributed
     local_rank, local_size = local_rank_and_size()
     cuda = device.startswith('cuda')
+    # the same backend on every rank: NCCL for one GPU per process
+    backend = 'nccl' if device == 'cuda' else 'gloo'
     if device == 'cuda':
         gpus = torch.cuda.device_count()
         if local_size > gpus:
@@ -124,8 +127,8 @@ def init_distributed(launcher: str,
                 '(--nproc_per_node), or use --device cpu')
         device = f'cuda:{local_rank}'
     if not is_distributed():
-        backend = 'nccl' if cuda else 'gloo'
-        if (launcher == 'pytorch' and not cuda and torch.cuda.is_available()
+        if (launcher == 'pytorch' and backend == 'gloo'
+                and torch.cuda.is_available()
                 and local_rank >= torch.cuda.device_count()):
             # mmengine's launcher selects cuda:LOCAL_RANK even for gloo,
             # which fails when there are fewer GPUs than processes

@@ -166,9 +166,10 @@ def test_work_list_and_costs(tmp_path):
     """The work list (images, then videos; folder order) and the costs read
     from headers: pixels of an image, frames x pixels of a video, None for
     a file whose header does not read."""
-    import cv2
     from semillie_mm.apis.sharding import list_work, work_cost
     from semillie_mm.apis.video import VideoSink
+
+    import cv2
     (tmp_path / 'b').mkdir()
     cv2.imwrite(str(tmp_path / 'b' / 'x.png'), np.zeros((10, 30, 3), np.uint8))
     cv2.imwrite(str(tmp_path / 'a.jpg'), np.zeros((20, 16, 3), np.uint8))
