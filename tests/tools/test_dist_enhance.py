@@ -1,4 +1,5 @@
-"""tools/enhance.py --launcher pytorch: 2 CPU processes (gloo, torchrun) give
+"""tools/enhance.py --launcher pytorch through tools/dist_enhance.sh: 2 CPU
+processes (gloo, torchrun) give
 the outputs of one process byte for byte, each file written by one rank,
 and a rerun re-creates only what is missing; the shares are a partition."""
 import json
@@ -64,13 +65,13 @@ def _files(folder):
     return out
 
 
-def _torchrun(args, nproc=2):
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONPATH=ROOT, **FIXED)
+def _dist_enhance(paths, options, nproc=2):
+    """tools/dist_enhance.sh PATHS... NPROC OPTIONS... (torchrun)."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHON=sys.executable,
+               PORT=str(_free_port()), **FIXED)
     proc = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1',
-         f'--nproc_per_node={nproc}', '--master_addr=127.0.0.1',
-         f'--master_port={_free_port()}', 'tools/enhance.py', *args,
-         '--launcher', 'pytorch', '--no-progress'],
+        ['bash', 'tools/dist_enhance.sh', *paths, str(nproc), *options,
+         '--no-progress'],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -96,8 +97,8 @@ def test_two_processes_equal_one(tmp_path, model_files, photo_folder,  # noqa: F
 
     out = tmp_path / 'two'
     summary_path = tmp_path / 'summary.json'
-    code, log = _torchrun([cfg, ckpt, str(photo_folder), str(out), *opts,
-                           '--summary', str(summary_path)])
+    code, log = _dist_enhance([cfg, ckpt, str(photo_folder), str(out)],
+                              [*opts, '--summary', str(summary_path)])
     assert code == 0, log[-4000:]
     assert '[rank 1/2] device cpu, 1 torch thread' in log
     assert _files(out) == expected  # byte for byte, nothing else written
@@ -121,8 +122,8 @@ def test_two_processes_equal_one(tmp_path, model_files, photo_folder,  # noqa: F
     gone = 'sub/coffee.png'
     mtimes = {rel: os.stat(out / rel).st_mtime_ns for rel in expected}
     os.remove(out / gone)
-    code, log = _torchrun([cfg, ckpt, str(photo_folder), str(out), *opts,
-                           '--summary', str(summary_path)])
+    code, log = _dist_enhance([cfg, ckpt, str(photo_folder), str(out)],
+                              [*opts, '--summary', str(summary_path)])
     assert code == 0, log[-4000:]
     summary = json.loads(summary_path.read_text())
     assert summary['processed'] == 1 and summary['existing'] == 6
@@ -245,3 +246,13 @@ def test_failing_rank_is_reported_to_all(tmp_path, photo_folder):
         assert merged['processed'] == 4  # rank 0's share of 8, round-robin
         assert [r['items'] for r in merged['ranks']] == [4, 4]
         assert merged['ignored'] == 1 and not merged['interrupted']
+
+
+def test_dist_enhance_sh_usage_errors():
+    for args, needle in [(['in', 'out', 'x'], "NUM_PROCS 'x'"),
+                         (['in', 'out', '0'], "NUM_PROCS '0'"),
+                         (['in', '2'], 'expected INPUT OUTPUT NUM_PROCS')]:
+        proc = subprocess.run(['bash', 'tools/dist_enhance.sh', *args],
+                              cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2 and needle in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
