@@ -13,6 +13,11 @@ tables: see there and docs/detection.md). Example::
         --method "ZeroDCE=folder:results/zerodce_night" \\
         --work-dir work_dirs/detection_study
 
+Several processes enhance the night images together (each its share; the detectors are then
+trained by rank 0, one row after the other)::
+
+    torchrun --nproc_per_node 4 tools/detection_study.py ... --launcher pytorch
+
 A user's mistake (a missing folder, annotation, config or checkpoint file, a truncated checkpoint, a
 malformed --method, a stored row computed with other settings) ends in one line on stderr and exit
 status 2; --debug shows the traceback.
@@ -78,6 +83,11 @@ def parse_args(argv=None):
     parser.add_argument('--enhance-ext', default=None,
                         help='extension of the enhanced images (default: as the input)')
     parser.add_argument('--force', action='store_true', help='recompute finished rows')
+    parser.add_argument('--launcher', choices=('none', 'pytorch', 'slurm', 'mpi'),
+                        default='none',
+                        help='job launcher: with pytorch (torchrun), slurm or mpi the processes '
+                        'share the enhancement of the night images; rank 0 then trains the '
+                        'detectors (default: none)')
     add_trust_argument(parser)
     args = parser.parse_args(argv)
     if not args.train_ann or not args.test_ann:
@@ -140,6 +150,15 @@ def main(argv=None) -> int:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     from semillie_mm.apis.checks import check_device
     check_device(device, '--enhance-device')
+    rank = 0
+    if args.launcher != 'none':
+        from semillie_mm.apis import sharding
+        try:
+            rank, world_size, device = sharding.init_distributed(args.launcher, device)
+        except ValueError as err:
+            raise UserError(str(err)) from err
+        sharding.set_process_threads()
+        sharding.prefix_log_with_rank(rank, world_size)
     try:
         results = detection.run_study(
             methods, args.images, args.train_ann, args.test_ann, args.work_dir,
@@ -150,6 +169,10 @@ def main(argv=None) -> int:
             enhance_ext=args.enhance_ext, force=args.force)
     except (detection.StoredResultMismatch, FileNotFoundError) as err:
         raise UserError(str(err)) from err
+    if args.launcher != 'none':
+        sharding.end_distributed()
+        if rank != 0:
+            return 0  # its share of the enhancement is done; rank 0 trains
     with open(osp.join(args.work_dir, 'table_vii.md'), encoding='utf-8') as f:
         print(f.read())
     return 0 if results else 1

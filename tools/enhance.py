@@ -4,7 +4,8 @@
         [--device cpu|cuda|cuda:1] [--tile 512] [--tile-overlap 64] [--no-tile]
         [--batch-size 1] [--ext .png] [--student] [--summary FILE.json]
         [--vis-dir DIR] [--skip-existing | --overwrite]
-        [--temporal-smoothing ALPHA] [--precision fp32|bf16] [--debug]
+        [--temporal-smoothing ALPHA] [--precision fp32|bf16]
+        [--launcher none|pytorch|slurm|mpi] [--dist-timeout S] [--debug]
 
 Without CONFIG CHECKPOINT (two positional arguments: INPUT OUTPUT) the model
 shipped in the package is used (semillie_mm/pretrained/, see MODEL_CARD.md
@@ -37,10 +38,18 @@ the output is written atomically. A video that cannot be opened, has no
 frames, does not decode or is truncated is a one-line error (single INPUT)
 or a logged skip (folder). --temporal-smoothing ALPHA smooths the output's
 brightness over time (docs/enhance.md, "Video").
+
+Many files across processes: ``--launcher pytorch`` under ``torchrun
+--nproc_per_node N`` (or tools/dist_enhance.sh CONFIG CHECKPOINT INPUT OUTPUT
+N) splits a folder's images and videos over the processes (balanced by
+pixels, semillie_mm.apis.sharding); each writes its share atomically, reruns
+resume, rank 0 prints the totals. docs/enhance.md, "Many images across
+processes".
 """
 import logging
 import os
 import os.path as osp
+import sys
 
 # Nothing is fetched at run time: albumentations (imported by mmagic) asks PyPI for its newest
 # version when it is imported, unless told not to.
@@ -48,6 +57,7 @@ os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 
 from semillie_mm.apis import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, IMG_EXTENSIONS  # noqa: E402
 from semillie_mm.apis.pretrained import DEFAULT_MODEL, MODEL_CARD  # noqa: E402
+from semillie_mm.apis.sharding import DEFAULT_DIST_TIMEOUT, LAUNCHERS  # noqa: E402
 from semillie_mm.utils.checkpoint import add_trust_argument, set_trust_checkpoints  # noqa: E402
 from semillie_mm.utils.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from semillie_mm.utils.fileio import atomic_write_json  # noqa: E402
@@ -57,6 +67,7 @@ USAGE = ('%(prog)s [CONFIG CHECKPOINT] INPUT OUTPUT\n'
          '       [--batch-size N] [--ext EXT] [--student] [--summary FILE]\n'
          '       [--vis-dir DIR] [--skip-existing | --overwrite]\n'
          '       [--temporal-smoothing ALPHA] [--precision fp32|bf16]\n'
+         '       [--launcher none|pytorch|slurm|mpi] [--dist-timeout S]\n'
          '       [--no-progress] [--trust-checkpoint] [--debug]')
 
 
@@ -117,6 +128,15 @@ def parse_args(argv=None):
                         'frames; default 0: off)')
     parser.add_argument('--no-progress', action='store_true',
                         help='no progress bar')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='job launcher: with pytorch (torchrun), slurm '
+                        'or mpi the files of INPUT are split over the '
+                        'processes (default: none)')
+    parser.add_argument('--dist-timeout', type=float,
+                        default=DEFAULT_DIST_TIMEOUT, metavar='SECONDS',
+                        help='with --launcher: how long the processes that '
+                        'finish first wait for the others at the end '
+                        f'(default: {DEFAULT_DIST_TIMEOUT})')
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument('--skip-existing', dest='overwrite',
                           action='store_false',
@@ -166,6 +186,8 @@ def check_args(args) -> None:
                             f'[0, --tile={args.tile})')
     if args.batch_size < 1:
         raise UserError(f'--batch-size {args.batch_size}: must be >= 1')
+    if args.launcher != 'none':
+        check_shardable(args)
     from semillie_mm.apis.video import check_video_args
     try:
         check_video_args(args.input, args.output, args.temporal_smoothing)
@@ -192,6 +214,31 @@ def check_args(args) -> None:
             raise UserError(f'input {args.input}: {err}') from err
         except (OSError, ValueError):
             pass  # unreadable: skipped with its reason, as in a folder
+
+
+def check_shardable(args) -> None:
+    """What ``--launcher`` needs: a folder to split, and an output folder
+    outside it (the ranks list INPUT at different times: one that finished
+    an output early would make the others list it as an input).
+
+    Args:
+        args (argparse.Namespace): From :func:`parse_args`.
+
+    Raises:
+        UserError: INPUT is one file, or OUTPUT lies inside INPUT.
+    """
+    if not osp.isdir(args.input):
+        raise UserError(f'--launcher {args.launcher}: input {args.input} is '
+                        'one file; --launcher splits the files of a folder '
+                        'over the processes (run one file without it)')
+    inp, out = osp.realpath(args.input), osp.realpath(args.output)
+    if out == inp or out.startswith(inp.rstrip(os.sep) + os.sep):
+        raise UserError(f'--launcher {args.launcher}: output {args.output} '
+                        f'is inside the input folder {args.input}; the '
+                        'processes would list each other\'s outputs as '
+                        'inputs: choose an output folder outside it')
+    if args.dist_timeout <= 0:
+        raise UserError(f'--dist-timeout {args.dist_timeout}: must be > 0')
 
 
 def plan_outputs(args):
@@ -250,6 +297,121 @@ def _empty_result() -> dict:
     return dict(outputs=[], skipped=[], ignored=[], notes=[], existing=[])
 
 
+def build_inferencer(args):
+    """The inferencer the arguments ask for (ONNX, a config and checkpoint,
+    or the shipped model), with one-line errors.
+
+    Args:
+        args (argparse.Namespace): Checked by :func:`check_args`; ``config``
+            and ``checkpoint`` are filled in for the shipped model.
+
+    Returns:
+        SemiLLIEInferencer: The model on ``args.device``.
+    """
+    from semillie_mm.apis.checks import (
+        build_inferencer_checked,
+        build_onnx_inferencer_checked,
+        shipped_model_checked,
+    )
+    network = 'student' if args.student else 'teacher'
+    if args.onnx is not None:
+        return build_onnx_inferencer_checked(
+            args.onnx, device=args.device, network=network,
+            show_progress=not args.no_progress)
+    if args.config is None:
+        args.config, args.checkpoint = shipped_model_checked(DEFAULT_MODEL)
+        print(f'no config/checkpoint given: using the shipped model '
+              f'{DEFAULT_MODEL} ({args.checkpoint}); see {MODEL_CARD}',
+              flush=True)
+    return build_inferencer_checked(
+        args.config, args.checkpoint, device=args.device, network=network,
+        show_progress=not args.no_progress, precision=args.precision)
+
+
+def _print_summary(summary: dict) -> None:
+    interrupted = summary['interrupted']
+    print(('interrupted: ' if interrupted else '') +
+          f"processed: {summary['processed']}  skipped: {summary['skipped']}"
+          f"  ignored (not images): {summary['ignored']}"
+          f"  existing (kept): {summary['existing']}")
+    for item in summary['skipped_files']:
+        print(f"  skipped {item['path']}: {item['reason']}")
+    for item in summary['notes']:
+        print(f"  note {item['path']}: {item['note']}")
+    if summary['existing']:
+        print('  existing outputs were kept (--overwrite replaces them)')
+
+
+def main_sharded(args) -> dict:
+    """``--launcher``: this process's share of INPUT, then the totals.
+
+    Each process enhances the files :mod:`semillie_mm.apis.sharding` gives
+    it; the processes meet once, at the end, where rank 0 prints the totals
+    (and writes --summary) and every rank returns them. A rank that failed
+    is named with its error and every rank exits with status 1.
+
+    Args:
+        args (argparse.Namespace): Checked by :func:`check_args`.
+
+    Returns:
+        dict: The totals (as :func:`main`'s), plus ``failed`` and ``ranks``
+        (per rank: ``items``, ``processed``, ``skipped``, ``existing``,
+        ``seconds``) and ``rank``, ``world_size``.
+
+    Raises:
+        KeyboardInterrupt: This rank was interrupted (no meeting).
+        SystemExit: Status 1 when a rank failed.
+    """
+    import signal
+
+    from semillie_mm.apis import sharding
+    try:
+        rank, world_size, args.device = sharding.init_distributed(
+            args.launcher, args.device, timeout=args.dist_timeout)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    # stopped by the launcher (another rank died): remove the temporary file
+    # of the output being written, as after Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    threads = sharding.set_process_threads()
+    sharding.prefix_log_with_rank(rank, world_size)
+    logging.getLogger(__name__).info('device %s, %d torch thread(s)',
+                                     args.device, threads)
+    if rank:
+        args.no_progress = True  # rank 0's bar; the others log their counts
+    inferencer = build_inferencer(args)
+    local = sharding.enhance_sharded(
+        inferencer, args.input, args.output, rank, world_size,
+        tile_size=None if args.no_tile else args.tile,
+        tile_overlap=args.tile_overlap, batch_size=args.batch_size,
+        on_error='skip', vis_out_dir=args.vis_dir or '', cpu_tuning=True,
+        ext=args.ext, skip_existing=not args.overwrite,
+        temporal_smoothing=args.temporal_smoothing)
+    if local['interrupted']:  # the others are stopped too: no meeting
+        _print_summary(sharding.merge_summaries([local]))
+        raise KeyboardInterrupt
+    summary = sharding.merge_summaries(sharding.gather_summaries(local))
+    sharding.end_distributed()
+    summary.update(rank=rank, world_size=world_size)
+    if rank == 0:
+        _print_summary(summary)
+        for r in summary['ranks']:
+            print(f"  rank {r['rank']}: {r['items']} inputs, processed "
+                  f"{r['processed']}, skipped {r['skipped']}, existing "
+                  f"{r['existing']} in {r['seconds']} s")
+        if args.summary:
+            atomic_write_json(args.summary, summary, indent=2)
+    if summary['failed'] and rank == 0:
+        for f in summary['failed']:
+            who = 'ranks' if f['rank'] is None else f"rank {f['rank']}"
+            print(f"enhance.py: error: {who}: {f['error']}", file=sys.stderr)
+        print('enhance.py: the outputs written are whole; run the same '
+              'command again to do the rest', file=sys.stderr)
+    if summary['failed']:
+        raise SystemExit(1)
+    return summary
+
+
 def main(argv=None) -> dict:
     """Run the tool.
 
@@ -272,27 +434,10 @@ def main(argv=None) -> dict:
     check_args(args)
     set_trust_checkpoints(args.trust_checkpoint)
     to_file, dst = plan_outputs(args)
-    from semillie_mm.apis.checks import (
-        build_inferencer_checked,
-        build_onnx_inferencer_checked,
-        shipped_model_checked,
-    )
+    if args.launcher != 'none':
+        return main_sharded(args)
     from semillie_mm.apis.video import VideoError, is_video
-    if args.onnx is not None:
-        inferencer = build_onnx_inferencer_checked(
-            args.onnx, device=args.device,
-            network='student' if args.student else 'teacher',
-            show_progress=not args.no_progress)
-    elif args.config is None:
-        args.config, args.checkpoint = shipped_model_checked(DEFAULT_MODEL)
-        print(f'no config/checkpoint given: using the shipped model '
-              f'{DEFAULT_MODEL} ({args.checkpoint}); see {MODEL_CARD}',
-              flush=True)
-    if args.onnx is None:
-        inferencer = build_inferencer_checked(
-            args.config, args.checkpoint, device=args.device,
-            network='student' if args.student else 'teacher',
-            show_progress=not args.no_progress, precision=args.precision)
+    inferencer = build_inferencer(args)
     tile = None if args.no_tile else args.tile
     res, interrupted = _empty_result(), False
     kwargs = dict(tile_size=tile, tile_overlap=args.tile_overlap,
@@ -330,16 +475,7 @@ def main(argv=None) -> dict:
                    existing=len(res['existing']),
                    existing_files=res['existing'], notes=res['notes'],
                    outputs=res['outputs'], interrupted=interrupted)
-    print(('interrupted: ' if interrupted else '') +
-          f"processed: {summary['processed']}  skipped: {summary['skipped']}"
-          f"  ignored (not images): {summary['ignored']}"
-          f"  existing (kept): {summary['existing']}")
-    for item in summary['skipped_files']:
-        print(f"  skipped {item['path']}: {item['reason']}")
-    for item in summary['notes']:
-        print(f"  note {item['path']}: {item['note']}")
-    if summary['existing']:
-        print('  existing outputs were kept (--overwrite replaces them)')
+    _print_summary(summary)
     if args.summary:
         atomic_write_json(args.summary, summary, indent=2)
     if interrupted:

@@ -453,7 +453,8 @@ class SemiLLIEInferencer(BaseInferencer):
         Args:
             inputs (str | np.ndarray | dict | list): An image file, a video
                 file, a folder (recursive; its images and videos), an
-                RGB(A)/gray array or a list of these. Videos:
+                RGB(A)/gray array, a dict (``img_path`` or ``video_path``,
+                and ``rel``: the output name) or a list of these. Videos:
                 :mod:`.video`, written under ``out_dir`` (else returned as
                 ``TxHxWx3`` uint8 arrays), after the images.
             batch_size (int): Images of one size that need no tiling are

@@ -499,7 +499,8 @@ def split_video_inputs(inputs) -> Tuple[List[dict], list, set]:
 
     Args:
         inputs: What :meth:`SemiLLIEInferencer.__call__` accepts: a path, an
-            array, a dict or a list of these.
+            array, a dict or a list of these; a dict with ``video_path``
+            (and optionally ``rel``) is a video, as returned here.
 
     Returns:
         tuple[list[dict], list, set[str]]: The videos as ``dict(
@@ -512,6 +513,11 @@ def split_video_inputs(inputs) -> Tuple[List[dict], list, set]:
         inputs, '__fspath__')
     videos, rest, in_folders = [], [], set()
     for item in ([inputs] if single else list(inputs)):
+        if isinstance(item, dict) and 'video_path' in item:
+            videos.append(dict(video_path=item['video_path'],
+                               rel=item.get('rel') or osp.basename(
+                                   item['video_path'])))
+            continue
         if isinstance(item, (str, os.PathLike)):
             path = os.fspath(item)
             if osp.isfile(path) and is_video(path):

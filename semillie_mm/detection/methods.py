@@ -12,6 +12,7 @@ this order):
 """
 import json
 import logging
+import os
 import os.path as osp
 import shutil
 import time
@@ -117,6 +118,12 @@ def enhance_images(method: Method, night_dir: str, names: Sequence[str], row_dir
     :func:`load_enhancer`, into ``row_dir/images`` (same file names). A finished enhancement is
     recorded in ``row_dir/enhance.json`` with its settings.
 
+    In a process group of several ranks (MMEngine's launcher, ``tools/detection_study.py
+    --launcher pytorch``; see :mod:`semillie_mm.apis.sharding`) every rank calls this and
+    enhances its share of the images; the ranks meet once at the end, rank 0 removes files of
+    earlier runs that are not outputs of this one and writes the record, and every rank returns
+    the folder (or raises the same error). Alone, a process enhances all the images.
+
     Args:
         method (Method): a ``semillie`` method.
         night_dir (str): folder of the night images.
@@ -146,15 +153,58 @@ def enhance_images(method: Method, night_dir: str, names: Sequence[str], row_dir
     if missing:
         raise FileNotFoundError(f'{len(missing)} night image(s) not found in {night_dir}, '
                                 f'e.g. {missing[:3]}')
-    if osp.isdir(out_dir):
-        shutil.rmtree(out_dir)
-    logger.info('[%s] enhancing %d images with %s', method.name, len(names), method.config)
-    res = inferencer([dict(img_path=osp.join(night_dir, n), rel=n) for n in names],
-                     out_dir=out_dir, tile_size=tile_size or None, ext=ext, on_error='skip',
-                     return_preds=False)
+    items = [dict(img_path=osp.join(night_dir, n), rel=n) for n in names]
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+    if world_size > 1:
+        res = _enhance_sharded(method, inferencer, items, out_dir, rank, world_size,
+                               tile_size=tile_size or None, ext=ext)
+    else:
+        if osp.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        logger.info('[%s] enhancing %d images with %s', method.name, len(names),
+                    method.config)
+        res = inferencer(items, out_dir=out_dir, tile_size=tile_size or None, ext=ext,
+                         on_error='skip', return_preds=False)
     if res['skipped']:
         raise RuntimeError(f'[{method.name}] {len(res["skipped"])} image(s) could not be '
                            f'enhanced: {res["skipped"][:3]}')
-    dump_json_atomic(dict(settings=settings, processed=len(res['outputs']),
-                          seconds=round(time.time() - start, 1)), record_path)
+    if rank == 0:
+        dump_json_atomic(dict(settings=settings, processed=len(res['outputs']),
+                              seconds=round(time.time() - start, 1)), record_path)
     return out_dir
+
+
+def _enhance_sharded(method: Method, inferencer, items, out_dir: str, rank: int,
+                     world_size: int, **kwargs) -> dict:
+    """This rank's share of :func:`enhance_images`, then the totals of all ranks.
+
+    Outputs of an earlier, different enhancement are overwritten (no ``skip_existing``); after
+    the ranks met, rank 0 removes the files of ``out_dir`` that this run did not write (what
+    one process's ``rmtree`` first does).
+
+    Returns:
+        dict: ``outputs`` and ``skipped`` of all ranks.
+
+    Raises:
+        RuntimeError: A rank failed (every rank raises it).
+    """
+    from semillie_mm.apis import sharding
+    logger.info('[%s] enhancing %d images with %s, %d processes', method.name, len(items),
+                method.config, world_size)
+    local = sharding.enhance_sharded(inferencer, items, out_dir, rank, world_size,
+                                     on_error='skip', **kwargs)
+    if local['interrupted']:  # Ctrl-C reaches every rank: no meeting
+        raise KeyboardInterrupt
+    merged = sharding.merge_summaries(sharding.gather_summaries(local))
+    if merged['failed']:
+        raise RuntimeError(f'[{method.name}] the enhancement failed: ' + '; '.join(
+            f"rank {f['rank']}: {f['error']}" for f in merged['failed']))
+    if rank == 0 and osp.isdir(out_dir):
+        keep = {osp.abspath(p) for p in merged['outputs']}
+        for root, _, files in os.walk(out_dir):
+            for name in files:
+                path = osp.abspath(osp.join(root, name))
+                if path not in keep:
+                    os.remove(path)
+    return dict(outputs=merged['outputs'], skipped=merged['skipped_files'])

@@ -26,6 +26,12 @@ Resuming: each finished row is stored in ``WORK_DIR/rows/<name>/result.json`` (w
 together with the settings it was computed with; a rerun reads it back instead of recomputing.
 A stored row whose settings differ from the current ones is an error (``--force`` recomputes).
 Enhanced images are likewise reused when ``enhance.json`` records a finished enhancement.
+
+Several processes (``tools/detection_study.py --launcher pytorch`` under ``torchrun``, a process
+group started by MMEngine's launcher): every rank first enhances its share of the night images
+for each Semi-LLIE row still to compute (:func:`~.methods.enhance_images`); then the ranks other
+than 0 return and rank 0 trains and tests the detectors one row after the other, as one process
+does (each row's detector runs in a child process on one device).
 """
 import hashlib
 import json
@@ -95,7 +101,8 @@ def run_study(methods: Sequence[Method], images: str, train_ann: str, test_ann: 
 
     Returns:
         list[dict]: the row results (``name``, ``epochs``, ``metrics``, ``raw_metrics``,
-        ``settings``, ...), in the order of ``methods``.
+        ``settings``, ...), in the order of ``methods``; on the ranks other than 0 of a process
+        group, an empty list once their shares of the enhancement are done.
     """
     slugs = [slugify(m.name) for m in methods]
     if len(set(slugs)) != len(slugs):
@@ -105,6 +112,17 @@ def run_study(methods: Sequence[Method], images: str, train_ann: str, test_ann: 
             raise FileNotFoundError(f'[{m.name}] folder of enhanced images not found: {m.path}')
     names = annotated_names([train_ann, test_ann])
     ann_hashes = dict(train=_sha256(train_ann), test=_sha256(test_ann))
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+    if world_size > 1:  # the enhancement across the processes, then rank 0 alone
+        for method, slug in zip(methods, slugs):
+            row_dir = osp.abspath(osp.join(work_dir, 'rows', slug))
+            if method.kind == 'semillie' and (
+                    force or not osp.isfile(osp.join(row_dir, 'result.json'))):
+                enhance_images(method, images, names, row_dir, device=enhance_device,
+                               use_teacher=use_teacher, tile_size=tile_size, ext=enhance_ext)
+        if rank != 0:
+            return []
     results = []
     md_path, csv_path = osp.join(work_dir, 'table_vii.md'), osp.join(work_dir, 'table_vii.csv')
     detector = f'{osp.basename(det_config)}'
