@@ -49,6 +49,11 @@ TARGETS = {
     'scan_fwdbwd_ns': 1.2,
     'kernel_fwd_ns': 0.35,
     'kernel_fwdbwd_ns': 1.2,
+    # issue #23: per machine, as ratios to its own op-mix floor
+    'scan_fwd_x': 1.5,
+    'scan_fwdbwd_x': 1.5,
+    'kernel_fwd_x': 1.5,
+    'kernel_fwdbwd_x': 1.5,
     'scac_fwd_ns': 0.35,
     'scac_fwdbwd_ns': 1.2,
     # the layer includes the x_proj / out_proj GEMMs and the layout copies,
@@ -505,8 +510,22 @@ def child_demo_prep(root):
     return dict(root=root)
 
 
+def child_opmix():
+    """The scan's op-mix floor (harness.opmix_floor) in this checkout's
+    binary."""
+    _import_model()
+    out = harness.opmix_floor()
+    try:
+        from semillie_mm.ops.cpu_ext import variants
+        out['variant'] = list(variants.requested())
+    except ImportError:  # a checkout before the run-time variants
+        pass
+    return out
+
+
 CHILDREN = dict(
     sgemm=harness.sgemm,
+    opmix=child_opmix,
     forward=child_forward,
     train=child_train,
     scan=child_scan,
@@ -761,7 +780,7 @@ def _gb(gib):
     return gb, f'{gib:.2f} GiB = {gb:.2f} GB'
 
 
-def derive(res, rate, cpu_rate):
+def derive(res, rate, cpu_rate, floor=None):
     """The table's figures of one variant from its raw results.
 
     The timing rows' values (compared with the targets) are wall-clock
@@ -775,6 +794,8 @@ def derive(res, rate, cpu_rate):
         res (dict): raw results of :func:`measure_variant`.
         rate (float): sgemm rate, MACs per second (wall).
         cpu_rate (float): sgemm MACs per CPU second (all threads).
+        floor (dict, optional): the op-mix floor (``harness.opmix_floor``):
+            adds the scan and kernel rows as ratios to it.
 
     Returns:
         dict: key -> (value or None, text).
@@ -852,6 +873,15 @@ def derive(res, rate, cpu_rate):
             texts.append(f'{tag}: {cpu_ns:.2f} ns (wall x threads {ns:.2f})')
         if texts:
             d[key] = (max(vals) if vals else None, '; '.join(texts))
+    if floor and 'fwd' in floor:
+        for key, fk in (('scan_fwd', 'fwd'), ('scan_fwdbwd', 'fwdbwd'),
+                        ('kernel_fwd', 'fwd'), ('kernel_fwdbwd', 'fwdbwd')):
+            v = d.get(key + '_ns')
+            if v is None or v[0] is None:
+                continue
+            x = v[0] / floor[fk]
+            d[key + '_x'] = (x, f'{v[0]:.2f} / {floor[fk]:.3f} ns = '
+                             f'{x:.2f}x')
     for key, solo_k, pair_k, field in (('loop', 'loop_solo', 'loop_pair',
                                         'per_iter_s'),
                                        ('loop_raw', 'loop_raw_solo',
@@ -910,6 +940,13 @@ ROW_LABELS = [
      'and thread (the worse of the shapes)', '<= 0.35'),
     ('kernel_fwdbwd_ns', 'the kernel, fwd (with checkpoints) + bwd',
      '<= 1.2'),
+    ('scan_fwd_x', 'the selective_scan call, fwd / this machine\'s op-mix '
+     'floor (the recurrence alone in L1, opmix_floor.cpp)', '<= 1.5x'),
+    ('scan_fwdbwd_x', 'its fwd+bwd / the op-mix floor (fwd + bwd)',
+     '<= 1.5x'),
+    ('kernel_fwd_x', 'the fused SS2D kernel, fwd / the op-mix floor',
+     '<= 1.5x'),
+    ('kernel_fwdbwd_x', 'the kernel, fwd+bwd / the op-mix floor', '<= 1.5x'),
     ('ss2d_fwd_ns', 'SS2D layer {ss2d} (projections + 4-direction scan), '
      'fwd, ns per (direction, channel, step, state) and thread', '(none)'),
     ('ss2d_fwdbwd_ns', 'SS2D layer, fwd+bwd, ns per element and thread',
@@ -932,7 +969,8 @@ def _fmt_shape(t):
 
 def table(results, prof, rate, cpu_rate):
     names = [n for n in ('new', 'old') if n in results['variants']]
-    derived = {n: derive(results['variants'][n], rate, cpu_rate)
+    derived = {n: derive(results['variants'][n], rate, cpu_rate,
+                         results.get('opmix'))
                for n in names}
     fill = dict(fwd=_fmt_shape(prof['fwd']),
                 train=_fmt_shape(prof['train']),
@@ -1082,6 +1120,20 @@ def main(argv=None):
             raise SystemExit(f'the sgemm child failed: {s0["error"]}')
         print(f'torch {s0["torch"]}, {s0["threads"]} torch threads',
               flush=True)
+        if any(r in rows for r in ('scan', )):
+            log('op-mix floor')
+            floor = base.run('opmix')
+            if 'fwd' in floor:
+                results['opmix'] = floor
+                print(f'op-mix floor (ns per element and thread, best of '
+                      f'{len(floor["variants"]) // 2} variants): fwd '
+                      f'{floor["fwd"]:.3f}, bwd {floor["bwd"]:.3f}, fwd+bwd '
+                      f'{floor["fwdbwd"]:.3f}; kernel variant of the '
+                      f'new checkout: {floor.get("variant", "-")}',
+                      flush=True)
+            else:
+                print(f'op-mix floor: not measured '
+                      f'({floor.get("absent") or floor.get("error")})')
         for name, run in runners.items():
             res = results['variants'].setdefault(name, {})
             measure_variant(run, prof, rows, res)
