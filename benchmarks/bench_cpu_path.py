@@ -516,8 +516,10 @@ def child_opmix():
     _import_model()
     out = harness.opmix_floor()
     try:
-        from semillie_mm.ops.cpu_ext import variants
-        out['variant'] = list(variants.requested())
+        from semillie_mm.ops.cpu_ext import build, variants
+        mod = build.load()
+        out['variant'] = list(variants.requested(
+            bool(getattr(mod, 'avx512', True))))
     except ImportError:  # a checkout before the run-time variants
         pass
     return out

@@ -128,7 +128,8 @@ def main(argv=None):
     if mod is None:
         raise SystemExit(f'no C++ extension: {ext.unavailable_reason()}')
     specs = [s.strip() for s in args.variants.split(';') if s.strip()]
-    chosen_name, chosen = kv.choose()
+    chosen_name, chosen = kv.choose(
+        avx512_build=bool(getattr(mod, 'avx512', True)))
     fields = {s: kv.parse(s) for s in specs}
     m = harness.machine_summary()
     print(f'# Kernel variants ({mode} sizes)\n')

@@ -83,18 +83,22 @@ def cpu_info(path: str = '/proc/cpuinfo') -> Dict[str, object]:
     return info
 
 
-def choose(info: Optional[dict] = None) -> Tuple[str, Dict[str, int]]:
-    """The variant for a CPU.
+def choose(info: Optional[dict] = None,
+           avx512_build: bool = True) -> Tuple[str, Dict[str, int]]:
+    """The variant for a CPU and a binary.
 
     Args:
         info (dict, optional): :func:`cpu_info` (default: this machine's).
+        avx512_build (bool): whether the binary was compiled with AVX-512
+            (the module's ``avx512``; False for a build with
+            ``-march=x86-64-v3`` on an AVX-512 CPU, the AVX2 proxy).
 
     Returns:
         tuple: (name, fields).
     """
     info = cpu_info() if info is None else info
     flags = info.get('flags', set())
-    if 'avx512f' not in flags:
+    if 'avx512f' not in flags or not avx512_build:
         name = 'avx2'  # an AVX2 build: 16 vector registers, no vscalefps
     elif info.get('vendor') == 'AuthenticAMD' and info.get('family') == 25:
         name = 'zen4'  # 512-bit operations as two 256-bit halves
@@ -143,14 +147,17 @@ def parse(spec: str, base: Optional[Dict[str, int]] = None) -> Dict[str, int]:
     return out
 
 
-def requested() -> Tuple[str, Dict[str, int]]:
+def requested(avx512_build: bool = True) -> Tuple[str, Dict[str, int]]:
     """The variant this process should run: :data:`VARIANT_ENV` if set,
     else :func:`choose`.
 
+    Args:
+        avx512_build (bool): whether the binary has AVX-512 code.
+
     Returns:
-        tuple: (name or ``'custom'``/``'<name>+custom'``, fields).
+        tuple: (name, or ``'<chosen>+<spec>'`` for a field list, fields).
     """
-    name, fields = choose()
+    name, fields = choose(avx512_build=avx512_build)
     spec = os.environ.get(VARIANT_ENV, '').strip()
     if not spec:
         return name, fields
@@ -170,7 +177,7 @@ def apply(mod, fields: Optional[Dict[str, int]] = None) -> Dict[str, int]:
         dict: the variant now in effect.
     """
     if fields is None:
-        fields = requested()[1]
+        fields = requested(bool(getattr(mod, 'avx512', True)))[1]
     mod.set_variant(*(int(fields[k]) for k in FIELDS))
     return current(mod)
 
