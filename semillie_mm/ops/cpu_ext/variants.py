@@ -111,7 +111,8 @@ def parse(spec: str, base: Optional[Dict[str, int]] = None) -> Dict[str, int]:
     """A variant from its name or ``field=value`` pairs.
 
     Args:
-        spec (str): e.g. ``'zen4'`` or ``'lanes=8,exp=1'``.
+        spec (str): e.g. ``'zen4'``, ``'lanes=8,exp=1'`` or
+            ``'zen5,ahead=0'`` (a name, then changes to it).
         base (dict, optional): the fields not given (default: the
             :data:`DEFAULT` variant).
 
@@ -125,7 +126,10 @@ def parse(spec: str, base: Optional[Dict[str, int]] = None) -> Dict[str, int]:
     if spec in VARIANTS:
         return dict(VARIANTS[spec])
     out = dict(base if base is not None else VARIANTS[DEFAULT])
-    for part in spec.split(','):
+    parts = spec.split(',')
+    if parts[0].strip() in VARIANTS:  # a name, then changes to it
+        out = dict(VARIANTS[parts.pop(0).strip()])
+    for part in parts:
         if not part.strip():
             continue
         if '=' not in part:

@@ -305,10 +305,25 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       for (int64_t k = P.nchunks - 1; k >= 0; --k) {
         const int64_t t0 = k * K;
         const int64_t m = std::min(K, P.L - t0);
-        // gather the chunk's u, dy; dt and its softplus derivative
+        // gather the chunk's u, dy; dt and its softplus derivative. With
+        // the variant's prefetch on (ahead > 0), the pixels of the chunk
+        // before (the next one walked) are prefetched step by step: the
+        // column-major directions jump W pixels per step, which the
+        // hardware prefetchers do not follow.
+        const bool pf = kv.ahead > 0 && k > 0;
         for (int64_t i = 0; i < m; ++i) {
           const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
           pos[i] = p;
+          if (pf) {
+            const int64_t pn = position(t0 - K + i, P.L, P.H, P.W, P.dir);
+            const T* xr = xb + pn * X;
+            for (int64_t o = 0; o < X; o += 64 / sizeof(T))
+              __builtin_prefetch(xr + o, 0);
+            __builtin_prefetch(ub + pn * su.sl, 0);
+            __builtin_prefetch(gb + pn * sdy.sl, 0);
+            __builtin_prefetch(dub + pn * sdu.sl, 1);
+            __builtin_prefetch(dxs + pn * X, 1);
+          }
           const T* up = ub + p * su.sl;
           const T* gp = gb + p * sdy.sl;
           for (int c = 0; c < V; ++c) {
@@ -360,6 +375,14 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             dxo[r] = first ? sR : dxo[r] + sR;
           }
           T* dup = dub + p * sdu.sl;
+          if constexpr (std::is_same_v<T, float>) {
+            if (vc == 16) {  // one vector add
+              vf16 a;
+              std::memcpy(&a, dut, 64);
+              add_lanes(dup, a, 16);
+              return;
+            }
+          }
           for (int c = 0; c < vc; ++c) dup[c] += dut[c];
         };
 #if defined(__AVX512F__)
