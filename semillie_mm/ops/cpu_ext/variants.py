@@ -46,7 +46,7 @@ ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2), tile=(16, 32, 64, 128, 256),
 VARIANTS: Dict[str, Dict[str, int]] = {
     'zen5': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0),
     'zen4': dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1),
-    'avx2': dict(lanes=16, exp=2, tile=64, ahead=2, bwd16=0),
+    'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=0),
 }
 DEFAULT = 'zen5'
 
