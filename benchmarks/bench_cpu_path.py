@@ -782,7 +782,7 @@ def _gb(gib):
     return gb, f'{gib:.2f} GiB = {gb:.2f} GB'
 
 
-def derive(res, rate, cpu_rate, floor=None):
+def derive(res, rate, cpu_rate, opmix=None):
     """The table's figures of one variant from its raw results.
 
     The timing rows' values (compared with the targets) are wall-clock
@@ -796,7 +796,7 @@ def derive(res, rate, cpu_rate, floor=None):
         res (dict): raw results of :func:`measure_variant`.
         rate (float): sgemm rate, MACs per second (wall).
         cpu_rate (float): sgemm MACs per CPU second (all threads).
-        floor (dict, optional): the op-mix floor (``harness.opmix_floor``):
+        opmix (dict, optional): the op-mix floor (``harness.opmix_floor``):
             adds the scan and kernel rows as ratios to it.
 
     Returns:
@@ -875,14 +875,14 @@ def derive(res, rate, cpu_rate, floor=None):
             texts.append(f'{tag}: {cpu_ns:.2f} ns (wall x threads {ns:.2f})')
         if texts:
             d[key] = (max(vals) if vals else None, '; '.join(texts))
-    if floor and 'fwd' in floor:
+    if opmix and 'fwd' in opmix:
         for key, fk in (('scan_fwd', 'fwd'), ('scan_fwdbwd', 'fwdbwd'),
                         ('kernel_fwd', 'fwd'), ('kernel_fwdbwd', 'fwdbwd')):
             v = d.get(key + '_ns')
             if v is None or v[0] is None:
                 continue
-            x = v[0] / floor[fk]
-            d[key + '_x'] = (x, f'{v[0]:.2f} / {floor[fk]:.3f} ns = '
+            x = v[0] / opmix[fk]
+            d[key + '_x'] = (x, f'{v[0]:.2f} / {opmix[fk]:.3f} ns = '
                              f'{x:.2f}x')
     for key, solo_k, pair_k, field in (('loop', 'loop_solo', 'loop_pair',
                                         'per_iter_s'),
@@ -1169,6 +1169,8 @@ def main(argv=None):
         print(f'model MACs at {_fmt_shape(prof["fwd"])} '
               f'(utils.flops.count_macs): {fwd_macs / 1e9:.2f} G')
     print()
+    if args.out:  # the raw results first: a failure below loses nothing
+        harness.write_json(args.out, results)
     text, derived = table(results, prof, rate, cpu_rate)
     results['derived'] = {
         n: {k: dict(value=v, text=t) for k, (v, t) in d.items()}
