@@ -276,6 +276,8 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   alignas(64) T Dv[V], dut[V], ddtv[V], dtu[V], raw[V];
   alignas(64) T sBn[kMaxState], sCn[kMaxState];
   alignas(64) double dDa[V], dba[V];
+  // per-chunk sums in T, added to the float64 totals once a chunk
+  alignas(64) T dWc[kMaxRank * V], dDc[V], dbc[V];
   for (int64_t item = begin; item < end; ++item) {
     const int64_t s = item / P.nb;
     const int64_t b = item % P.nb;
@@ -293,11 +295,16 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           dAa[n * V + c] = 0.0;
           dAc[n * V + c] = T(0);
         }
-      for (int64_t j = 0; j < R * V; ++j) dWa[j] = 0.0;
+      for (int64_t j = 0; j < R * V; ++j) {
+        dWa[j] = 0.0;
+        dWc[j] = T(0);
+      }
       for (int c = 0; c < V; ++c) {
         Dv[c] = q.Dv[c];
         dDa[c] = 0.0;
         dba[c] = 0.0;
+        dDc[c] = T(0);
+        dbc[c] = T(0);
       }
       const T* ub = u + b * su.sb + c0;
       const T* gb = dy + b * sdy.sb + c0;
@@ -311,6 +318,8 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         // column-major directions jump W pixels per step, which the
         // hardware prefetchers do not follow.
         const bool pf = kv.ahead > 0 && k > 0;
+        const bool pf_out = kv.ahead > 0 && (P.dir & 1);
+        constexpr int64_t kOutAhead = 8;
         for (int64_t i = 0; i < m; ++i) {
           const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
           pos[i] = p;
@@ -321,8 +330,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
               __builtin_prefetch(xr + o, 0);
             __builtin_prefetch(ub + pn * su.sl, 0);
             __builtin_prefetch(gb + pn * sdy.sl, 0);
-            __builtin_prefetch(dub + pn * sdu.sl, 1);
-            __builtin_prefetch(dxs + pn * X, 1);
+
           }
           const T* up = ub + p * su.sl;
           const T* gp = gb + p * sdy.sl;
@@ -341,7 +349,37 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             Hbuf[n * V + c] = c < vc ? ck[n * P.E + c] : T(0);
         // after a step's adjoint sums (ddtv, dut, sBn, sCn): dB, dC of
         // the pixel, the way back through softplus and dt_proj, du
+        // the chunk's sums into the float64 totals
+        const auto flush = [&]() {
+          for (int64_t j = 0; j < N * V; ++j) {
+            dAa[j] += static_cast<double>(dAc[j]);
+            dAc[j] = T(0);
+          }
+          for (int64_t j = 0; j < R * V; ++j) {
+            dWa[j] += static_cast<double>(dWc[j]);
+            dWc[j] = T(0);
+          }
+          for (int c = 0; c < V; ++c) {
+            dDa[c] += static_cast<double>(dDc[c]);
+            dba[c] += static_cast<double>(dbc[c]);
+            dDc[c] = T(0);
+            dbc[c] = T(0);
+          }
+        };
         const auto tail = [&](int64_t i, int64_t p) {
+          // column-major directions: the outputs of the step 8 steps on
+          // (the chunk is walked backwards). The chunk-ahead prefetch of
+          // the gather would be evicted before use: with power-of-two
+          // widths a column's pixels share cache sets. (Row-major
+          // directions stream; the hardware prefetchers follow them.)
+          if (pf_out && i >= kOutAhead) {
+            const int64_t pn = pos[i - kOutAhead];
+            __builtin_prefetch(dub + pn * sdu.sl, 1);
+            T* dr = dxs + pn * X;
+            for (int64_t o = 0; o < X; o += 64 / sizeof(T))
+              __builtin_prefetch(dr + o, 1);
+            __builtin_prefetch(dr + X - 1, 1);
+          }
           const T* xr = xb + p * X;
           T* dxo = dxs + p * X;
           // the channel sums into this slot's dB, dC of the pixel
@@ -360,16 +398,16 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           const T* sg = &Sl[i * V];
           for (int c = 0; c < V; ++c) {
             ddtv[c] *= sg[c];
-            dba[c] += static_cast<double>(ddtv[c]);
+            dbc[c] += ddtv[c];
           }
           for (int64_t r = 0; r < R; ++r) {
             const T xv = xr[r];
             const T* w = q.wd + r * V;
-            double* dw = dWa + r * V;
+            T* dw = dWc + r * V;
             T sR = T(0);
 #pragma omp simd reduction(+ : sR)
             for (int c = 0; c < V; ++c) {
-              dw[c] += static_cast<double>(ddtv[c] * xv);
+              dw[c] += ddtv[c] * xv;
               sR += ddtv[c] * w[c];
             }
             dxo[r] = first ? sR : dxo[r] + sR;
@@ -415,17 +453,14 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                   const T* go = &Gl[i * V];
                   for (int c = 0; c < V; ++c) {
                     dut[c] = Dv[c] * go[c] + lbd[c];
-                    dDa[c] += static_cast<double>(go[c] * uu[c]);
+                    dDc[c] += go[c] * uu[c];
                     ddtv[c] = ddt[c];
                   }
                   _mm512_storeu_ps(sBn, sB);
                   _mm512_storeu_ps(sCn, sC);
                   tail(i, pos[i]);
                 });
-            for (int64_t jj = 0; jj < N * V; ++jj) {
-              dAa[jj] += static_cast<double>(dAc[jj]);
-              dAc[jj] = T(0);
-            }
+            flush();
             continue;
           }
         }
@@ -448,7 +483,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           for (int c = 0; c < V; ++c) {
             dtu[c] = d[c] * uu[c];
             dut[c] = Dv[c] * go[c];
-            dDa[c] += static_cast<double>(go[c] * uu[c]);
+            dDc[c] += go[c] * uu[c];
             ddtv[c] = T(0);
           }
           adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
@@ -456,10 +491,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                              lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
           tail(i, p);
         }
-        for (int64_t j = 0; j < N * V; ++j) {
-          dAa[j] += static_cast<double>(dAc[j]);
-          dAc[j] = T(0);
-        }
+        flush();
       }
       for (int c = 0; c < vc; ++c) {
         const int64_t e = b * P.E + c0 + c;
