@@ -365,32 +365,9 @@ def child_kernel(batch, channels, h, w, d_state, dt_rank, repeat=3):
     mod = ext.load()
     if mod is None:
         return dict(absent=f'extension not built: {ext.unavailable_reason()}')
-    torch.manual_seed(0)
-    B, E, N, R, L = batch, channels, d_state, dt_rank, h * w
-    X = R + 2 * N
-    K = fused.chunk_size(L)
-    u = torch.randn(B, L, E)
-    xdbl = torch.randn(B, L, X) * 0.3
-    Wdt, bias = torch.randn(E, R) * 0.1, torch.randn(E) * 0.1
-    A, D = -torch.rand(E, N) - 0.5, torch.randn(E)
-    y, dy, du = torch.zeros(B, L, E), torch.randn(B, L, E), torch.zeros(B, L, E)
-    S = fused.num_slots(B, E, torch.float32, torch.get_num_threads())
-    dxp = torch.empty(S, B, L, X)
-    cks = [torch.empty(B, -(-L // K), N, E) for _ in range(4)]
-    none = u.new_empty(0)
-
-    def fwd():
-        for k in range(4):
-            mod.fwd(u, xdbl, Wdt, bias, A, D, y, none, h, w, k, K)
-
-    def fwdbwd():
-        for k in range(4):
-            mod.fwd(u, xdbl, Wdt, bias, A, D, y, cks[k], h, w, k, K)
-        for k in range(4):
-            mod.bwd(u, xdbl, Wdt, bias, A, D, dy, cks[k], du, dxp, h, w, k,
-                    K)
-
-    out = dict(elements=4 * B * E * L * N, threads=torch.get_num_threads())
+    fwd, fwdbwd, elements = harness.kernel_case(mod, fused, batch, channels,
+                                                h, w, d_state, dt_rank)
+    out = dict(elements=elements, threads=torch.get_num_threads())
     for name, f in (('fwd', fwd), ('fwd+bwd', fwdbwd)):
         f()  # warm-up
         best = None

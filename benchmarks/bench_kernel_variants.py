@@ -51,38 +51,6 @@ SHAPES = {
 }
 
 
-def kernel_case(mod, fused, batch, channels, h, w, d_state=16, dt_rank=4):
-    """Inputs of the fused kernel and its two timed calls."""
-    import torch
-    torch.manual_seed(0)
-    B, E, N, R, L = batch, channels, d_state, dt_rank, h * w
-    X = R + 2 * N
-    K = fused.chunk_size(L)
-    u = torch.randn(B, L, E)
-    xdbl = torch.randn(B, L, X) * 0.3
-    Wdt, bias = torch.randn(E, R) * 0.1, torch.randn(E) * 0.1
-    A, D = -torch.rand(E, N) - 0.5, torch.randn(E)
-    y, dy, du = (torch.zeros(B, L, E), torch.randn(B, L, E),
-                 torch.zeros(B, L, E))
-    S = fused.num_slots(B, E, torch.float32, torch.get_num_threads())
-    dxp = torch.empty(S, B, L, X)
-    cks = [torch.empty(B, -(-L // K), N, E) for _ in range(4)]
-    none = u.new_empty(0)
-
-    def fwd():
-        for k in range(4):
-            mod.fwd(u, xdbl, Wdt, bias, A, D, y, none, h, w, k, K)
-
-    def fwdbwd():
-        for k in range(4):
-            mod.fwd(u, xdbl, Wdt, bias, A, D, y, cks[k], h, w, k, K)
-        for k in range(4):
-            mod.bwd(u, xdbl, Wdt, bias, A, D, dy, cks[k], du, dxp, h, w, k,
-                    K)
-
-    return dict(fwd=fwd, fwdbwd=fwdbwd), 4 * B * E * L * N
-
-
 def scan_case(batch, dim, length, d_state=16, groups=4):
     """The generic selective_scan() on the native backend, fwd and
     fwd+bwd."""
@@ -155,7 +123,8 @@ def main(argv=None):
 
     cases = {}
     for tag, shape in shapes['kernel'].items():
-        cases[f'kernel {tag}'] = kernel_case(mod, fused, *shape)
+        fwd, fwdbwd, elements = harness.kernel_case(mod, fused, *shape)
+        cases[f'kernel {tag}'] = (dict(fwd=fwd, fwdbwd=fwdbwd), elements)
     b, d, L = shapes['scan']
     cases[f'selective_scan {b}x{d}x{L}'] = scan_case(b, d, L)
     best = {}

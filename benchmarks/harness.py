@@ -418,6 +418,50 @@ def fused_kernel_modules():
     return ext, fused
 
 
+def kernel_case(mod, fused, batch, channels, h, w, d_state=16, dt_rank=4):
+    """Random inputs of the fused SS2D kernel and its two timed calls (all
+    four directions; no projections).
+
+    Args:
+        mod: the loaded extension; fused: ``ss2d_fused`` (``chunk_size``,
+            ``num_slots``), both from :func:`fused_kernel_modules`.
+        batch, channels, h, w, d_state, dt_rank (int): the problem.
+
+    Returns:
+        tuple: (fwd, fwdbwd, elements): the forward without checkpoints,
+        the forward with them and the backward, and the (direction,
+        channel, step, state) elements of one pass.
+    """
+    import torch
+    torch.manual_seed(0)
+    B, E, N, R, L = batch, channels, d_state, dt_rank, h * w
+    X = R + 2 * N
+    K = fused.chunk_size(L)
+    u = torch.randn(B, L, E)
+    xdbl = torch.randn(B, L, X) * 0.3
+    Wdt, bias = torch.randn(E, R) * 0.1, torch.randn(E) * 0.1
+    A, D = -torch.rand(E, N) - 0.5, torch.randn(E)
+    y, dy, du = (torch.zeros(B, L, E), torch.randn(B, L, E),
+                 torch.zeros(B, L, E))
+    S = fused.num_slots(B, E, torch.float32, torch.get_num_threads())
+    dxp = torch.empty(S, B, L, X)
+    cks = [torch.empty(B, -(-L // K), N, E) for _ in range(4)]
+    none = u.new_empty(0)
+
+    def fwd():
+        for k in range(4):
+            mod.fwd(u, xdbl, Wdt, bias, A, D, y, none, h, w, k, K)
+
+    def fwdbwd():
+        for k in range(4):
+            mod.fwd(u, xdbl, Wdt, bias, A, D, y, cks[k], h, w, k, K)
+        for k in range(4):
+            mod.bwd(u, xdbl, Wdt, bias, A, D, dy, cks[k], du, dxp, h, w, k,
+                    K)
+
+    return fwd, fwdbwd, 4 * B * E * L * N
+
+
 #: the op-mix floor's tiles, in steps: L1-resident (forward: u, dt, B, C
 #: of 64 steps, 16 KB; backward: the chunk's states and decays, 17 KB)
 OPMIX_STEPS = dict(fwd=64, bwd=8)

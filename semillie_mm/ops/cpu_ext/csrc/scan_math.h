@@ -33,6 +33,31 @@ struct Lanes<double> {
   static constexpr int V = 8;
 };
 
+// a float32 constant as T (float or a GCC vector of floats)
+template <class T>
+__attribute__((always_inline)) inline T constant_as(float c) {
+  if constexpr (std::is_same_v<T, float>) {
+    return c;
+  } else {
+    return T{} + c;
+  }
+}
+
+// 2^f for f in [-0.5, 0.5] (the exp2 sequences' polynomial): degree-6
+// Taylor, coefficients ln2^j / j!, relative error < 1.3e-7; T is float or
+// a GCC vector of floats
+template <class T>
+__attribute__((always_inline)) inline T exp2_poly(T f) {
+  T p = constant_as<T>(1.5403530393381610e-04f);
+  p = p * f + 1.3333558146428443e-03f;
+  p = p * f + 9.6181291076284772e-03f;
+  p = p * f + 5.5504108664821580e-02f;
+  p = p * f + 2.4022650695910071e-01f;
+  p = p * f + 6.9314718055994531e-01f;
+  p = p * f + 1.0f;
+  return p;
+}
+
 // 2^x for float32, branch-free so that loops over it vectorise. x is
 // clamped to [-126, 127] (results below 2^-126, never needed by the scan,
 // whose decays multiply a bounded state, come out as ~1e-38); k = round(x)
@@ -46,14 +71,7 @@ __attribute__((always_inline)) inline float exp2_f32(float x) {
   const float t = x + magic;
   const float k = t - magic;
   const float f = x - k;
-  // coefficients ln2^j / j!
-  float p = 1.5403530393381610e-04f;
-  p = p * f + 1.3333558146428443e-03f;
-  p = p * f + 9.6181291076284772e-03f;
-  p = p * f + 5.5504108664821580e-02f;
-  p = p * f + 2.4022650695910071e-01f;
-  p = p * f + 6.9314718055994531e-01f;
-  p = p * f + 1.0f;
+  const float p = exp2_poly(f);
   const uint32_t bits = (std::bit_cast<uint32_t>(t) + 127u) << 23;
   return p * std::bit_cast<float>(bits);
 }
@@ -94,13 +112,7 @@ __attribute__((always_inline)) inline vf16 exp2_v16(vf16 x) {
   const vf16 t = x + magic;
   const vf16 f = x - (t - magic);
 #endif
-  vf16 p = splat(1.5403530393381610e-04f);
-  p = p * f + 1.3333558146428443e-03f;
-  p = p * f + 9.6181291076284772e-03f;
-  p = p * f + 5.5504108664821580e-02f;
-  p = p * f + 2.4022650695910071e-01f;
-  p = p * f + 6.9314718055994531e-01f;
-  p = p * f + 1.0f;
+  const vf16 p = exp2_poly(f);
 #if defined(__AVX512F__)
   return _mm512_scalef_ps(p, k);
 #else
@@ -262,13 +274,7 @@ __attribute__((always_inline)) inline VT exp2_vec(VT x) {
                                       _MM_FROUND_NO_EXC);
     }
     const VT f = x - k;
-    p = splat_v<VT>(1.5403530393381610e-04f);
-    p = p * f + 1.3333558146428443e-03f;
-    p = p * f + 9.6181291076284772e-03f;
-    p = p * f + 5.5504108664821580e-02f;
-    p = p * f + 2.4022650695910071e-01f;
-    p = p * f + 6.9314718055994531e-01f;
-    p = p * f + 1.0f;
+    p = exp2_poly(f);
     if constexpr (VecInfo<VT>::W == 16) {
       return _mm512_scalef_ps(p, k);
     } else {
@@ -282,13 +288,7 @@ __attribute__((always_inline)) inline VT exp2_vec(VT x) {
   const float magic = 12582912.0f;
   const VT t = x + magic;
   const VT f = x - (t - magic);
-  p = splat_v<VT>(1.5403530393381610e-04f);
-  p = p * f + 1.3333558146428443e-03f;
-  p = p * f + 9.6181291076284772e-03f;
-  p = p * f + 5.5504108664821580e-02f;
-  p = p * f + 2.4022650695910071e-01f;
-  p = p * f + 6.9314718055994531e-01f;
-  p = p * f + 1.0f;
+  p = exp2_poly(f);
   (void)k;
   const VI bits = (reinterpret_cast<const VI&>(t) + 127) << 23;
   return p * reinterpret_cast<const VT&>(bits);
