@@ -389,6 +389,33 @@ __attribute__((always_inline)) inline void add_lanes_v(float* dst, VT v,
   for (int c = 0; c < vc; ++c) dst[c] += v[c];
 }
 
+// The `before` callback of scan16_run in both scans' forwards: stores the
+// state entering every chunk of K steps met in a tile starting at step t0
+// into the checkpoint rows (ck: the block's first channel in chunk 0's row
+// of N = 16 rows of stride E; null: no checkpoints). Each pass of the
+// variant (one or two) starts again at i = 0.
+struct TileCheckpoints {
+  float* ck;
+  int64_t E, K, t0, first, next;
+  int vc;
+  TileCheckpoints(float* ck_, int64_t E_, int64_t K_, int64_t t0_,
+                  int64_t m, int vc_)
+      : ck(ck_), E(E_), K(K_), t0(t0_),
+        first(ck_ ? (K_ - t0_ % K_) % K_ : m), next(first), vc(vc_) {}
+  template <class VT>
+  __attribute__((always_inline)) inline void operator()(int64_t i,
+                                                        const VT* hv,
+                                                        int off) {
+    if (i == 0) next = first;
+    if (i == next) {  // the state entering chunk (t0 + i) / K
+      float* dst = ck + ((t0 + i) / K) * 16 * E + off;
+      for (int n = 0; n < 16; ++n)
+        store_lanes_v(dst + n * E, hv[n], vc - off);
+      next += K;
+    }
+  }
+};
+
 // dst[c] = v[c] for c < vc (vc <= 16)
 __attribute__((always_inline)) inline void store_lanes(float* dst, vf16 v,
                                                        int vc) {

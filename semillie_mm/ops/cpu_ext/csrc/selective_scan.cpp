@@ -254,24 +254,12 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         if constexpr (std::is_same_v<T, float>) {
           if (N == 16) {
             T* ck = ckpt ? ckpt + (b * P.nchunks * N) * P.E + c0 : nullptr;
-            // the tile's first step entering a chunk; each pass of the
-            // variant (one or two) restarts the counter at i = 0
-            const int64_t first = ck ? (P.K - t0 % P.K) % P.K : m;
-            int64_t next = first;
             scan16_run(
                 kernel_variant(), Ut, Dt, q.a2, q.Dv, h, m, vc,
                 [&](int64_t i) {
                   return Rows16{&Bl[i * 16], &Cl[i * 16]};
                 },
-                [&](int64_t i, const auto* hv, int off) {
-                  if (i == 0) next = first;
-                  if (i == next) {  // the state entering chunk (t0 + i) / K
-                    T* dst = ck + ((t0 + i) / P.K) * 16 * P.E + off;
-                    for (int n = 0; n < 16; ++n)
-                      store_lanes_v(dst + n * P.E, hv[n], vc - off);
-                    next += P.K;
-                  }
-                },
+                TileCheckpoints(ck, P.E, P.K, t0, m, vc),
                 [&](int64_t i, auto y, int off) {
                   std::memcpy(Yt + i * V + off, &y, sizeof(y));
                 });

@@ -189,25 +189,13 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         if constexpr (std::is_same_v<T, float>) {
           if (P.N == 16) {  // the default d_state: states in registers
             T* ck = ckpt ? ckpt + (b * P.nchunks * 16) * P.E + c0 : nullptr;
-            // the tile's first step entering a chunk; each pass (one or
-            // two, by the variant's lanes) restarts its counter at i = 0
-            const int64_t first = ck ? (P.K - t0 % P.K) % P.K : m;
-            int64_t next = first;
             scan16_run(
                 kv, Uj, Dj, q.a2, q.Dv, h, m, vc,
                 [&](int64_t i) {
                   const T* Bp = xb + pos[i] * P.X + P.R;
                   return Rows16{Bp, Bp + 16};
                 },
-                [&](int64_t i, const auto* hv, int off) {
-                  if (i == 0) next = first;
-                  if (i == next) {  // the state entering chunk (t0+i) / K
-                    T* dst = ck + ((t0 + i) / P.K) * 16 * P.E + off;
-                    for (int n = 0; n < 16; ++n)
-                      store_lanes_v(dst + n * P.E, hv[n], vc - off);
-                    next += P.K;
-                  }
-                },
+                TileCheckpoints(ck, P.E, P.K, t0, m, vc),
                 [&](int64_t i, auto yv, int off) {
                   add_lanes_v(yb + pos[i] * sy.sl + c0 + off, yv, vc - off);
                 });
