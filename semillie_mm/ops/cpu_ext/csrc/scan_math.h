@@ -125,35 +125,43 @@ __attribute__((always_inline)) inline vf16 exp2_v16(vf16 x) {
 // the two agree to rounding) and its derivative sigmoid(x), for V lanes.
 // float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
 // in (0, 1/3], by the odd series of atanh to s^13 (relative error < 2e-8),
-// on whole 16-lane vectors. kSig = false: sg is not written (the
-// forward needs no derivative: one division fewer).
+// on whole 16-lane vectors. softplus_v16 works on a register (sig, when
+// not null, receives sigmoid(v)); softplus_sig on V lanes in memory, with
+// kSig = false not writing sg (the forward needs no derivative: one
+// division fewer).
+__attribute__((always_inline)) inline vf16 softplus_v16(vf16 v,
+                                                        vf16* sig) {
+  const vf16 nax = v < 0.0f ? v : -v;  // -|x|
+  const vf16 e = exp2_v16(nax * float(kLog2e));
+  const vf16 s = e / (e + 2.0f);
+  const vf16 z = s * s;
+  vf16 q = splat(1.0f / 13.0f);
+  q = q * z + 1.0f / 11.0f;
+  q = q * z + 1.0f / 9.0f;
+  q = q * z + 1.0f / 7.0f;
+  q = q * z + 1.0f / 5.0f;
+  q = q * z + 1.0f / 3.0f;
+  q = q * z + 1.0f;
+  const vf16 pos = v > 0.0f ? v : splat(0.0f);
+  if (sig) {
+    const vf16 num = v >= 0.0f ? splat(1.0f) : e;
+    *sig = num / (e + 1.0f);
+  }
+  return pos + 2.0f * s * q;
+}
+
+// softplus_v16 (float32) or libm (float64) on V lanes in memory
 template <typename T, int V, bool kSig = true>
 __attribute__((always_inline)) inline void softplus_sig(const T* __restrict x,
                                                         T* __restrict sp,
                                                         T* __restrict sg) {
   if constexpr (std::is_same_v<T, float>) {
     static_assert(V == 16, "one vf16 per block");
-    vf16 v;
+    vf16 v, sig;
     std::memcpy(&v, x, sizeof(v));
-    const vf16 nax = v < 0.0f ? v : -v;  // -|x|
-    const vf16 e = exp2_v16(nax * float(kLog2e));
-    const vf16 s = e / (e + 2.0f);
-    const vf16 z = s * s;
-    vf16 q = splat(1.0f / 13.0f);
-    q = q * z + 1.0f / 11.0f;
-    q = q * z + 1.0f / 9.0f;
-    q = q * z + 1.0f / 7.0f;
-    q = q * z + 1.0f / 5.0f;
-    q = q * z + 1.0f / 3.0f;
-    q = q * z + 1.0f;
-    const vf16 pos = v > 0.0f ? v : splat(0.0f);
-    const vf16 out = pos + 2.0f * s * q;
+    const vf16 out = softplus_v16(v, kSig ? &sig : nullptr);
     std::memcpy(sp, &out, sizeof(out));
-    if constexpr (kSig) {
-      const vf16 num = v >= 0.0f ? splat(1.0f) : e;
-      const vf16 sig = num / (e + 1.0f);
-      std::memcpy(sg, &sig, sizeof(sig));
-    }
+    if constexpr (kSig) std::memcpy(sg, &sig, sizeof(sig));
   } else {
     for (int c = 0; c < V; ++c) {
       const T v = x[c];

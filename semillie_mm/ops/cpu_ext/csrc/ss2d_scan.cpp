@@ -106,6 +106,23 @@ struct BlockParams {
       for (int c = 0; c < V; ++c) out[c] += x * wd[r * V + c];
     }
   }
+  // float32: the block's dt at one pixel, softplus(raw_delta), the same
+  // operations on one register (raw_delta's sums went through memory:
+  // the forward's tile preparation -15 %, Zen 4); sig, when not null,
+  // receives the softplus derivative
+  __attribute__((always_inline)) inline void dt16(const float* xr,
+                                                  int64_t R, float* out,
+                                                  float* sig) const {
+    vf16 acc, w, sg;
+    std::memcpy(&acc, bias, sizeof(acc));
+    for (int64_t r = 0; r < R; ++r) {
+      std::memcpy(&w, wd + r * V, sizeof(w));
+      acc += xr[r] * w;
+    }
+    const vf16 dt = softplus_v16(acc, sig ? &sg : nullptr);
+    std::memcpy(out, &dt, sizeof(dt));
+    if (sig) std::memcpy(sig, &sg, sizeof(sg));
+  }
 };
 
 template <typename T>
@@ -161,11 +178,19 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           __builtin_prefetch(yb + p * sy.sl + (j0 + j) * V, 1);
         }
       }
+      // the reversed directions (2, 3) walk the pixels downwards in
+      // memory: there each pixel's channel blocks are read from the last,
+      // so that every stream of u descends and the hardware prefetchers
+      // follow it (read upwards within the pixel they fetched the wrong
+      // way: these directions' tile preparation took 1.7-1.9x that of
+      // directions 0 and 1, Zen 4)
+      const bool down = P.dir >= 2;
       for (int64_t i = 0; i < m; ++i) {
         const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
         pos[i] = p;
         const T* xr = xb + p * P.X;
-        for (int64_t j = 0; j < nj; ++j) {
+        for (int64_t jj = 0; jj < nj; ++jj) {
+          const int64_t j = down ? nj - 1 - jj : jj;
           const int64_t c0 = (j0 + j) * V;
           const int vc = static_cast<int>(std::min<int64_t>(V, P.E - c0));
           const T* up = ub + p * su.sl + c0;
@@ -175,8 +200,12 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           } else {
             for (int c = 0; c < V; ++c) ut[c] = c < vc ? up[c] : T(0);
           }
-          prm[j].raw_delta(xr, P.R, raw);
-          softplus_sig<T, V, false>(raw, &Dt[(j * kTile + i) * V], sg);
+          if constexpr (std::is_same_v<T, float>) {
+            prm[j].dt16(xr, P.R, &Dt[(j * kTile + i) * V], nullptr);
+          } else {
+            prm[j].raw_delta(xr, P.R, raw);
+            softplus_sig<T, V, false>(raw, &Dt[(j * kTile + i) * V], sg);
+          }
         }
       }
       for (int64_t j = 0; j < nj; ++j) {
@@ -322,13 +351,21 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           }
           const T* up = ub + p * su.sl;
           const T* gp = gb + p * sdy.sl;
+          T* dl = &Dl[i * V];
+          T* sl = &Sl[i * V];
+          if constexpr (std::is_same_v<T, float>) {
+            if (vc == V) {  // whole vectors, dt in registers (dt16)
+              std::memcpy(&Ul[i * V], up, V * sizeof(T));
+              std::memcpy(&Gl[i * V], gp, V * sizeof(T));
+              q.dt16(xb + p * X, R, dl, sl);
+              continue;
+            }
+          }
           for (int c = 0; c < V; ++c) {
             Ul[i * V + c] = c < vc ? up[c] : T(0);
             Gl[i * V + c] = c < vc ? gp[c] : T(0);
           }
           q.raw_delta(xb + p * X, R, raw);
-          T* dl = &Dl[i * V];
-          T* sl = &Sl[i * V];
           softplus_sig<T, V>(raw, dl, sl);
         }
         const T* ck = ckpt + ((b * P.nchunks + k) * N) * P.E + c0;
