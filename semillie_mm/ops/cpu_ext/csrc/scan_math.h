@@ -97,71 +97,177 @@ __attribute__((always_inline)) inline vf16 splat(float v) {
   return vf16{} + v;
 }
 
-// exp2_f32 on 16 lanes at once (the same numbers: with AVX-512 the rounding
-// and the scaling by 2^k are one instruction each, vrndscaleps and
-// vscalefps, instead of the magic-number and exponent-field arithmetic)
-__attribute__((always_inline)) inline vf16 exp2_v16(vf16 x) {
-  x = x < -126.0f ? splat(-126.0f) : x;
-  x = x > 127.0f ? splat(127.0f) : x;
+enum ExpForm : int { kExpClampScalef = 0, kExpScalef = 1, kExpMagic = 2 };
+
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+template <class VT>
+struct VecInfo;
+template <>
+struct VecInfo<vf16> {
+  typedef vi16 I;
+  static constexpr int W = 16;
+};
+template <>
+struct VecInfo<vf8> {
+  typedef vi8 I;
+  static constexpr int W = 8;
+};
+
+template <class VT>
+__attribute__((always_inline)) inline VT splat_v(float v) {
+  return VT{} + v;
+}
+
+// f applied to a vf16 as two vf8 halves: exp2_vec of the 16-lane tile on
+// builds without AVX-512, where GCC lowers a 64-byte vector's conditions
+// lane by lane (vucomiss and cmov per float). Elsewhere those builds keep
+// vf16 values out of their hot loops (vfn, lanes16).
+__attribute__((always_inline)) inline void split16(vf16 v, vf8& lo,
+                                                   vf8& hi) {
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo),
+              sizeof(hi));
+}
+__attribute__((always_inline)) inline vf16 join16(vf8 lo, vf8 hi) {
+  vf16 out;
+  std::memcpy(&out, &lo, sizeof(lo));
+  std::memcpy(reinterpret_cast<char*>(&out) + sizeof(lo), &hi, sizeof(hi));
+  return out;
+}
+template <class Fn>
+__attribute__((always_inline)) inline vf16 by_halves(vf16 v, Fn f) {
+  vf8 lo, hi;
+  split16(v, lo, hi);
+  return join16(f(lo), f(hi));
+}
+
+// 2^x on a whole vector in one of the ExpForm sequences (the same
+// polynomial as exp2_f32; forms 0 and 2 give exp2_f32's numbers)
+template <class VT, int F>
+__attribute__((always_inline)) inline VT exp2_vec(VT x) {
+  VT p, k;
 #if defined(__AVX512F__)
-  const vf16 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
-                                             _MM_FROUND_NO_EXC);
-  const vf16 f = x - k;
-#else
-  const float magic = 12582912.0f;
-  const vf16 t = x + magic;
-  const vf16 f = x - (t - magic);
+  if constexpr (F != kExpMagic) {
+    if constexpr (F == kExpClampScalef) {
+      x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
+      x = x > 127.0f ? splat_v<VT>(127.0f) : x;
+    }
+    if constexpr (VecInfo<VT>::W == 16) {
+      k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
+                                      _MM_FROUND_NO_EXC);
+    } else {
+      k = _mm256_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
+                                      _MM_FROUND_NO_EXC);
+    }
+    const VT f = x - k;
+    p = exp2_poly(f);
+    if constexpr (VecInfo<VT>::W == 16) {
+      return _mm512_scalef_ps(p, k);
+    } else {
+      return _mm256_scalef_ps(p, k);
+    }
+  }
 #endif
-  const vf16 p = exp2_poly(f);
-#if defined(__AVX512F__)
-  return _mm512_scalef_ps(p, k);
-#else
-  const vi16 bits = (reinterpret_cast<const vi16&>(t) + 127) << 23;
-  return p * reinterpret_cast<const vf16&>(bits);
+#if !defined(__AVX512F__)
+  if constexpr (VecInfo<VT>::W == 16) {  // two halves (see by_halves)
+    (void)p;
+    (void)k;
+    return by_halves(x, [](vf8 h) { return exp2_vec<vf8, kExpMagic>(h); });
+  } else
 #endif
+  {
+    typedef typename VecInfo<VT>::I VI;
+    x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
+    x = x > 127.0f ? splat_v<VT>(127.0f) : x;
+    const float magic = 12582912.0f;
+    const VT t = x + magic;
+    const VT f = x - (t - magic);
+    p = exp2_poly(f);
+    (void)k;
+    const VI bits = (reinterpret_cast<const VI&>(t) + 127) << 23;
+    return p * reinterpret_cast<const VT&>(bits);
+  }
 }
 
 // softplus(x) = log(1 + e^x) (torch's threshold 20 is immaterial: above it
 // the two agree to rounding) and its derivative sigmoid(x), for V lanes.
 // float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
 // in (0, 1/3], by the odd series of atanh to s^13 (relative error < 2e-8),
-// on whole 16-lane vectors. softplus_v16 works on a register (sig, when
-// not null, receives sigmoid(v)); softplus_sig on V lanes in memory, with
-// kSig = false not writing sg (the forward needs no derivative: one
-// division fewer).
-__attribute__((always_inline)) inline vf16 softplus_v16(vf16 v,
-                                                        vf16* sig) {
-  const vf16 nax = v < 0.0f ? v : -v;  // -|x|
-  const vf16 e = exp2_v16(nax * float(kLog2e));
-  const vf16 s = e / (e + 2.0f);
-  const vf16 z = s * s;
-  vf16 q = splat(1.0f / 13.0f);
+// on whole vectors (VT; exp2 in form F). kSig: sig receives sigmoid(v).
+template <class VT, int F, bool kSig>
+__attribute__((always_inline)) inline VT softplus_vec(VT v, VT* sig) {
+  const VT zero = splat_v<VT>(0.0f);
+  const VT nax = v < 0.0f ? v : -v;  // -|x|
+  const VT e = exp2_vec<VT, F>(nax * float(kLog2e));
+  const VT s = e / (e + 2.0f);
+  const VT z = s * s;
+  VT q = splat_v<VT>(1.0f / 13.0f);
   q = q * z + 1.0f / 11.0f;
   q = q * z + 1.0f / 9.0f;
   q = q * z + 1.0f / 7.0f;
   q = q * z + 1.0f / 5.0f;
   q = q * z + 1.0f / 3.0f;
   q = q * z + 1.0f;
-  const vf16 pos = v > 0.0f ? v : splat(0.0f);
-  if (sig) {
-    const vf16 num = v >= 0.0f ? splat(1.0f) : e;
+  const VT pos = v > 0.0f ? v : zero;
+  if constexpr (kSig) {
+    const VT num = v >= 0.0f ? splat_v<VT>(1.0f) : e;
     *sig = num / (e + 1.0f);
   }
   return pos + 2.0f * s * q;
 }
 
-// softplus_v16 (float32) or libm (float64) on V lanes in memory
+// sigmoid(x) of whole vectors in the stable form e / (1 + e) with
+// e = exp(-|x|) for negative x
+template <class VT, int F>
+__attribute__((always_inline)) inline VT sigmoid_vec(VT v) {
+  const VT nax = v < 0.0f ? v : -v;
+  const VT e = exp2_vec<VT, F>(nax * float(kLog2e));
+  const VT num = v >= 0.0f ? splat_v<VT>(1.0f) : e;
+  return num / (e + 1.0f);
+}
+
+// the widest float32 vector of the build and the exp2 form used with it
+// outside the scan tiles: vscalefps where the build has AVX-512, the
+// magic-number form otherwise (both clamped: exp2_f32's numbers)
+#if defined(__AVX512F__)
+typedef vf16 vfn;
+constexpr int kNativeExp = kExpClampScalef;
+#else
+typedef vf8 vfn;
+constexpr int kNativeExp = kExpMagic;
+#endif
+
+// out[0, 16) = f(x[0, 16)) (and, kSig, g[0, 16) its second result) on one
+// 512-bit vector, or without AVX-512 on two 256-bit halves straight from
+// and to memory (a vf16 value there lives on the stack, moved in 64-bit
+// pieces: the AVX2 build's tile preparation took longer than its scan)
+template <bool kSig, class Fn>
+__attribute__((always_inline)) inline void lanes16(const float* x,
+                                                   float* out, float* g,
+                                                   Fn f) {
+  typedef vfn VT;
+  for (int off = 0; off < 16; off += VecInfo<VT>::W) {
+    VT v, gv;
+    std::memcpy(&v, x + off, sizeof(VT));
+    const VT o = f(v, kSig ? &gv : nullptr);
+    std::memcpy(out + off, &o, sizeof(VT));
+    if constexpr (kSig) std::memcpy(g + off, &gv, sizeof(VT));
+  }
+}
+
+// softplus_vec (float32) or libm (float64) on V lanes in memory
 template <typename T, int V, bool kSig = true>
 __attribute__((always_inline)) inline void softplus_sig(const T* __restrict x,
                                                         T* __restrict sp,
                                                         T* __restrict sg) {
   if constexpr (std::is_same_v<T, float>) {
     static_assert(V == 16, "one vf16 per block");
-    vf16 v, sig;
-    std::memcpy(&v, x, sizeof(v));
-    const vf16 out = softplus_v16(v, kSig ? &sig : nullptr);
-    std::memcpy(sp, &out, sizeof(out));
-    if constexpr (kSig) std::memcpy(sg, &sig, sizeof(sig));
+    lanes16<kSig>(x, sp, sg, [](auto v, auto* g) {
+      typedef decltype(v) VT;
+      return softplus_vec<VT, kNativeExp, kSig>(v, g);
+    });
   } else {
     for (int c = 0; c < V; ++c) {
       const T v = x[c];
@@ -178,13 +284,9 @@ __attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
                                                    T* __restrict sg) {
   if constexpr (std::is_same_v<T, float>) {
     static_assert(V == 16, "one vf16 per block");
-    vf16 v;
-    std::memcpy(&v, x, sizeof(v));
-    const vf16 nax = v < 0.0f ? v : -v;
-    const vf16 e = exp2_v16(nax * float(kLog2e));
-    const vf16 num = v >= 0.0f ? splat(1.0f) : e;
-    const vf16 sig = num / (e + 1.0f);
-    std::memcpy(sg, &sig, sizeof(sig));
+    lanes16<false>(x, sg, nullptr, [](auto v, auto*) {
+      return sigmoid_vec<decltype(v), kNativeExp>(v);
+    });
   } else {
     for (int c = 0; c < V; ++c) sg[c] = T(1) / (T(1) + std::exp(-x[c]));
   }
@@ -238,68 +340,6 @@ struct KernelVariant {
 inline KernelVariant& kernel_variant() {
   static KernelVariant v;
   return v;
-}
-
-enum ExpForm : int { kExpClampScalef = 0, kExpScalef = 1, kExpMagic = 2 };
-
-typedef float vf8 __attribute__((vector_size(32)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
-
-template <class VT>
-struct VecInfo;
-template <>
-struct VecInfo<vf16> {
-  typedef vi16 I;
-  static constexpr int W = 16;
-};
-template <>
-struct VecInfo<vf8> {
-  typedef vi8 I;
-  static constexpr int W = 8;
-};
-
-template <class VT>
-__attribute__((always_inline)) inline VT splat_v(float v) {
-  return VT{} + v;
-}
-
-// 2^x on a whole vector in one of the ExpForm sequences (the same
-// polynomial as exp2_f32; forms 0 and 2 give exp2_v16's numbers)
-template <class VT, int F>
-__attribute__((always_inline)) inline VT exp2_vec(VT x) {
-  VT p, k;
-#if defined(__AVX512F__)
-  if constexpr (F != kExpMagic) {
-    if constexpr (F == kExpClampScalef) {
-      x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
-      x = x > 127.0f ? splat_v<VT>(127.0f) : x;
-    }
-    if constexpr (VecInfo<VT>::W == 16) {
-      k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
-                                      _MM_FROUND_NO_EXC);
-    } else {
-      k = _mm256_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
-                                      _MM_FROUND_NO_EXC);
-    }
-    const VT f = x - k;
-    p = exp2_poly(f);
-    if constexpr (VecInfo<VT>::W == 16) {
-      return _mm512_scalef_ps(p, k);
-    } else {
-      return _mm256_scalef_ps(p, k);
-    }
-  }
-#endif
-  typedef typename VecInfo<VT>::I VI;
-  x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
-  x = x > 127.0f ? splat_v<VT>(127.0f) : x;
-  const float magic = 12582912.0f;
-  const VT t = x + magic;
-  const VT f = x - (t - magic);
-  p = exp2_poly(f);
-  (void)k;
-  const VI bits = (reinterpret_cast<const VI&>(t) + 127) << 23;
-  return p * reinterpret_cast<const VT&>(bits);
 }
 
 // The d_state-16 tile described above, on VT vectors: the lanes

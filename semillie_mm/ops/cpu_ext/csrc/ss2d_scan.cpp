@@ -107,21 +107,31 @@ struct BlockParams {
     }
   }
   // float32: the block's dt at one pixel, softplus(raw_delta), the same
-  // operations on one register (raw_delta's sums went through memory:
-  // the forward's tile preparation -15 %, Zen 4); sig, when not null,
-  // receives the softplus derivative
+  // operations in registers (raw_delta's sums went through memory: the
+  // forward's tile preparation -15 %, Zen 4), on one 512-bit vector or two
+  // 256-bit ones (vfn); sig, when not null, receives the softplus
+  // derivative
   __attribute__((always_inline)) inline void dt16(const float* xr,
                                                   int64_t R, float* out,
                                                   float* sig) const {
-    vf16 acc, w, sg;
-    std::memcpy(&acc, bias, sizeof(acc));
-    for (int64_t r = 0; r < R; ++r) {
-      std::memcpy(&w, wd + r * V, sizeof(w));
-      acc += xr[r] * w;
+    constexpr int W = VecInfo<vfn>::W;
+    constexpr size_t S = sizeof(vfn);
+    for (int off = 0; off < 16; off += W) {
+      vfn acc, w, g;
+      std::memcpy(&acc, bias + off, S);
+      for (int64_t r = 0; r < R; ++r) {
+        std::memcpy(&w, wd + r * V + off, S);
+        acc += xr[r] * w;
+      }
+      if (sig) {
+        const vfn dt = softplus_vec<vfn, kNativeExp, true>(acc, &g);
+        std::memcpy(out + off, &dt, S);
+        std::memcpy(sig + off, &g, S);
+      } else {
+        const vfn dt = softplus_vec<vfn, kNativeExp, false>(acc, nullptr);
+        std::memcpy(out + off, &dt, S);
+      }
     }
-    const vf16 dt = softplus_v16(acc, sig ? &sg : nullptr);
-    std::memcpy(out, &dt, sizeof(dt));
-    if (sig) std::memcpy(sig, &sg, sizeof(sg));
   }
 };
 
@@ -438,6 +448,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             dxo[r] = first ? sR : dxo[r] + sR;
           }
           T* dup = dub + p * sdu.sl;
+#if defined(__AVX512F__)
           if constexpr (std::is_same_v<T, float>) {
             if (vc == 16) {  // one vector add
               vf16 a;
@@ -446,6 +457,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
               return;
             }
           }
+#endif
           for (int c = 0; c < vc; ++c) dup[c] += dut[c];
         };
 #if defined(__AVX512F__)
