@@ -178,6 +178,41 @@ def test_selective_scan_variant_matches_reference(mod, lanes, exp):
                                        atol=1e-4, msg=name)
 
 
+@needs_ext
+@pytest.mark.parametrize('exp, softplus', [(0, True), (1, True), (2, False)])
+def test_selective_scan_register_backward(mod, exp, softplus):
+    """Without the gate, d_state 16, the generic scan's backward takes the
+    fused kernel's register path (recompute16 / adjoint16) under bwd16 = 1:
+    against the reference with a last-state gradient (the adjoints' start),
+    a partial block per group (6 of 16, or a full one and 4), L = 150
+    (chunks of 13, the last partial), with and without softplus; and not
+    bit-identical to bwd16 = 0, so the path really runs."""
+    if not mod.avx512:
+        pytest.skip('bwd16 has no register path without AVX-512')
+    for dim, groups in ((24, 4), (40, 2)):
+        x = make_inputs(2, dim, 150, 16, groups=groups, z=False,
+                        dtype=torch.float32, seed=dim + 1)
+        if not softplus:  # dt = delta + bias itself: keep it positive
+            x['delta'], x['delta_bias'] = (x['delta'].abs(),
+                                           x['delta_bias'].abs())
+        gen = torch.Generator().manual_seed(dim)
+        g = torch.randn(2, dim, 150, generator=gen)
+        gl = torch.randn(2, dim, 16, generator=gen)
+        out_r, last_r, grads_r = scan_run('reference', x, softplus, g, gl)
+        grads_of = {}
+        for bwd16 in (0, 1):
+            with_variant(mod, exp=exp, bwd16=bwd16)
+            out, last, grads = scan_run('native', x, softplus, g, gl)
+            torch.testing.assert_close(out, out_r, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(last, last_r, rtol=1e-3, atol=1e-4)
+            for name, ref in grads_r.items():
+                torch.testing.assert_close(grads[name], ref, rtol=1e-3,
+                                           atol=1e-4, msg=name)
+            grads_of[bwd16] = grads
+        assert not all(torch.equal(grads_of[0][k], grads_of[1][k])
+                       for k in grads_of[0])
+
+
 # --------------------------------------------------------------------------
 # the settings are not ignored
 # --------------------------------------------------------------------------
