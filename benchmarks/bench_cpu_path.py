@@ -1091,6 +1091,12 @@ def main(argv=None):
         print('variants: ' + '; '.join(
             f'{n} = {results["commits"][n]} at {variants[n]}'
             for n in runners))
+        for name, root in variants.items():
+            missing = harness.ext_missing(root)
+            if missing and args.dry_run:
+                print(f'warning: {name} checkout ({root}): {missing}')
+            elif missing:  # its rows would time the numba fallback
+                raise SystemExit(f'{name} checkout ({root}): {missing}')
         base = next(iter(runners.values()))
         log('sgemm')
         results['sgemm'].append(base.run('sgemm', dict(n=prof['sgemm'])))

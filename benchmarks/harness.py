@@ -399,6 +399,29 @@ def scan_inputs(batch, dim, length, d_state, groups, grad, dtype=None,
             for k, v in x.items()}
 
 
+def ext_missing(root):
+    """Why a checkout's C++ CPU extension would not load in a fresh process
+    under this environment (``SEMILLIE_CACHE``, ``SEMILLIE_EXT_EXTRA_CFLAGS``
+    ...), or None when it loads or the checkout has none.
+
+    Args:
+        root (str): the checkout.
+
+    Returns:
+        str | None: the loader's own line, with the command that builds it.
+    """
+    build = os.path.join(root, 'semillie_mm', 'ops', 'cpu_ext', 'build.py')
+    if not os.path.isfile(build):
+        return None
+    proc = subprocess.run([sys.executable, build, '--which'], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode == 0:
+        return None
+    line = (proc.stdout.strip().splitlines() or ['(no output)'])[-1]
+    return (f'{line} -- build it under the same environment: '
+            f'python {build} --build')
+
+
 def fused_kernel_modules():
     """The CPU extension's loader (``load()``, ``unavailable_reason()``) and
     the fused SS2D scan's helpers (``chunk_size``, ``num_slots``), in the

@@ -86,3 +86,19 @@ def test_machine_table_json(tmp_path):
     with open(path) as f:
         assert json.load(f) == dict(a=1, b=[1.5])
     assert not osp.exists(path + '.tmp')
+
+
+def test_ext_missing(tmp_path):
+    """A checkout whose extension would not load names the loader's line
+    and the build command; one that loads, or has no extension, is None."""
+    assert harness.ext_missing(str(tmp_path)) is None
+    build = tmp_path / 'semillie_mm' / 'ops' / 'cpu_ext' / 'build.py'
+    build.parent.mkdir(parents=True)
+    build.write_text('import sys\nprint("CPU scans of a fresh process: '
+                     'no compiled binary at /x.so")\nsys.exit(1)\n')
+    msg = harness.ext_missing(str(tmp_path))
+    assert 'no compiled binary at /x.so' in msg
+    assert msg.endswith(f'python {build} --build')
+    build.write_text('print("CPU scans of a fresh process: the C++ '
+                     'extension")\n')
+    assert harness.ext_missing(str(tmp_path)) is None
