@@ -577,6 +577,21 @@ __attribute__((always_inline)) inline void recompute16(
   }
 }
 
+// recompute16 with the variant's exp2 form (both scans' backwards)
+template <class RowsFn>
+inline void recompute16_run(const KernelVariant& v, int64_t m,
+                            const float* Dl, const float* Ul,
+                            const float* a2, float* H, float* E,
+                            RowsFn rows) {
+  if (v.exp == kExpScalef) {
+    recompute16<kExpScalef>(m, Dl, Ul, a2, H, E, rows);
+  } else if (v.exp == kExpMagic) {
+    recompute16<kExpMagic>(m, Dl, Ul, a2, H, E, rows);
+  } else {
+    recompute16<kExpClampScalef>(m, Dl, Ul, a2, H, E, rows);
+  }
+}
+
 // The adjoint recurrence over one chunk of m steps, backwards, for one
 // block of 16 float32 channels with d_state 16 (adjoint_step's sums) with
 // the 16 adjoints lam[n] in registers from the chunk's last step to its

@@ -444,16 +444,8 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
             const T* Dc = Dl.data();
             const T* Uc = Ul.data();
             const auto brow = [&](int64_t i) { return &Bl[i * 16]; };
-            if (kv.exp == kExpScalef) {
-              recompute16<kExpScalef>(m, Dc, Uc, q.a2, Hbuf.data(),
-                                      Ebuf.data(), brow);
-            } else if (kv.exp == kExpMagic) {
-              recompute16<kExpMagic>(m, Dc, Uc, q.a2, Hbuf.data(),
-                                     Ebuf.data(), brow);
-            } else {
-              recompute16<kExpClampScalef>(m, Dc, Uc, q.a2, Hbuf.data(),
-                                           Ebuf.data(), brow);
-            }
+            recompute16_run(kv, m, Dc, Uc, q.a2, Hbuf.data(), Ebuf.data(),
+                            brow);
             adjoint16(
                 m, Dc, Uc, Gl.data(), q.a, Hbuf.data(), Ebuf.data(), lam,
                 dAc,

@@ -468,16 +468,8 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             };
             const T* Dc = Dl.data();
             const T* Uc = Ul.data();
-            if (kv.exp == kExpScalef) {
-              recompute16<kExpScalef>(m, Dc, Uc, q.a2, Hbuf.data(),
-                                      Ebuf.data(), brow);
-            } else if (kv.exp == kExpMagic) {
-              recompute16<kExpMagic>(m, Dc, Uc, q.a2, Hbuf.data(),
-                                     Ebuf.data(), brow);
-            } else {
-              recompute16<kExpClampScalef>(m, Dc, Uc, q.a2, Hbuf.data(),
-                                           Ebuf.data(), brow);
-            }
+            recompute16_run(kv, m, Dc, Uc, q.a2, Hbuf.data(), Ebuf.data(),
+                            brow);
             adjoint16(
                 m, Dc, Uc, Gl.data(), an, Hbuf.data(), Ebuf.data(), lam,
                 dAc,
