@@ -16,10 +16,11 @@ and the fused SS2D forward therefore take a *variant* at run time:
   this one);
 - ``tile``: steps per tile of the fused SS2D forward;
 - ``ahead``: its software-prefetch distance in tiles (0: none);
-- ``bwd16``: the fused SS2D backward for d_state 16 on AVX-512: 0 = the
-  generic per-step adjoint (states and adjoints in memory), 1 = the adjoints
-  in registers through a chunk and the recomputation's exp2 in the
-  variant's form (``recompute16`` / ``adjoint16``).
+- ``bwd16``: the backward for d_state 16 on AVX-512 (the fused SS2D
+  kernel's, and ``selective_scan()``'s without the gate): 0 = the generic
+  per-step adjoint (states and adjoints in memory), 1 = the adjoints in
+  registers through a chunk and the recomputation's exp2 in the variant's
+  form (``recompute16`` / ``adjoint16``).
 
 :func:`choose` picks the variant from ``/proc/cpuinfo`` (vendor, family,
 flags) by the table :data:`TABLE`, measured with

@@ -324,7 +324,8 @@ struct Rows16 {
 //          arithmetic (clamped). Without AVX-512 all three are form 2.
 //   tile:  steps per tile of the fused SS2D forward (16 .. 256)
 //   ahead: its software-prefetch distance in tiles (0 = none)
-//   bwd16: the fused SS2D backward for d_state 16 (AVX-512 builds):
+//   bwd16: the backward for d_state 16 (AVX-512 builds; the fused SS2D
+//          kernel's, and selective_scan()'s without the gate):
 //          0 = the generic per-step recomputation and adjoint (states,
 //          decays and adjoints in memory), 1 = recompute16 / adjoint16
 //          (the 16 adjoints in registers through a chunk, exp2 in the
