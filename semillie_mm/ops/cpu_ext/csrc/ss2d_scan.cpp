@@ -363,20 +363,21 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           const T* gp = gb + p * sdy.sl;
           T* dl = &Dl[i * V];
           T* sl = &Sl[i * V];
-          if constexpr (std::is_same_v<T, float>) {
-            if (vc == V) {  // whole vectors, dt in registers (dt16)
-              std::memcpy(&Ul[i * V], up, V * sizeof(T));
-              std::memcpy(&Gl[i * V], gp, V * sizeof(T));
-              q.dt16(xb + p * X, R, dl, sl);
-              continue;
+          if (vc == V) {
+            std::memcpy(&Ul[i * V], up, V * sizeof(T));
+            std::memcpy(&Gl[i * V], gp, V * sizeof(T));
+          } else {
+            for (int c = 0; c < V; ++c) {
+              Ul[i * V + c] = c < vc ? up[c] : T(0);
+              Gl[i * V + c] = c < vc ? gp[c] : T(0);
             }
           }
-          for (int c = 0; c < V; ++c) {
-            Ul[i * V + c] = c < vc ? up[c] : T(0);
-            Gl[i * V + c] = c < vc ? gp[c] : T(0);
+          if constexpr (std::is_same_v<T, float>) {
+            q.dt16(xb + p * X, R, dl, sl);  // as the forward's
+          } else {
+            q.raw_delta(xb + p * X, R, raw);
+            softplus_sig<T, V>(raw, dl, sl);
           }
-          q.raw_delta(xb + p * X, R, raw);
-          softplus_sig<T, V>(raw, dl, sl);
         }
         const T* ck = ckpt + ((b * P.nchunks + k) * N) * P.E + c0;
         for (int64_t n = 0; n < N; ++n)
