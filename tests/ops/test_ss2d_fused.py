@@ -88,6 +88,43 @@ def test_fused_matches_reference_float32_and_channels_last(e, h, w):
 
 
 @needs_ext
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('n', [16, 4])
+def test_kernel_write_mode(n, dtype):
+    """With accumulate=False the forward writes y (whatever it held: NaN
+    here) instead of adding to it, with the same numbers and checkpoints;
+    every direction, the register path (d_state 16) and the generic one,
+    a partial block of channels."""
+    mod = ext.load()
+    B, H, W, E, R = 2, 7, 9, 24, 3
+    L, X = H * W, R + 2 * n
+    K = fused.chunk_size(L)
+    g = torch.Generator().manual_seed(5)
+
+    def rnd(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g)).to(dtype)
+
+    u, xdbl = rnd(B, L, E), rnd(B, L, X, scale=0.5)
+    Wdt, bias = rnd(E, R, scale=0.3), rnd(E, scale=0.3)
+    A = (-torch.rand(E, n, generator=g) - 0.5).to(dtype)
+    D = rnd(E)
+    nck = -(-L // K)
+    for k in range(4):
+        y0 = torch.full((B, L, E), float('nan'), dtype=dtype)
+        y1 = rnd(B, L, E)
+        y1_before = y1.clone()
+        ck0 = torch.empty(B, nck, n, E, dtype=dtype)
+        ck1 = torch.empty(B, nck, n, E, dtype=dtype)
+        mod.fwd(u, xdbl, Wdt, bias, A, D, y0, ck0, H, W, k, K,
+                accumulate=False)
+        mod.fwd(u, xdbl, Wdt, bias, A, D, y1, ck1, H, W, k, K)
+        assert torch.isfinite(y0).all()
+        assert y0.abs().max() > 0.1
+        torch.testing.assert_close(y1, y1_before + y0, rtol=0, atol=0)
+        assert torch.equal(ck0, ck1)
+
+
+@needs_ext
 def test_backward_slots_give_the_same_result():
     """Batch 1 on 2 threads uses 2 partial dxdbl buffers; 1 thread uses 1."""
     m = make_ss2d(48, 4, 2, torch.float64)

@@ -17,7 +17,8 @@ direction's pixel order, and the sum of the four outputs in row-major order
   row-major buffer -- no (batch, H*W, E) dt map exists;
 - directions run one after another, so the only per-direction temporary is
   that (batch, H*W, dt_rank + 2N) row buffer (and, in the backward, its
-  gradient);
+  gradient); the first direction writes the output, the others add to it
+  (no zero-filled buffer);
 - for training only the input map and the states entering every chunk of
   ``K`` steps are kept (``batch * E * N * H*W / K`` numbers per direction);
   the backward recomputes ``x_proj`` per direction and the states per chunk.
@@ -87,7 +88,7 @@ class SS2DScanFusedFn(torch.autograd.Function):
         x_cl = x.permute(0, 2, 3, 1).contiguous().view(Bsz, L, E)
         x2d = x_cl.view(Bsz * L, E)
         A = -torch.exp(A_log)
-        y = torch.zeros(Bsz, L, E, dtype=x.dtype)
+        y = x.new_empty(Bsz, L, E)  # written by direction 0
         ckpts = []
         empty = x.new_empty(0)
         for k in range(NUM_DIRECTIONS):
@@ -96,7 +97,8 @@ class SS2DScanFusedFn(torch.autograd.Function):
             ck = (x.new_empty(Bsz, -(-L // K), N, E) if need_grad else empty)
             mod.fwd(x_cl, xdbl,
                     *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
-                                       D), y, ck, H, W, k, K)
+                                       D), y, ck, H, W, k, K,
+                    accumulate=k > 0)
             ckpts.append(ck)
             del xdbl
         if need_grad:

@@ -9,6 +9,7 @@
 //   Wdt   (E, R), bias (E)     dt_proj weight and bias of this direction
 //   A     (E, N), D (E)
 //   y     (batch, L, E)        output, accumulated (+=) over directions
+//                              (or written: the first direction)
 // Direction `dir` visits the pixels in the order
 //   0: row-major            p = t
 //   1: column-major         p = (t % H) * W + t / H
@@ -139,7 +140,7 @@ template <typename T>
 void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                const T* bias, const T* A, const T* D, T* y, Map sy,
                T* ckpt, const Problem P, int64_t bpi, int64_t ipb,
-               int64_t begin, int64_t end) {
+               bool acc, int64_t begin, int64_t end) {
   // one work range of fwd_impl; a function of its own with every
   // argument by value: inside the parallel_for lambda, reads through the
   // by-reference captures could alias the stores to y and were reloaded
@@ -236,7 +237,12 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                 },
                 TileCheckpoints(ck, P.E, P.K, t0, m, vc),
                 [&](int64_t i, auto yv, int off) {
-                  add_lanes_v(yb + pos[i] * sy.sl + c0 + off, yv, vc - off);
+                  T* yp = yb + pos[i] * sy.sl + c0 + off;
+                  if (acc) {
+                    add_lanes_v(yp, yv, vc - off);
+                  } else {
+                    store_lanes_v(yp, yv, vc - off);
+                  }
                 });
             continue;
           }
@@ -252,11 +258,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           forward_step<T, V>(P.N, Bp, Bp + P.N, Dj + i * V, Uj + i * V, q.a2,
                              q.Dv, h, du, yv);
           T* yp = yb + p * sy.sl + c0;
-          if (vc == V) {
-            for (int c = 0; c < V; ++c) yp[c] += yv[c];
-          } else {
-            for (int c = 0; c < vc; ++c) yp[c] += yv[c];
-          }
+          for (int c = 0; c < vc; ++c) yp[c] = acc ? yp[c] + yv[c] : yv[c];
         }
       }
     }
@@ -266,7 +268,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
 template <typename T>
 void fwd_impl(const T* u, Map su, const T* xdbl, const T* Wdt, const T* bias,
               const T* A, const T* D, T* y, Map sy, T* ckpt,
-              const Problem& P) {
+              const Problem& P, bool acc) {
   constexpr int V = Lanes<T>::V;
   const int64_t nblk = (P.E + V - 1) / V;
   const int64_t per_b =
@@ -279,7 +281,7 @@ void fwd_impl(const T* u, Map su, const T* xdbl, const T* Wdt, const T* bias,
   // critical path
   at::parallel_for(0, P.nb * ipb, 1, [&](int64_t begin, int64_t end) {
     fwd_range<T>(u, su, xdbl, Wdt, bias, A, D, y, sy, ckpt, P, bpi, ipb,
-                 begin, end);
+                 acc, begin, end);
   });
 }
 
@@ -617,13 +619,14 @@ Problem problem(const at::Tensor& u, const at::Tensor& xdbl,
   return P;
 }
 
-// y += scan of direction dir. ckpt: (batch, n_chunks, N, E), or an empty
-// tensor (no checkpoints, inference).
+// y += scan of direction dir (accumulate), or y = it (not: the first
+// direction writes y, which then needs no zeroing). ckpt: (batch, n_chunks,
+// N, E), or an empty tensor (no checkpoints, inference).
 void ss2d_scan_fwd(const at::Tensor& u, const at::Tensor& xdbl,
                    const at::Tensor& Wdt, const at::Tensor& bias,
                    const at::Tensor& A, const c10::optional<at::Tensor>& D,
                    at::Tensor& y, at::Tensor& ckpt, int64_t H, int64_t W,
-                   int64_t dir, int64_t K) {
+                   int64_t dir, int64_t K, bool accumulate) {
   const Problem P = problem(u, xdbl, Wdt, bias, A, D, H, W, dir, K);
   const Map su = map_of(u, "u", P.nb, P.L, P.E);
   const Map sy = map_of(y, "y", P.nb, P.L, P.E);
@@ -640,7 +643,8 @@ void ss2d_scan_fwd(const at::Tensor& u, const at::Tensor& xdbl,
                        A.data_ptr<scalar_t>(),
                        D ? D->data_ptr<scalar_t>() : nullptr,
                        y.data_ptr<scalar_t>(), sy,
-                       save ? ckpt.data_ptr<scalar_t>() : nullptr, P);
+                       save ? ckpt.data_ptr<scalar_t>() : nullptr, P,
+                       accumulate);
   });
 }
 
@@ -759,7 +763,13 @@ int64_t cpu_cache_empty();
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "semillie-mm: fused four-direction SS2D selective scan (CPU)";
-  m.def("fwd", &ss2d_scan_fwd, "y += scan of one direction");
+  namespace py = pybind11;
+  m.def("fwd", &ss2d_scan_fwd,
+        "y += scan of one direction (y = it: accumulate=False)", py::arg("u"),
+        py::arg("xdbl"), py::arg("Wdt"), py::arg("bias"), py::arg("A"),
+        py::arg("D"), py::arg("y"), py::arg("ckpt"), py::arg("H"),
+        py::arg("W"), py::arg("dir"), py::arg("K"),
+        py::arg("accumulate") = true);
   m.def("bwd", &ss2d_scan_bwd, "backward of one direction");
   m.def("dw_conv_fwd", &dw_conv_fwd,
         "channels-last depth-wise KxK conv, stride 1, padding K/2");
