@@ -117,12 +117,13 @@ def test_ss2d_variant_matches_reference(mod, shape, lanes, exp, bwd16):
 
 @needs_ext
 @pytest.mark.parametrize('tile', variants.ALLOWED['tile'])
-@pytest.mark.parametrize('ahead', (0, 1, 8))
-def test_ss2d_tile_and_prefetch_match_reference(mod, tile, ahead):
-    """Each tile and prefetch distance (with lanes 8 and the magic exp2,
-    the settings furthest from the defaults), on 99 pixels: 7 tiles of 16,
-    4 of 32 (the last partial), a single partial one of 64 .. 256."""
-    with_variant(mod, lanes=8, exp=2, tile=tile, ahead=ahead)
+@pytest.mark.parametrize('ahead, pfy', ((0, 1), (1, 0), (1, 1), (8, 0)))
+def test_ss2d_tile_and_prefetch_match_reference(mod, tile, ahead, pfy):
+    """Each tile and prefetch distance, with and without the output rows'
+    prefetch (with lanes 8 and the magic exp2, the settings furthest from
+    the defaults), on 99 pixels: 7 tiles of 16, 4 of 32 (the last partial),
+    a single partial one of 64 .. 256."""
+    with_variant(mod, lanes=8, exp=2, tile=tile, ahead=ahead, pfy=pfy)
     check_ss2d(24, 9, 11)
 
 
@@ -279,16 +280,18 @@ def test_exp_clamp_variant_differs_on_underflow(mod):
 @needs_ext
 def test_set_variant_round_trips_and_rejects(mod):
     for fields in ({'lanes': 8, 'exp': 2, 'tile': 16, 'ahead': 0,
-                    'bwd16': 1},
+                    'bwd16': 1, 'pfy': 0},
                    {'lanes': 16, 'exp': 1, 'tile': 256, 'ahead': 8,
-                    'bwd16': 0}):
+                    'bwd16': 0, 'pfy': 1}):
         assert variants.apply(mod, fields) == fields
         assert list(mod.get_variant()) == [fields[k]
                                            for k in variants.FIELDS]
     before = list(mod.get_variant())
-    for bad in ((4, 0, 64, 2, 0), (16, 3, 64, 2, 0), (16, -1, 64, 2, 0),
-                (16, 0, 8, 2, 0), (16, 0, 512, 2, 0), (16, 0, 64, 9, 0),
-                (16, 0, 64, -1, 0), (16, 0, 64, 2, 2)):
+    for bad in ((4, 0, 64, 2, 0, 1), (16, 3, 64, 2, 0, 1),
+                (16, -1, 64, 2, 0, 1), (16, 0, 8, 2, 0, 1),
+                (16, 0, 512, 2, 0, 1), (16, 0, 64, 9, 0, 1),
+                (16, 0, 64, -1, 0, 1), (16, 0, 64, 2, 2, 1),
+                (16, 0, 64, 2, 0, 2)):
         with pytest.raises(RuntimeError, match='must be'):
             mod.set_variant(*bad)
         assert list(mod.get_variant()) == before  # nothing half-set
@@ -364,7 +367,7 @@ def test_parse():
                                                            ahead=0)
     assert variants.parse('', zen4) == zen4
     # the base is copied, never changed
-    assert zen4 == dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1)
+    assert zen4 == dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0)
 
 
 @pytest.mark.parametrize('spec, match', [

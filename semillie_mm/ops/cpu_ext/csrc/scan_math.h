@@ -324,6 +324,9 @@ struct Rows16 {
 //          arithmetic (clamped). Without AVX-512 all three are form 2.
 //   tile:  steps per tile of the fused SS2D forward (16 .. 256)
 //   ahead: its software-prefetch distance in tiles (0 = none)
+//   pfy:   whether that prefetch also fetches the forward's output rows
+//          (y, for writing): 1 as tuned on a Zen 5; on a Zen 4 the forward
+//          ran 4-5 % faster without (AVX2 build, batch 1: 16 %)
 //   bwd16: the backward for d_state 16 (AVX-512 builds; the fused SS2D
 //          kernel's, and selective_scan()'s without the gate):
 //          0 = the generic per-step recomputation and adjoint (states,
@@ -336,6 +339,7 @@ struct KernelVariant {
   int tile = 64;
   int ahead = 2;
   int bwd16 = 0;
+  int pfy = 1;
 };
 
 inline KernelVariant& kernel_variant() {

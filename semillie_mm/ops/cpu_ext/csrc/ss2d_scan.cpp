@@ -153,6 +153,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   const KernelVariant kv = kernel_variant();
   const int64_t kTile = kv.tile;
   const int64_t kAhead = kv.ahead * kTile;
+  const bool pfy = kv.pfy != 0;
   std::vector<BlockParams<T, V>> prm(bpi);
   std::vector<T> hbuf(bpi * P.N * V);
   // the tile's u and dt, block-major: [(j * kTile + i) * V + c]
@@ -186,7 +187,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           __builtin_prefetch(xr + o, 0);
         for (int64_t j = 0; j < nj; ++j) {
           __builtin_prefetch(ub + p * su.sl + (j0 + j) * V, 0);
-          __builtin_prefetch(yb + p * sy.sl + (j0 + j) * V, 1);
+          if (pfy) __builtin_prefetch(yb + p * sy.sl + (j0 + j) * V, 1);
         }
       }
       // the reversed directions (2, 3) walk the pixels downwards in
@@ -731,7 +732,7 @@ namespace {
 
 // the run-time kernel variant (scan_math.h); variants.py sets it at load
 void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
-                 int64_t bwd16) {
+                 int64_t bwd16, int64_t pfy) {
   TORCH_CHECK(lanes == 8 || lanes == 16, "lanes must be 8 or 16, got ",
               lanes);
   TORCH_CHECK(exp >= 0 && exp <= 2, "exp must be 0, 1 or 2, got ", exp);
@@ -741,7 +742,9 @@ void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
               ahead);
   TORCH_CHECK(bwd16 == 0 || bwd16 == 1, "bwd16 must be 0 or 1, got ",
               bwd16);
+  TORCH_CHECK(pfy == 0 || pfy == 1, "pfy must be 0 or 1, got ", pfy);
   KernelVariant& v = kernel_variant();
+  v.pfy = static_cast<int>(pfy);
   v.bwd16 = static_cast<int>(bwd16);
   v.lanes = static_cast<int>(lanes);
   v.exp = static_cast<int>(exp);
@@ -751,7 +754,7 @@ void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
 
 std::vector<int64_t> get_variant() {
   const KernelVariant& v = kernel_variant();
-  return {v.lanes, v.exp, v.tile, v.ahead, v.bwd16};
+  return {v.lanes, v.exp, v.tile, v.ahead, v.bwd16, v.pfy};
 }
 
 }  // namespace
@@ -783,8 +786,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("parallel_threads", &parallel_threads,
         "threads an at::parallel_for over n items used");
   m.def("set_variant", &set_variant,
-        "kernel variant: lanes (8/16), exp form (0-2), tile, ahead, bwd16");
-  m.def("get_variant", &get_variant, "[lanes, exp, tile, ahead, bwd16]");
+        "kernel variant: lanes (8/16), exp form (0-2), tile, ahead, bwd16, "
+        "pfy");
+  m.def("get_variant", &get_variant,
+        "[lanes, exp, tile, ahead, bwd16, pfy]");
   m.def("opmix_floor", &opmix_floor,
         "the scan's op mix in L1, every thread: kind (0 fwd, 1 bwd), "
         "lanes, exp form, steps, reps -> checksum");
