@@ -17,9 +17,9 @@ and the fused SS2D forward therefore take a *variant* at run time:
 - ``tile``: steps per tile of the fused SS2D forward;
 - ``ahead``: its software-prefetch distance in tiles (0: none);
 - ``pfy``: whether that prefetch also fetches the forward's output rows (for
-  writing): 1 as tuned on a Zen 5; a Zen 4's forward ran 4-5 % faster
-  without (8x128² and 1x256², AVX-512 build) and the AVX2 build's batch-1
-  forward 16 % faster;
+  writing): 1 as first tuned on a Zen 5 (``issue10``); a Zen 4's forward
+  ran 4-5 % faster without (8x128² and 1x256², AVX-512 build), the AVX2
+  build's batch-1 forward 16 % faster, a Zen 5's within noise;
 - ``bwd16``: the backward for d_state 16 on AVX-512 (the fused SS2D
   kernel's, and ``selective_scan()``'s without the gate): 0 = the generic
   per-step adjoint (states and adjoints in memory), 1 = the adjoints in
@@ -46,13 +46,21 @@ FIELDS = ('lanes', 'exp', 'tile', 'ahead', 'bwd16', 'pfy')
 ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2), tile=(16, 32, 64, 128, 256),
                ahead=tuple(range(0, 9)), bwd16=(0, 1), pfy=(0, 1))
 
-#: the variants by name: the kernels' tuning on a Zen 5 (the defaults
-#: compiled into the binary) and the others measured since
+#: the variants by name, each the fastest measured on its machine with
+#: ``benchmarks/bench_kernel_variants.py`` (docs/benchmarks.md). A Zen 4 and
+#: a Zen 5 were measured apart and the same fields won on both (on the Zen 5
+#: the forward 0.79-0.80x and fwd+bwd 0.84-0.86x the time of ``issue10``;
+#: ``pfy`` within noise there); ``issue10`` keeps the fields the kernels
+#: were first tuned with on a Zen 5 (#10, before the unclamped exp2 and the
+#: register backward existed; also the defaults compiled into the binary)
+#: for comparison and for AVX-512 CPUs where it may still win
 VARIANTS: Dict[str, Dict[str, int]] = {
-    'zen5': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0, pfy=1),
+    'zen5': dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0),
     'zen4': dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0),
     'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=0, pfy=0),
+    'issue10': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0, pfy=1),
 }
+#: the variant of AVX-512 CPUs the table does not name (Zen 5, Intel)
 DEFAULT = 'zen5'
 
 
