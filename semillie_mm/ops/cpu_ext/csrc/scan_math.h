@@ -300,7 +300,9 @@ __attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
 // step). U, Dt: the tile's u and dt, (m, 16); a2 = A log2(e), (16, 16);
 // hmem: the state entering the tile (read) and leaving it (written).
 // rows(i) gives step i's B and C rows ({const float*, const float*}),
-// before(i, h, off) is called with the state entering step i (checkpoints),
+// before(i, h, off) is called with the state entering step i (the callers
+// pass a no-op: one that reads the states through the pointer keeps them
+// on the stack; checkpoints are taken between tiles, scan16_run_ckpt),
 // emit(i, y, off) receives step i's output. y is summed over n in two
 // interleaved chains, which halves the dependent additions per step.
 struct Rows16 {
@@ -442,32 +444,41 @@ __attribute__((always_inline)) inline void add_lanes_v(float* dst, VT v,
   for (int c = 0; c < vc; ++c) dst[c] += v[c];
 }
 
-// The `before` callback of scan16_run in both scans' forwards: stores the
-// state entering every chunk of K steps met in a tile starting at step t0
-// into the checkpoint rows (ck: the block's first channel in chunk 0's row
-// of N = 16 rows of stride E; null: no checkpoints). Each pass of the
-// variant (one or two) starts again at i = 0.
-struct TileCheckpoints {
-  float* ck;
-  int64_t E, K, t0, first, next;
-  int vc;
-  TileCheckpoints(float* ck_, int64_t E_, int64_t K_, int64_t t0_,
-                  int64_t m, int vc_)
-      : ck(ck_), E(E_), K(K_), t0(t0_),
-        first(ck_ ? (K_ - t0_ % K_) % K_ : m), next(first), vc(vc_) {}
-  template <class VT>
-  __attribute__((always_inline)) inline void operator()(int64_t i,
-                                                        const VT* hv,
-                                                        int off) {
-    if (i == 0) next = first;
-    if (i == next) {  // the state entering chunk (t0 + i) / K
-      float* dst = ck + ((t0 + i) / K) * 16 * E + off;
-      for (int n = 0; n < 16; ++n)
-        store_lanes_v(dst + n * E, hv[n], vc - off);
-      next += K;
+// scan16_run for both scans' forwards, with the checkpoints taken between
+// segments of the tile instead of inside its step loop: the tile's steps
+// [0, m) (step t0 + i of the sequence) are cut where (t0 + i) % K == 0, the
+// state entering such a step is copied from hmem into the checkpoint rows
+// (ck: the block's first channel in chunk 0's row of N = 16 rows of stride
+// E; null: no checkpoints, one segment), and each segment runs scan16_run
+// with nothing called between its steps but rows and emit. With a
+// checkpoint callback inside the loop (it reads the states through a
+// pointer) GCC kept the 16 states on the stack, a load and a store per
+// state and step; here they stay in registers.
+template <class RowsFn, class EmitFn>
+inline void scan16_run_ckpt(const KernelVariant& v, const float* U,
+                            const float* Dt, const float* a2,
+                            const float* Dv, float* hmem, int64_t m, int vc,
+                            float* ck, int64_t E, int64_t K, int64_t t0,
+                            RowsFn rows, EmitFn emit) {
+  for (int64_t i = 0; i < m;) {
+    int64_t e = m;
+    if (ck) {
+      const int64_t r = (t0 + i) % K;
+      if (r == 0) {  // the state entering chunk (t0 + i) / K
+        float* dst = ck + ((t0 + i) / K) * 16 * E;
+        for (int n = 0; n < 16; ++n)
+          for (int c = 0; c < vc; ++c) dst[n * E + c] = hmem[n * 16 + c];
+      }
+      e = std::min(m, i + (K - r));
     }
+    scan16_run(
+        v, U + i * 16, Dt + i * 16, a2, Dv, hmem, e - i, vc,
+        [&](int64_t j) { return rows(i + j); },
+        [](int64_t, const auto*, int) {},
+        [&](int64_t j, auto y, int off) { emit(i + j, y, off); });
+    i = e;
   }
-};
+}
 
 // dst[c] = v[c] for c < vc (vc <= 16)
 __attribute__((always_inline)) inline void store_lanes(float* dst, vf16 v,

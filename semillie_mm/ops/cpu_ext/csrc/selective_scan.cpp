@@ -254,12 +254,12 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         if constexpr (std::is_same_v<T, float>) {
           if (N == 16) {
             T* ck = ckpt ? ckpt + (b * P.nchunks * N) * P.E + c0 : nullptr;
-            scan16_run(
-                kernel_variant(), Ut, Dt, q.a2, q.Dv, h, m, vc,
+            scan16_run_ckpt(
+                kernel_variant(), Ut, Dt, q.a2, q.Dv, h, m, vc, ck, P.E,
+                P.K, t0,
                 [&](int64_t i) {
                   return Rows16{&Bl[i * 16], &Cl[i * 16]};
                 },
-                TileCheckpoints(ck, P.E, P.K, t0, m, vc),
                 [&](int64_t i, auto y, int off) {
                   std::memcpy(Yt + i * V + off, &y, sizeof(y));
                 });

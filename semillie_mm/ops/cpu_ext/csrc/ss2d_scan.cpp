@@ -230,13 +230,12 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         if constexpr (std::is_same_v<T, float>) {
           if (P.N == 16) {  // the default d_state: states in registers
             T* ck = ckpt ? ckpt + (b * P.nchunks * 16) * P.E + c0 : nullptr;
-            scan16_run(
-                kv, Uj, Dj, q.a2, q.Dv, h, m, vc,
+            scan16_run_ckpt(
+                kv, Uj, Dj, q.a2, q.Dv, h, m, vc, ck, P.E, P.K, t0,
                 [&](int64_t i) {
                   const T* Bp = xb + pos[i] * P.X + P.R;
                   return Rows16{Bp, Bp + 16};
                 },
-                TileCheckpoints(ck, P.E, P.K, t0, m, vc),
                 [&](int64_t i, auto yv, int off) {
                   T* yp = yb + pos[i] * sy.sl + c0 + off;
                   if (acc) {
