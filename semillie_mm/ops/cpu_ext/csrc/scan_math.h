@@ -302,7 +302,8 @@ __attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
 // rows(i) gives step i's B and C rows ({const float*, const float*}),
 // before(i, h, off) is called with the state entering step i (the callers
 // pass a no-op: one that reads the states through the pointer keeps them
-// on the stack; checkpoints are taken between tiles, scan16_run_ckpt),
+// on the stack; the checkpoints are taken between segments of a tile,
+// scan16_run_ckpt),
 // emit(i, y, off) receives step i's output. y is summed over n in two
 // interleaved chains, which halves the dependent additions per step.
 struct Rows16 {
@@ -314,7 +315,8 @@ struct Rows16 {
 // Kernel variants chosen at run time (semillie_mm/ops/cpu_ext/variants.py
 // picks one from the CPU's vendor, family and flags when the extension is
 // loaded; SEMILLIE_KERNEL_VARIANT forces one). The defaults are the
-// variant the kernels were tuned with on a Zen 5.
+// variant the kernels were first tuned with on a Zen 5 (issue10 in
+// variants.py; the loader always sets the chosen one).
 //   lanes: 16 = the d_state-16 tile on whole 512-bit vectors (one AVX-512
 //          register per state; two 256-bit halves per register on an AVX2
 //          build), 8 = the 16-channel block as two passes of 256-bit
@@ -327,8 +329,9 @@ struct Rows16 {
 //   tile:  steps per tile of the fused SS2D forward (16 .. 256)
 //   ahead: its software-prefetch distance in tiles (0 = none)
 //   pfy:   whether that prefetch also fetches the forward's output rows
-//          (y, for writing): 1 as tuned on a Zen 5; on a Zen 4 the forward
-//          ran 4-5 % faster without (AVX2 build, batch 1: 16 %)
+//          (y, for writing): 1 as first tuned on a Zen 5; on a Zen 4 the
+//          forward ran 4-5 % faster without (AVX2 build, batch 1: 16 %),
+//          on a Zen 5 the same within noise
 //   bwd16: the backward for d_state 16 (AVX-512 builds; the fused SS2D
 //          kernel's, and selective_scan()'s without the gate):
 //          0 = the generic per-step recomputation and adjoint (states,
