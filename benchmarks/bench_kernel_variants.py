@@ -16,6 +16,7 @@ to the variant listed first.
 Usage::
 
     python benchmarks/bench_kernel_variants.py [--quick] [--out v.json]
+        [--variants "zen5;issue10"] [--rounds 5] [--allocator torch|cache]
     # the AVX2 build, the proxy for AVX2-only CPUs (a binary of its own):
     SEMILLIE_CACHE=/tmp/avx2 SEMILLIE_EXT_EXTRA_CFLAGS=-march=x86-64-v3 \\
         python semillie_mm/ops/cpu_ext/build.py --build
@@ -84,6 +85,12 @@ def main(argv=None):
                    'lists, as SEMILLIE_KERNEL_VARIANT); the first is the '
                    'reference of the ratios')
     p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--allocator', choices=('torch', 'cache'), default='torch',
+                   help="'cache': the project's caching CPU allocator, as "
+                   "under the runner and the inferencer (selective_scan() "
+                   "allocates its outputs per call: with torch's allocator "
+                   "the row includes the page faults of fresh memory, which "
+                   "on some VMs cost more than the scan)")
     p.add_argument('--out', help='also write the results as JSON')
     args = p.parse_args(argv)
     mode = 'dry-run' if args.dry_run else 'quick' if args.quick else 'full'
@@ -93,6 +100,12 @@ def main(argv=None):
 
     import torch
     ext, fused = harness.fused_kernel_modules()
+    allocator = args.allocator
+    if allocator == 'cache':
+        from semillie_mm.ops.cpu_cache import enable_cpu_cache
+        if not enable_cpu_cache():
+            raise SystemExit('--allocator cache: the caching CPU allocator '
+                             'is not available in this build')
     mod = ext.load()
     if mod is None:
         raise SystemExit(f'no C++ extension: {ext.unavailable_reason()}')
@@ -113,9 +126,11 @@ def main(argv=None):
         print(f'extra compile flags: {extra}')
     print(f'torch threads: {torch.get_num_threads()}; variant chosen for '
           f'this CPU: {chosen_name} {chosen}')
-    print(f'load average before: {os.getloadavg()[0]:.2f}', flush=True)
+    print(f'allocator: {allocator}; load average before: '
+          f'{os.getloadavg()[0]:.2f}', flush=True)
 
-    floor = harness.opmix_floor(mod)
+    floor = (harness.opmix_floor(mod, target_s=0.01, repeat=1)
+             if mode == 'dry-run' else harness.opmix_floor(mod))
     print('op-mix floor, ns per element and thread: fwd '
           f'{floor["fwd"]:.3f}, bwd {floor["bwd"]:.3f}, fwd+bwd '
           f'{floor["fwdbwd"]:.3f} (best of: ' + ', '.join(
@@ -164,6 +179,7 @@ def main(argv=None):
     if args.out:
         harness.write_json(args.out, dict(
             machine=m, mode=mode, floor=floor, chosen=[chosen_name, chosen],
+            allocator=allocator,
             variants={s: fields[s] for s in specs},
             results=[dict(variant=k[0], case=k[1], call=k[2], ns=v)
                      for k, v in best.items()]))

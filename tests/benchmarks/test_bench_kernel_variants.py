@@ -1,0 +1,42 @@
+"""bench_kernel_variants.py in its dry-run sizes, in a child process (the
+caching allocator, once installed, stays for the process). No timing is
+asserted: the figures are for an idle machine."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCRIPT = osp.join(ROOT, 'benchmarks', 'bench_kernel_variants.py')
+
+
+def _ext_available():
+    from semillie_mm.ops.cpu_ext import build
+    return build.load() is not None
+
+
+@pytest.mark.parametrize('allocator', ['torch', 'cache'])
+def test_bench_kernel_variants_dry_run(tmp_path, allocator):
+    if not _ext_available():
+        pytest.skip('no C++ extension here (the script then refuses)')
+    out = tmp_path / 'v.json'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, '--dry-run', '--rounds', '1', '--variants',
+         'zen5;issue10,tile=16', '--allocator', allocator, '--out', str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f'allocator: {allocator};' in proc.stdout
+    res = json.loads(out.read_text())
+    assert res['allocator'] == allocator
+    assert res['variants']['issue10,tile=16'] == dict(
+        lanes=16, exp=0, tile=16, ahead=2, bwd16=0, pfy=1)
+    got = {(r['variant'], r['case'], r['call']) for r in res['results']}
+    cases = {'kernel 1x16x24', 'selective_scan 1x32x512'}
+    assert got == {(v, c, k) for v in ('zen5', 'issue10,tile=16')
+                   for c in cases for k in ('fwd', 'fwdbwd')}
+    assert all(r['ns'] > 0 for r in res['results'])
+    assert res['floor']['fwd'] > 0 and res['floor']['fwdbwd'] > 0
