@@ -54,9 +54,10 @@ ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2), tile=(16, 32, 64, 128, 256),
 #: were first tuned with on a Zen 5 (#10, before the unclamped exp2 and the
 #: register backward existed; also the defaults compiled into the binary)
 #: for comparison and for AVX-512 CPUs where it may still win
+_AVX512_MEASURED = dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0)
 VARIANTS: Dict[str, Dict[str, int]] = {
-    'zen5': dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0),
-    'zen4': dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0),
+    'zen5': dict(_AVX512_MEASURED),
+    'zen4': dict(_AVX512_MEASURED),
     'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=0, pfy=0),
     'issue10': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0, pfy=1),
 }

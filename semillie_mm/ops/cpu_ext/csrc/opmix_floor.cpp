@@ -70,7 +70,6 @@ double fwd_floor(int64_t m, int64_t reps) {
           [&](int64_t i) {
             return Rows16{&T.B[i * 16], &T.C[i * 16]};
           },
-          [](int64_t, const VT*, int) {},
           [&](int64_t i, VT y, int o) {
             std::memcpy(&Y[i * 16 + o], &y, sizeof(VT));
           });

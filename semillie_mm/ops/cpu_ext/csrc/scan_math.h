@@ -300,11 +300,10 @@ __attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
 // step). U, Dt: the tile's u and dt, (m, 16); a2 = A log2(e), (16, 16);
 // hmem: the state entering the tile (read) and leaving it (written).
 // rows(i) gives step i's B and C rows ({const float*, const float*}),
-// before(i, h, off) is called with the state entering step i (the callers
-// pass a no-op: one that reads the states through the pointer keeps them
-// on the stack; the checkpoints are taken between segments of a tile,
-// scan16_run_ckpt),
-// emit(i, y, off) receives step i's output. y is summed over n in two
+// emit(i, y, off) receives step i's output; nothing else is called between
+// the steps (a callback that read the states through a pointer kept them
+// on the stack: the checkpoints are taken between segments of a tile,
+// scan16_run_ckpt). y is summed over n in two
 // interleaved chains, which halves the dependent additions per step.
 struct Rows16 {
   const float* B;
@@ -354,20 +353,18 @@ inline KernelVariant& kernel_variant() {
 
 // The d_state-16 tile described above, on VT vectors: the lanes
 // [off, off + W) of a 16-channel block (U, Dt, a2, Dv, hmem keep the
-// block's row stride of 16). before(i, h, off) gets the states entering
-// step i, emit(i, y, off) step i's output.
-template <class VT, int F, class RowsFn, class BeforeFn, class EmitFn>
+// block's row stride of 16). emit(i, y, off) gets step i's output.
+template <class VT, int F, class RowsFn, class EmitFn>
 __attribute__((always_inline)) inline void scan16_tile_v(
     const float* __restrict U, const float* __restrict Dt,
     const float* __restrict a2, const float* __restrict Dv, float* hmem,
-    int64_t m, int off, RowsFn rows, BeforeFn before, EmitFn emit) {
+    int64_t m, int off, RowsFn rows, EmitFn emit) {
   constexpr int W = VecInfo<VT>::W;
   constexpr size_t S = sizeof(VT);
   VT h[16], dvv;
   for (int n = 0; n < 16; ++n) std::memcpy(&h[n], hmem + n * 16 + off, S);
   std::memcpy(&dvv, Dv + off, S);
   for (int64_t i = 0; i < m; ++i) {
-    before(i, static_cast<const VT*>(h), off);
     VT d, uu;
     std::memcpy(&d, Dt + i * 16 + off, S);
     std::memcpy(&uu, U + i * 16 + off, S);
@@ -393,13 +390,13 @@ __attribute__((always_inline)) inline void scan16_tile_v(
 
 // scan16_tile in the variant v: one pass of 16 lanes or two of 8 (the
 // second skipped when the block has at most 8 channels, vc)
-template <class RowsFn, class BeforeFn, class EmitFn>
+template <class RowsFn, class EmitFn>
 inline void scan16_run(const KernelVariant& v, const float* U,
                        const float* Dt, const float* a2, const float* Dv,
                        float* hmem, int64_t m, int vc, RowsFn rows,
-                       BeforeFn before, EmitFn emit) {
+                       EmitFn emit) {
 #define SEMILLIE_TILE(VT, F, OFF)                                          \
-  scan16_tile_v<VT, F>(U, Dt, a2, Dv, hmem, m, OFF, rows, before, emit)
+  scan16_tile_v<VT, F>(U, Dt, a2, Dv, hmem, m, OFF, rows, emit)
   if (v.lanes == 8) {
     for (int off = 0; off < 16 && off < vc; off += 8) {
       if (v.exp == kExpScalef) {
@@ -477,7 +474,6 @@ inline void scan16_run_ckpt(const KernelVariant& v, const float* U,
     scan16_run(
         v, U + i * 16, Dt + i * 16, a2, Dv, hmem, e - i, vc,
         [&](int64_t j) { return rows(i + j); },
-        [](int64_t, const auto*, int) {},
         [&](int64_t j, auto y, int off) { emit(i + j, y, off); });
     i = e;
   }
