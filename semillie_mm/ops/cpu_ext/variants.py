@@ -27,7 +27,7 @@ and the fused SS2D forward therefore take a *variant* at run time:
   form (``recompute16`` / ``adjoint16``).
 
 :func:`choose` picks the variant from ``/proc/cpuinfo`` (vendor, family,
-flags) by the table :data:`TABLE`, measured with
+flags) by the table :data:`VARIANTS`, measured with
 ``benchmarks/bench_kernel_variants.py``; ``SEMILLIE_KERNEL_VARIANT`` forces
 one, by name (``zen4``) or by fields (``lanes=8,exp=1,bwd16=1``;
 missing fields keep the chosen variant's). The extension's loader applies it
@@ -37,7 +37,7 @@ rounding (the tests force each one against the reference).
 import os
 from typing import Dict, Optional, Tuple
 
-#: environment variable forcing a variant (a name of :data:`TABLE` or
+#: environment variable forcing a variant (a name of :data:`VARIANTS` or
 #: ``field=value`` pairs)
 VARIANT_ENV = 'SEMILLIE_KERNEL_VARIANT'
 
