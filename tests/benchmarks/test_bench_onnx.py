@@ -23,4 +23,10 @@ def test_bench_onnx_tiny(capsys):
             'time |') in out
     assert len(rows) == 1 and rows[0][0] == '16x16'
     pt, ort, ratio = (float(c) for c in rows[0][1:4])  # no failure text
-    assert pt > 0 and ort > 0 and abs(ratio - ort / pt) < 0.01 + 0.01 * ratio
+    assert pt > 0 and ort > 0
+    # the times are printed to 3 decimals and the ratio (to 2) comes from
+    # the unrounded times: it must lie within what the rounding allows
+    # (at 0.004 s the printed time alone is +-12 %)
+    lo = max(ort - 5e-4, 0) / (pt + 5e-4) - 5e-3
+    hi = (ort + 5e-4) / max(pt - 5e-4, 1e-9) + 5e-3
+    assert lo <= ratio <= hi, (pt, ort, ratio)
