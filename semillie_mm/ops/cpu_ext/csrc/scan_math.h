@@ -191,6 +191,24 @@ __attribute__((always_inline)) inline VT exp2_vec(VT x) {
   }
 }
 
+// 2^x for x <= 0 (or NaN) in the build's native form: on AVX-512 the
+// clamped form's numbers with only the lower clamp, one vmaxps (x second:
+// a NaN passes) where the two ternary clamps take two compares and two
+// blends; softplus and sigmoid take 2^(-|x| log2 e)
+template <class VT>
+__attribute__((always_inline)) inline VT exp2_nonpos(VT x) {
+#if defined(__AVX512F__)
+  if constexpr (VecInfo<VT>::W == 16) {
+    x = _mm512_max_ps(splat_v<VT>(-126.0f), x);
+  } else {
+    x = _mm256_max_ps(splat_v<VT>(-126.0f), x);
+  }
+  return exp2_vec<VT, kExpScalef>(x);
+#else
+  return exp2_vec<VT, kExpMagic>(x);
+#endif
+}
+
 // softplus(x) = log(1 + e^x) (torch's threshold 20 is immaterial: above it
 // the two agree to rounding) and its derivative sigmoid(x), for V lanes.
 // float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
@@ -200,7 +218,7 @@ template <class VT, int F, bool kSig>
 __attribute__((always_inline)) inline VT softplus_vec(VT v, VT* sig) {
   const VT zero = splat_v<VT>(0.0f);
   const VT nax = v < 0.0f ? v : -v;  // -|x|
-  const VT e = exp2_vec<VT, F>(nax * float(kLog2e));
+  const VT e = exp2_nonpos(nax * float(kLog2e));
   const VT s = e / (e + 2.0f);
   const VT z = s * s;
   VT q = splat_v<VT>(1.0f / 13.0f);
@@ -297,7 +315,8 @@ __attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
 //   h[n] = exp(dt A[n]) h[n] + dt u B[n],  y = D u + sum_n C[n] h[n]
 // with the 16 state vectors held in registers for the whole tile (the
 // generic loops keep them in memory: a load and a store per state and
-// step). U, Dt: the tile's u and dt, (m, 16); a2 = A log2(e), (16, 16);
+// step). U, Dt: the tile's u and dt, (m, 16) (U may instead be a function
+// of the step, u_row); a2 = A log2(e), (16, 16);
 // hmem: the state entering the tile (read) and leaving it (written).
 // rows(i) gives step i's B and C rows ({const float*, const float*}),
 // emit(i, y, off) receives step i's output; nothing else is called between
@@ -351,12 +370,35 @@ inline KernelVariant& kernel_variant() {
   return v;
 }
 
+// The u of step i of a tile (its 16 channels): U is either the tile's
+// rows, (m, 16), or a function of i giving a pointer to step i's channels
+// where they lie (the fused forward reads u in place, without a copy)
+template <class UP>
+__attribute__((always_inline)) inline const float* u_row(const UP& U,
+                                                         int64_t i) {
+  if constexpr (std::is_pointer_v<UP>) {
+    return U + i * 16;
+  } else {
+    return U(i);
+  }
+}
+
+// U from step i of the tile on (u_row(u_from(U, i), j) = u_row(U, i + j))
+template <class UP>
+__attribute__((always_inline)) inline auto u_from(const UP& U, int64_t i) {
+  if constexpr (std::is_pointer_v<UP>) {
+    return U + i * 16;
+  } else {
+    return [&U, i](int64_t j) { return U(i + j); };
+  }
+}
+
 // The d_state-16 tile described above, on VT vectors: the lanes
 // [off, off + W) of a 16-channel block (U, Dt, a2, Dv, hmem keep the
 // block's row stride of 16). emit(i, y, off) gets step i's output.
-template <class VT, int F, class RowsFn, class EmitFn>
+template <class VT, int F, class UP, class RowsFn, class EmitFn>
 __attribute__((always_inline)) inline void scan16_tile_v(
-    const float* __restrict U, const float* __restrict Dt,
+    UP U, const float* __restrict Dt,
     const float* __restrict a2, const float* __restrict Dv, float* hmem,
     int64_t m, int off, RowsFn rows, EmitFn emit) {
   constexpr int W = VecInfo<VT>::W;
@@ -367,7 +409,7 @@ __attribute__((always_inline)) inline void scan16_tile_v(
   for (int64_t i = 0; i < m; ++i) {
     VT d, uu;
     std::memcpy(&d, Dt + i * 16 + off, S);
-    std::memcpy(&uu, U + i * 16 + off, S);
+    std::memcpy(&uu, u_row(U, i) + off, S);
     const VT du = d * uu;
     VT y0 = dvv * uu, y1 = splat_v<VT>(0.0f);
     const Rows16 r = rows(i);
@@ -390,8 +432,8 @@ __attribute__((always_inline)) inline void scan16_tile_v(
 
 // scan16_tile in the variant v: one pass of 16 lanes or two of 8 (the
 // second skipped when the block has at most 8 channels, vc)
-template <class RowsFn, class EmitFn>
-inline void scan16_run(const KernelVariant& v, const float* U,
+template <class UP, class RowsFn, class EmitFn>
+inline void scan16_run(const KernelVariant& v, UP U,
                        const float* Dt, const float* a2, const float* Dv,
                        float* hmem, int64_t m, int vc, RowsFn rows,
                        EmitFn emit) {
@@ -454,8 +496,8 @@ __attribute__((always_inline)) inline void add_lanes_v(float* dst, VT v,
 // checkpoint callback inside the loop (it reads the states through a
 // pointer) GCC kept the 16 states on the stack, a load and a store per
 // state and step; here they stay in registers.
-template <class RowsFn, class EmitFn>
-inline void scan16_run_ckpt(const KernelVariant& v, const float* U,
+template <class UP, class RowsFn, class EmitFn>
+inline void scan16_run_ckpt(const KernelVariant& v, UP U,
                             const float* Dt, const float* a2,
                             const float* Dv, float* hmem, int64_t m, int vc,
                             float* ck, int64_t E, int64_t K, int64_t t0,
@@ -472,7 +514,7 @@ inline void scan16_run_ckpt(const KernelVariant& v, const float* U,
       e = std::min(m, i + (K - r));
     }
     scan16_run(
-        v, U + i * 16, Dt + i * 16, a2, Dv, hmem, e - i, vc,
+        v, u_from(U, i), Dt + i * 16, a2, Dv, hmem, e - i, vc,
         [&](int64_t j) { return rows(i + j); },
         [&](int64_t j, auto y, int off) { emit(i + j, y, off); });
     i = e;
