@@ -574,31 +574,88 @@ __attribute__((always_inline)) inline void transpose16(__m512 r[16]) {
 #endif
 
 #if defined(__AVX512F__)
-// out[n] = sum_c M[n * 16 + c] for a 16 x 16 float32 matrix (64-byte
-// aligned): a transpose-and-add tree (46 instructions for the 16 sums
-// instead of 16 horizontal reductions)
-__attribute__((always_inline)) inline __m512 row_sums16(const float* M) {
-  __m512 s[8], u[4], v[2];
-  for (int k = 0; k < 8; ++k) {
-    const __m512 a = _mm512_load_ps(M + (2 * k) * 16);
-    const __m512 b = _mm512_load_ps(M + (2 * k + 1) * 16);
-    s[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),
-                         _mm512_shuffle_f32x4(a, b, 0xEE));
-  }
-  for (int k = 0; k < 4; ++k)
-    u[k] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * k], s[2 * k + 1], 0x88),
-                         _mm512_shuffle_f32x4(s[2 * k], s[2 * k + 1], 0xDD));
-  // u[k]: 128-bit lane j holds 4 partial sums of row 4k + j
-  for (int k = 0; k < 2; ++k)
-    v[k] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0x44),
-                         _mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0xEE));
-  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88),
-                                 _mm512_shuffle_ps(v[0], v[1], 0xDD));
+// The four levels of the row-sum tree below (rows 2k and 2k + 1, then
+// the partial sums of rows 4k.., 8k..), one transpose-and-add each
+__attribute__((always_inline)) inline __m512 rs_pair(__m512 a, __m512 b) {
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),
+                       _mm512_shuffle_f32x4(a, b, 0xEE));
+}
+__attribute__((always_inline)) inline __m512 rs_quad(__m512 a, __m512 b) {
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88),
+                       _mm512_shuffle_f32x4(a, b, 0xDD));
+}
+__attribute__((always_inline)) inline __m512 rs_oct(__m512 a, __m512 b) {
+  return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x44),
+                       _mm512_shuffle_ps(a, b, 0xEE));
+}
+__attribute__((always_inline)) inline __m512 rs_last(__m512 a, __m512 b) {
+  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x88),
+                                 _mm512_shuffle_ps(a, b, 0xDD));
   // w[4 j + i] is the sum of row 4 i + j
   const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
                                         14, 3, 7, 11, 15);
   return _mm512_permutexvar_ps(idx, w);
 }
+
+// out[n] = sum_c M[n * 16 + c] for a 16 x 16 float32 matrix (64-byte
+// aligned): a transpose-and-add tree (46 instructions for the 16 sums
+// instead of 16 horizontal reductions)
+__attribute__((always_inline)) inline __m512 row_sums16(const float* M) {
+  __m512 s[8], u[4], v[2];
+  for (int k = 0; k < 8; ++k)
+    s[k] = rs_pair(_mm512_load_ps(M + (2 * k) * 16),
+                   _mm512_load_ps(M + (2 * k + 1) * 16));
+  for (int k = 0; k < 4; ++k) u[k] = rs_quad(s[2 * k], s[2 * k + 1]);
+  // u[k]: 128-bit lane j holds 4 partial sums of row 4k + j
+  for (int k = 0; k < 2; ++k) v[k] = rs_oct(u[2 * k], u[2 * k + 1]);
+  return rs_last(v[0], v[1]);
+}
+
+// The sums of four rows of 16 (a[c], b[c], c[c], d[c] summed over c) as
+// one 128-bit vector, by the first two levels of the row-sum tree and two
+// in-lane steps
+__attribute__((always_inline)) inline __m128 tail_rows4(__m512 a, __m512 b,
+                                                        __m512 c, __m512 d) {
+  // 128-bit lane j of u holds 4 partial sums of row j
+  const __m512 u = rs_quad(rs_pair(a, b), rs_pair(c, d));
+  __m512 t = _mm512_add_ps(u, _mm512_shuffle_ps(u, u, 0x4E));
+  t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0xB1));
+  // every element of lane j is row j's sum: take elements 0, 4, 8, 12
+  const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0,
+                                        0, 0, 0, 0, 0);
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, t));
+}
+
+// row_sums16 fed one row at a time (push(n, row) for n = 0, 1, .., 15 in
+// order; n a compile-time constant after unrolling): each level is
+// combined as soon as its two halves exist, so at most one pending vector
+// per level stays live and no row goes through memory. The same
+// operations on the same pairs as row_sums16: the same bits.
+struct RowSums16 {
+  __m512 p0, p1, p2, p3, out;
+  __attribute__((always_inline)) inline void push(int n, __m512 r) {
+    if ((n & 1) == 0) {
+      p0 = r;
+      return;
+    }
+    const __m512 s = rs_pair(p0, r);
+    if ((n & 2) == 0) {
+      p1 = s;
+      return;
+    }
+    const __m512 u = rs_quad(p1, s);
+    if ((n & 4) == 0) {
+      p2 = u;
+      return;
+    }
+    const __m512 v = rs_oct(p2, u);
+    if ((n & 8) == 0) {
+      p3 = v;
+      return;
+    }
+    out = rs_last(p3, v);
+  }
+};
 #endif
 
 #if defined(__AVX512F__)
@@ -666,7 +723,6 @@ __attribute__((always_inline)) inline void adjoint16(
     float* __restrict dAc, RowsFn rows, StepFn step) {
   vf16 lam[16];
   for (int n = 0; n < 16; ++n) std::memcpy(&lam[n], lam_mem + n * 16, 64);
-  alignas(64) float PB[256], PC[256];
   for (int64_t i = m - 1; i >= 0; --i) {
     vf16 d, uu, g;
     std::memcpy(&d, Dl + i * 16, 64);
@@ -679,6 +735,7 @@ __attribute__((always_inline)) inline void adjoint16(
     const float* Ei = E + i * 256;
     vf16 ddt0 = splat(0.0f), ddt1 = splat(0.0f);
     vf16 lbs0 = splat(0.0f), lbs1 = splat(0.0f);
+    RowSums16 sumB, sumC;  // the channel sums of pb, pc
 #pragma GCC unroll 16
     for (int n = 0; n < 16; ++n) {
       vf16 hp, hc, e, an, da;
@@ -699,15 +756,13 @@ __attribute__((always_inline)) inline void adjoint16(
       }
       da += x * d;
       std::memcpy(dAc + n * 16, &da, 64);
-      const vf16 pb = ln * dtu, pc = g * hc;
-      std::memcpy(PB + n * 16, &pb, 64);
-      std::memcpy(PC + n * 16, &pc, 64);
+      sumB.push(n, ln * dtu);
+      sumC.push(n, g * hc);
       lam[n] = ln * e;
     }
     const vf16 lbs = lbs0 + lbs1;
     // ddt gets sum_n ln B[n] u, dut sum_n ln B[n] dt: one product each
-    step(i, ddt0 + ddt1 + lbs * uu, lbs * d, row_sums16(PB),
-         row_sums16(PC));
+    step(i, ddt0 + ddt1 + lbs * uu, lbs * d, sumB.out, sumC.out);
   }
   for (int n = 0; n < 16; ++n) std::memcpy(lam_mem + n * 16, &lam[n], 64);
 }

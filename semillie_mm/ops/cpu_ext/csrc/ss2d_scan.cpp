@@ -421,7 +421,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             dbc[c] = T(0);
           }
         };
-        const auto tail = [&](int64_t i, int64_t p) {
+        const auto prefetch_out = [&](int64_t i) {
           // column-major directions: the outputs of the step 8 steps on
           // (the chunk is walked backwards). The chunk-ahead prefetch of
           // the gather would be evicted before use: with power-of-two
@@ -435,6 +435,9 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
               __builtin_prefetch(dr + o, 1);
             __builtin_prefetch(dr + X - 1, 1);
           }
+        };
+        const auto tail = [&](int64_t i, int64_t p) {
+          prefetch_out(i);
           const T* xr = xb + p * X;
           T* dxo = dxs + p * X;
           // the channel sums into this slot's dB, dC of the pixel
@@ -482,6 +485,61 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         };
 #if defined(__AVX512F__)
         if constexpr (std::is_same_v<T, float>) {
+          // tail for d_state 16 in float32 on whole vectors: dB, dC of the
+          // pixel added as two vectors (the generic tail goes through 32
+          // scalars), and the R sums over the block's channels for d xdbl[r]
+          // by the row-sum tree four rows at a time (tail_rows4) instead of
+          // a horizontal reduction each
+          const auto tail16 = [&](int64_t i, int64_t p, __m512 sB, __m512 sC,
+                                  __m512 dut_v) {
+            prefetch_out(i);
+            const float* xr = xb + p * X;
+            float* dxo = dxs + p * X;
+            if (first) {
+              _mm512_storeu_ps(dxo + R, sB);
+              _mm512_storeu_ps(dxo + R + 16, sC);
+            } else {
+              _mm512_storeu_ps(dxo + R,
+                               _mm512_add_ps(_mm512_loadu_ps(dxo + R), sB));
+              _mm512_storeu_ps(dxo + R + 16, _mm512_add_ps(
+                                                 _mm512_loadu_ps(dxo + R + 16),
+                                                 sC));
+            }
+            const __m512 g = _mm512_mul_ps(_mm512_loadu_ps(ddtv),
+                                           _mm512_loadu_ps(&Sl[i * V]));
+            _mm512_storeu_ps(dbc, _mm512_add_ps(_mm512_loadu_ps(dbc), g));
+            int64_t r = 0;
+            for (; r + 4 <= R; r += 4) {
+              __m512 pr[4];
+              for (int k = 0; k < 4; ++k) {
+                float* dw = dWc + (r + k) * V;
+                _mm512_storeu_ps(dw, _mm512_fmadd_ps(
+                                         g, _mm512_set1_ps(xr[r + k]),
+                                         _mm512_loadu_ps(dw)));
+                pr[k] = _mm512_mul_ps(g, _mm512_loadu_ps(q.wd + (r + k) * V));
+              }
+              const __m128 s4 = tail_rows4(pr[0], pr[1], pr[2], pr[3]);
+              _mm_storeu_ps(dxo + r, first ? s4 : _mm_add_ps(
+                                                      _mm_loadu_ps(dxo + r),
+                                                      s4));
+            }
+            for (; r < R; ++r) {
+              float* dw = dWc + r * V;
+              _mm512_storeu_ps(dw, _mm512_fmadd_ps(g, _mm512_set1_ps(xr[r]),
+                                                   _mm512_loadu_ps(dw)));
+              const float sR = _mm512_reduce_add_ps(
+                  _mm512_mul_ps(g, _mm512_loadu_ps(q.wd + r * V)));
+              dxo[r] = first ? sR : dxo[r] + sR;
+            }
+            float* dup = dub + p * sdu.sl;
+            if (vc == 16) {
+              _mm512_storeu_ps(dup, _mm512_add_ps(_mm512_loadu_ps(dup), dut_v));
+            } else {
+              alignas(64) float t[16];
+              _mm512_store_ps(t, dut_v);
+              for (int c = 0; c < vc; ++c) dup[c] += t[c];
+            }
+          };
           if (N == 16 && kv.bwd16) {  // adjoints in registers
             const auto brow = [&](int64_t i) {
               return xb + pos[i] * X + R;
@@ -500,14 +558,16 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                 [&](int64_t i, vf16 ddt, vf16 lbd, __m512 sB, __m512 sC) {
                   const T* uu = &Ul[i * V];
                   const T* go = &Gl[i * V];
-                  for (int c = 0; c < V; ++c) {
-                    dut[c] = Dv[c] * go[c] + lbd[c];
-                    dDc[c] += go[c] * uu[c];
-                    ddtv[c] = ddt[c];
-                  }
-                  _mm512_storeu_ps(sBn, sB);
-                  _mm512_storeu_ps(sCn, sC);
-                  tail(i, pos[i]);
+                  vf16 dv, gv, uv;
+                  std::memcpy(&dv, Dv, 64);
+                  std::memcpy(&gv, go, 64);
+                  std::memcpy(&uv, uu, 64);
+                  vf16 dd;
+                  std::memcpy(&dd, dDc, 64);
+                  dd += gv * uv;
+                  std::memcpy(dDc, &dd, 64);
+                  std::memcpy(ddtv, &ddt, 64);
+                  tail16(i, pos[i], sB, sC, dv * gv + lbd);
                 });
             flush();
             continue;
