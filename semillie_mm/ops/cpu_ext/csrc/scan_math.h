@@ -191,10 +191,10 @@ __attribute__((always_inline)) inline VT exp2_vec(VT x) {
   }
 }
 
-// 2^x for x <= 0 (or NaN) in the build's native form: on AVX-512 the
-// clamped form's numbers with only the lower clamp, one vmaxps (x second:
-// a NaN passes) where the two ternary clamps take two compares and two
-// blends; softplus and sigmoid take 2^(-|x| log2 e)
+// 2^x for x <= 0 (or NaN), softplus's and sigmoid's 2^(-|x| log2 e): on
+// AVX-512 the clamped form's numbers with only the lower clamp, one vmaxps
+// (x second: a NaN passes) where the two ternary clamps take two compares
+// and two blends; the magic-number form (clamped) elsewhere
 template <class VT>
 __attribute__((always_inline)) inline VT exp2_nonpos(VT x) {
 #if defined(__AVX512F__)
@@ -213,8 +213,8 @@ __attribute__((always_inline)) inline VT exp2_nonpos(VT x) {
 // the two agree to rounding) and its derivative sigmoid(x), for V lanes.
 // float32: e = exp(-|x|) in (0, 1], log1p(e) = 2 atanh(s), s = e / (2 + e)
 // in (0, 1/3], by the odd series of atanh to s^13 (relative error < 2e-8),
-// on whole vectors (VT; exp2 in form F). kSig: sig receives sigmoid(v).
-template <class VT, int F, bool kSig>
+// on whole vectors (VT; exp2_nonpos). kSig: sig receives sigmoid(v).
+template <class VT, bool kSig>
 __attribute__((always_inline)) inline VT softplus_vec(VT v, VT* sig) {
   const VT zero = splat_v<VT>(0.0f);
   const VT nax = v < 0.0f ? v : -v;  // -|x|
@@ -238,23 +238,21 @@ __attribute__((always_inline)) inline VT softplus_vec(VT v, VT* sig) {
 
 // sigmoid(x) of whole vectors in the stable form e / (1 + e) with
 // e = exp(-|x|) for negative x
-template <class VT, int F>
+template <class VT>
 __attribute__((always_inline)) inline VT sigmoid_vec(VT v) {
   const VT nax = v < 0.0f ? v : -v;
-  const VT e = exp2_vec<VT, F>(nax * float(kLog2e));
+  const VT e = exp2_nonpos(nax * float(kLog2e));
   const VT num = v >= 0.0f ? splat_v<VT>(1.0f) : e;
   return num / (e + 1.0f);
 }
 
-// the widest float32 vector of the build and the exp2 form used with it
-// outside the scan tiles: vscalefps where the build has AVX-512, the
-// magic-number form otherwise (both clamped: exp2_f32's numbers)
+// the widest float32 vector of the build (outside the scan tiles exp2 is
+// exp2_nonpos: vscalefps where the build has AVX-512, the magic-number form
+// otherwise)
 #if defined(__AVX512F__)
 typedef vf16 vfn;
-constexpr int kNativeExp = kExpClampScalef;
 #else
 typedef vf8 vfn;
-constexpr int kNativeExp = kExpMagic;
 #endif
 
 // out[0, 16) = f(x[0, 16)) (and, kSig, g[0, 16) its second result) on one
@@ -284,7 +282,7 @@ __attribute__((always_inline)) inline void softplus_sig(const T* __restrict x,
     static_assert(V == 16, "one vf16 per block");
     lanes16<kSig>(x, sp, sg, [](auto v, auto* g) {
       typedef decltype(v) VT;
-      return softplus_vec<VT, kNativeExp, kSig>(v, g);
+      return softplus_vec<VT, kSig>(v, g);
     });
   } else {
     for (int c = 0; c < V; ++c) {
@@ -303,7 +301,7 @@ __attribute__((always_inline)) inline void sigmoid(const T* __restrict x,
   if constexpr (std::is_same_v<T, float>) {
     static_assert(V == 16, "one vf16 per block");
     lanes16<false>(x, sg, nullptr, [](auto v, auto*) {
-      return sigmoid_vec<decltype(v), kNativeExp>(v);
+      return sigmoid_vec<decltype(v)>(v);
     });
   } else {
     for (int c = 0; c < V; ++c) sg[c] = T(1) / (T(1) + std::exp(-x[c]));
