@@ -1,6 +1,7 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
 """Two builds of the C++ extension timed against each other in one process,
-on the fused SS2D kernel, with the order alternating from round to round.
+on the fused SS2D kernel or the plain selective scan, with the order
+alternating from round to round.
 
 ``bench_cpu_path.py --old-root`` times the old checkout after the new one,
 each in child processes; a change of a few per cent then drowns in the
@@ -10,7 +11,9 @@ process (``importlib``, each under its own module name) and called in
 turns: round r runs A then B, round r + 1 B then A, so that drift and
 position hit both alike. Each figure is ns per (direction, channel, step,
 state) element and thread (``harness.kernel_case``: four directions, no
-projections); the verdict is the median over rounds of the per-round
+projections; kinds ``scan_fwd`` / ``scan_fwdbwd``: ``harness.scan_case``,
+the extension's ``scan_fwd`` / ``scan_bwd`` on one SS2D-shaped call,
+per (channel, step, state) element); the verdict is the median over rounds of the per-round
 ratio B / A, with its range.
 
 The binaries come from checkouts (``--a-root`` / ``--b-root``: each
@@ -51,6 +54,15 @@ SHAPES = {
     'quick': {'1x128x128': (1, 128, 128, 128)},
     'dry-run': {'1x16x24': (1, 32, 16, 24)},
 }
+#: the plain selective scan's problems (batch, dim, length, d_state,
+#: groups): one SS2D call of the 256x256 map as bench_cpu_path's ``scan``
+#: row has it, shorter in quick and dry-run modes
+SCAN_SHAPES = {
+    'full': {'1x512x65536': (1, 512, 65536, 16, 4)},
+    'quick': {'1x512x16384': (1, 512, 16384, 16, 4)},
+    'dry-run': {'1x32x300': (1, 32, 300, 16, 4)},
+}
+KINDS = ('fwd', 'fwdbwd', 'scan_fwd', 'scan_fwdbwd')
 
 #: printed by a child with a checkout on its path: the binary that
 #: checkout's sources and this environment's flags give (both layouts)
@@ -179,15 +191,16 @@ def main(argv=None):
     p.add_argument('--variant', help='kernel variant for both (default: '
                    "this checkout's choice for the CPU)")
     p.add_argument('--kind', default='fwd,fwdbwd',
-                   help='fwd (no checkpoints) and/or fwdbwd (forward with '
-                   'checkpoints + backward)')
+                   help='of the fused kernel: fwd (no checkpoints), fwdbwd '
+                   '(forward with checkpoints + backward); of the plain '
+                   'scan: scan_fwd, scan_fwdbwd (comma-separated)')
     p.add_argument('--rounds', type=int, default=12)
     p.add_argument('--out', help='also write the results as JSON')
     args = p.parse_args(argv)
     mode = 'dry-run' if args.dry_run else 'quick' if args.quick else 'full'
     kinds = [k for k in args.kind.split(',') if k]
-    if not kinds or any(k not in ('fwd', 'fwdbwd') for k in kinds):
-        p.error(f'--kind takes fwd and/or fwdbwd, got {args.kind!r}')
+    if not kinds or any(k not in KINDS for k in kinds):
+        p.error(f'--kind takes {", ".join(KINDS)}, got {args.kind!r}')
     if args.binaries:
         paths = args.binaries.split(',')
         if len(paths) != 2:
@@ -202,32 +215,54 @@ def main(argv=None):
     import torch
     _, fused = harness.fused_kernel_modules()
     mods = [load_binary(path) for path in paths]
+    cache = 'off'
+    if any(k.startswith('scan') for k in kinds):
+        # the plain scan allocates its outputs per call: without the
+        # caching allocator (the runner's and inferencer's) its times are
+        # mostly page faults. B's binary installs it (this checkout's may
+        # not be built for its current sources)
+        from semillie_mm.ops.cpu_cache import default_limit_mb
+        cache = 'absent'
+        if hasattr(mods[1], 'cpu_cache_install'):
+            mods[1].cpu_cache_install(default_limit_mb() << 20)
+            cache = 'on' if mods[1].cpu_cache_stats()[1] else 'absent'
     variant = [apply_variant(m, args.variant) for m in mods]
     machine = harness.machine_summary()
     print(f"{harness.machine_line(machine)}; CPU family "
           f"{machine.get('family', '?')}")
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; '
-          f'{args.rounds} rounds, the order alternating; mode {mode}')
+          f'{args.rounds} rounds, the order alternating; mode {mode}; '
+          f'caching CPU allocator {cache}')
     for tag, label, path, v in zip('AB', labels, paths, variant):
         print(f'{tag}: {label}\n   {path}\n   variant: {v}')
     results, rows = [], []
-    for name, shape in SHAPES[mode].items():
-        cases = [harness.kernel_case(m, fused, *shape) for m in mods]
-        el = cases[0][2]
-        scale = torch.get_num_threads() / el * 1e9
-        for kind in kinds:
-            calls = [c[0] if kind == 'fwd' else c[1] for c in cases]
-            times = time_ab(calls, args.rounds)
-            s = summarize(times[0], times[1], scale)
-            results.append(dict(case=name, kind=kind, **s))
-            rows.append([name, kind, f"{s['a_best']:.3f} / {s['a_median']:.3f}",
-                         f"{s['b_best']:.3f} / {s['b_median']:.3f}",
-                         f"**{s['ratio_median']:.3f}**",
-                         f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f}"])
-            print(f'{name} {kind}: B / A {s["ratio_median"]:.3f}', flush=True)
+    groups = [(SHAPES[mode], [k for k in kinds if not k.startswith('scan')],
+               lambda m, shape: harness.kernel_case(m, fused, *shape)),
+              (SCAN_SHAPES[mode], [k for k in kinds if k.startswith('scan')],
+               lambda m, shape: harness.scan_case(m, *shape))]
+    for shapes, group_kinds, make in groups:
+        if not group_kinds:
+            continue
+        for name, shape in shapes.items():
+            cases = [make(m, shape) for m in mods]
+            el = cases[0][2]
+            scale = torch.get_num_threads() / el * 1e9
+            for kind in group_kinds:
+                calls = [c[1] if kind.endswith('fwdbwd') else c[0]
+                         for c in cases]
+                times = time_ab(calls, args.rounds)
+                s = summarize(times[0], times[1], scale)
+                results.append(dict(case=name, kind=kind, **s))
+                rows.append([
+                    name, kind, f"{s['a_best']:.3f} / {s['a_median']:.3f}",
+                    f"{s['b_best']:.3f} / {s['b_median']:.3f}",
+                    f"**{s['ratio_median']:.3f}**",
+                    f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f}"])
+                print(f'{name} {kind}: B / A {s["ratio_median"]:.3f}',
+                      flush=True)
     print()
     print(harness.markdown_table(
-        ['fused kernel', 'pass', 'A: best / median (ns)',
+        ['case', 'pass', 'A: best / median (ns)',
          'B: best / median (ns)', 'B / A, median of rounds', 'range'],
         rows))
     if args.out:
@@ -238,6 +273,7 @@ def main(argv=None):
                            binaries=dict(A=paths[0], B=paths[1]),
                            labels=dict(A=labels[0], B=labels[1]),
                            variant=dict(A=variant[0], B=variant[1]),
+                           cpu_cache=cache,
                            results=results), f, indent=1, default=str)
     return results
 

@@ -485,6 +485,44 @@ def kernel_case(mod, fused, batch, channels, h, w, d_state=16, dt_rank=4):
     return fwd, fwdbwd, 4 * B * E * L * N
 
 
+def scan_case(mod, batch, dim, length, d_state=16, groups=4):
+    """Inputs of the extension's plain selective scan (``scan_fwd`` /
+    ``scan_bwd``, the ``native`` backend of ``selective_scan()`` without
+    its autograd wrapper) shaped like :func:`scan_inputs`, and its two
+    timed calls.
+
+    Args:
+        mod: the loaded extension.
+        batch, dim, length, d_state, groups (int): the problem.
+
+    Returns:
+        tuple: (fwd, fwdbwd, elements): the forward without checkpoints,
+        the forward with them and the backward (``delta_softplus``, no z),
+        and the (channel, step, state) elements of one pass.
+    """
+    from semillie_mm.ops.selective_scan.common import chunk_size, num_slots
+
+    import torch
+    x = {k: v.detach() for k, v in
+         scan_inputs(batch, dim, length, d_state, groups, False).items()}
+    K = chunk_size(length)
+    V = 16  # float32 lanes of the C++ kernel's channel blocks
+    S = num_slots(batch, groups, -(-(dim // groups) // V),
+                  torch.get_num_threads())
+    dout = torch.randn_like(x['u'])
+    args = (x['u'], x['delta'], x['A'], x['B'], x['C'], x['D'], None,
+            x['delta_bias'], True, K)
+
+    def fwd():
+        mod.scan_fwd(*args, False)
+
+    def fwdbwd():
+        ckpt = mod.scan_fwd(*args, True)[2]
+        mod.scan_bwd(*args, ckpt, dout, None, S)
+
+    return fwd, fwdbwd, batch * dim * length * d_state
+
+
 #: the op-mix floor's tiles, in steps: L1-resident (forward: u, dt, B, C
 #: of 64 steps, 16 KB; backward: the chunk's states and decays, 17 KB)
 OPMIX_STEPS = dict(fwd=64, bwd=8)

@@ -41,7 +41,7 @@ def test_ab_roots_dry_run(tmp_path):
     proc, out = _run(['--a-root', ROOT, '--variant', 'issue10,tile=16'],
                      tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert '| fused kernel | pass | A: best / median (ns) |' in proc.stdout
+    assert '| case | pass | A: best / median (ns) |' in proc.stdout
     res = json.loads(out.read_text())
     assert res['binaries'] == dict(A=path, B=path)
     assert res['variant']['A'] == dict(lanes=16, exp=0, tile=16, ahead=2,
@@ -52,6 +52,25 @@ def test_ab_roots_dry_run(tmp_path):
         assert r['a_best'] > 0 and r['b_best'] > 0
         assert r['a_best'] <= r['a_median'] and r['b_best'] <= r['b_median']
         assert r['ratio_min'] <= r['ratio_median'] <= r['ratio_max']
+
+
+def test_ab_scan_kinds_dry_run(tmp_path):
+    """The plain scan's kinds beside a fused one: each timed on its own
+    problem (the scan's dry-run shape), in the fused-then-scan order."""
+    path = _binary()
+    proc, out = _run(['--binaries', f'{path},{path}', '--kind',
+                      'scan_fwdbwd,fwd,scan_fwd'], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [(r['case'], r['kind']) for r in res['results']] == [
+        ('1x16x24', 'fwd'), ('1x32x300', 'scan_fwdbwd'),
+        ('1x32x300', 'scan_fwd')]
+    for r in res['results']:
+        assert r['a_best'] > 0 and r['b_best'] > 0
+        assert r['ratio_min'] <= r['ratio_median'] <= r['ratio_max']
+    proc, _ = _run(['--binaries', f'{path},{path}', '--kind', 'scan'],
+                   tmp_path)
+    assert proc.returncode == 2 and '--kind takes fwd, fwdbwd' in proc.stderr
 
 
 def test_ab_errors(tmp_path):
