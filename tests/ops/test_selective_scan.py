@@ -517,3 +517,51 @@ def test_native_reads_strided_inputs(N):
         torch.testing.assert_close(
             grads32[name].double(), g64, rtol=1e-3, atol=1e-4 * scale,
             msg=lambda m: f'gradient of {name}: {m}')
+
+
+@needs_native
+@pytest.mark.parametrize('gate', [False, True])
+def test_native_streaming_outputs_match_the_cached_path(gate):
+    """Outputs of 16 MiB and more are written with streaming stores
+    (selective_scan.cpp, kStreamBytes): a (1, 512, 8192) float32 call with
+    4 groups gives, bit for bit, what its four groups give as (1, 128, 8192)
+    calls below the threshold (each channel and each group's dB/dC sums
+    are computed the same way in both), forward and backward."""
+    from semillie_mm.ops.cpu_ext import build
+    from semillie_mm.ops.selective_scan.common import chunk_size
+    mod = build.load()
+    E, L, N, G = 512, 8192, 16, 4
+    assert E * L * 4 >= 16 << 20 > (E // G) * L * 4
+    x = make_inputs(1, E, L, N, groups=G, z=gate, dtype=torch.float32)
+    x = {k: (v.detach() if v is not None else None) for k, v in x.items()}
+    dout = torch.randn(1, E, L)
+    K = chunk_size(L)
+
+    def call(u, delta, A, B, C, D, z, bias, g):
+        out, last, ck = mod.scan_fwd(u, delta, A, B, C, D, z, bias, True, K,
+                                     True)
+        grads = mod.scan_bwd(u, delta, A, B, C, D, z, bias, True, K, ck, g,
+                             None, 1)
+        return [out, last, ck] + list(grads)
+
+    big = call(x['u'], x['delta'], x['A'], x['B'], x['C'], x['D'], x['z'],
+               x['delta_bias'], dout)
+    cpg = E // G
+    parts = []
+    for g in range(G):
+        c = slice(g * cpg, (g + 1) * cpg)
+        parts.append(call(
+            x['u'][:, c].contiguous(), x['delta'][:, c].contiguous(),
+            x['A'][c].contiguous(), x['B'][:, g:g + 1].contiguous(),
+            x['C'][:, g:g + 1].contiguous(), x['D'][c].contiguous(),
+            x['z'][:, c].contiguous() if gate else None,
+            x['delta_bias'][c].contiguous(), dout[:, c].contiguous()))
+    # out, last, ckpt (n_chunks, N, E), du, ddelta, dz, dA, dB, dC, dD, dbias
+    cat_dims = [1, 1, 3, 1, 1, 1, 0, 1, 1, 0, 0]
+    names = ['out', 'last', 'ckpt', 'du', 'ddelta', 'dz', 'dA', 'dB', 'dC',
+             'dD', 'dbias']
+    for i, (name, dim) in enumerate(zip(names, cat_dims)):
+        if name == 'dz' and not gate:
+            continue
+        whole = torch.cat([p[i] for p in parts], dim)
+        assert torch.equal(big[i], whole), name

@@ -64,7 +64,15 @@ struct Shape {
   int64_t nb, E, L, N, G, cpg, nblk;  // cpg channels and nblk blocks / group
   int64_t K, nchunks;
   bool softplus;
+  bool stream;  // outputs written with streaming stores (see scatter)
 };
+
+// (batch, E, L) outputs of at least this many bytes are written with
+// streaming (non-temporal) stores: they do not fit the caches anyway, and
+// a normal store of a line first reads it from memory (scan forward
+// -5 %, forward + backward -8 % at 1 x 512 x 65536, Zen 5); smaller ones
+// stay in the cache for the op that reads them next
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
 
 // Software prefetch of the rows' steps [t0 + pf, t0 + pf + m) (pf: the
 // distance, in steps, to a later tile; negative in the backward, which
@@ -124,13 +132,20 @@ inline void gather(const T* x, Seq s, int64_t b, int64_t c0, int vc,
   }
 }
 
-// x[b, c0 + c, t0 + i] = buf[i * V + c] for i < m, c < vc
+// x[b, c0 + c, t0 + i] = buf[i * V + c] for i < m, c < vc. stream: the
+// transposed 16 x 16 blocks go out with streaming stores where every row's
+// line is whole and 64-byte aligned (no write prefetch then); the caller
+// ends its range with an sfence (stream_fence).
 template <typename T, int V>
 inline void scatter(const T* __restrict buf, T* x, Seq s, int64_t b,
                     int64_t c0, int vc, int64_t t0, int64_t m, int64_t pf,
-                    int64_t L) {
-  prefetch_rows<T>(x + b * s.sb + c0 * s.sc, s, vc, t0, m, pf, L, true);
+                    int64_t L, bool stream) {
   T* base = x + b * s.sb + c0 * s.sc + t0 * s.st;
+  const bool nt = stream && s.st == 1 && vc == V &&
+                  (reinterpret_cast<uintptr_t>(base) & 63) == 0 &&
+                  (s.sc * sizeof(T)) % 64 == 0;
+  if (!nt)
+    prefetch_rows<T>(x + b * s.sb + c0 * s.sc, s, vc, t0, m, pf, L, true);
   if (s.st == 1) {
     int64_t i0 = 0;
 #if defined(__AVX512F__)
@@ -141,8 +156,13 @@ inline void scatter(const T* __restrict buf, T* x, Seq s, int64_t b,
           for (int i = 0; i < 16; ++i)
             r[i] = _mm512_loadu_ps(buf + (i0 + i) * 16);
           transpose16(r);
-          for (int c = 0; c < 16; ++c)
-            _mm512_storeu_ps(base + c * s.sc + i0, r[c]);
+          if (nt) {
+            for (int c = 0; c < 16; ++c)
+              _mm512_stream_ps(base + c * s.sc + i0, r[c]);
+          } else {
+            for (int c = 0; c < 16; ++c)
+              _mm512_storeu_ps(base + c * s.sc + i0, r[c]);
+          }
         }
       }
     }
@@ -157,6 +177,16 @@ inline void scatter(const T* __restrict buf, T* x, Seq s, int64_t b,
       for (int c = 0; c < vc; ++c) col[c * s.sc] = buf[i * V + c];
     }
   }
+}
+
+// orders a range's streaming stores before the stores that follow (the
+// parallel region's end)
+inline void stream_fence(bool stream) {
+#if defined(__AVX512F__)
+  if (stream) _mm_sfence();
+#else
+  (void)stream;
+#endif
 }
 
 // dt of a tile: raw = delta + bias, then softplus (with its derivative in
@@ -296,7 +326,7 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
               Yt[i * V + c] *= Zt[i * V + c] * sgz[c];
           }
         }
-        scatter<T, V>(Yt, out, so, b, c0, vc, t0, m, kAhead, P.L);
+        scatter<T, V>(Yt, out, so, b, c0, vc, t0, m, kAhead, P.L, P.stream);
       }
     }
     for (int64_t j = 0; j < nj; ++j) {
@@ -307,6 +337,7 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
           last[(b * P.E + c0 + c) * N + n] = h[n * V + c];
     }
   }
+  stream_fence(P.stream);
 }
 
 #if defined(__AVX512F__)
@@ -566,9 +597,12 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
 #else
         bwd_chunk_generic();
 #endif
-        scatter<T, V>(DUl.data(), du, sdu, b, c0, vc, t0, m, pf, P.L);
-        scatter<T, V>(DDl.data(), ddelta, sdd, b, c0, vc, t0, m, pf, P.L);
-        if (z) scatter<T, V>(DZl.data(), dz, sdz, b, c0, vc, t0, m, pf, P.L);
+        scatter<T, V>(DUl.data(), du, sdu, b, c0, vc, t0, m, pf, P.L, P.stream);
+        scatter<T, V>(DDl.data(), ddelta, sdd, b, c0, vc, t0, m, pf, P.L,
+                      P.stream);
+        if (z)
+          scatter<T, V>(DZl.data(), dz, sdz, b, c0, vc, t0, m, pf, P.L,
+                        P.stream);
         for (int64_t j = 0; j < N * V; ++j) {
           st.dAa[j] += static_cast<double>(dAc[j]);
           dAc[j] = T(0);
@@ -578,8 +612,8 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
       }
       // the chunk's channel sums into the slot's (N, L) rows
       if (N == V) {
-        scatter<T, V>(dBa.data(), dBs, sR, 0, 0, V, t0, m, pf, P.L);
-        scatter<T, V>(dCa.data(), dCs, sR, 0, 0, V, t0, m, pf, P.L);
+        scatter<T, V>(dBa.data(), dBs, sR, 0, 0, V, t0, m, pf, P.L, P.stream);
+        scatter<T, V>(dCa.data(), dCs, sR, 0, 0, V, t0, m, pf, P.L, P.stream);
       } else {
         for (int64_t n = 0; n < N; ++n) {
           T* br = dBs + n * P.L + t0;
@@ -602,6 +636,7 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
       }
     }
   }
+  stream_fence(P.stream);
 }
 
 Seq seq_of(const at::Tensor& x, const char* name, const at::Tensor& u) {
@@ -673,6 +708,8 @@ Shape shape_of(const at::Tensor& u, const at::Tensor& delta,
   P.K = K;
   P.nchunks = (P.L + K - 1) / K;
   P.softplus = softplus;
+  P.stream = P.nb * P.E * P.L * static_cast<int64_t>(u.element_size()) >=
+             kStreamBytes;
   seq_of(delta, "delta", u);
   if (z) seq_of(*z, "z", u);
   check_param(A, u, "A", {P.E, P.N});
