@@ -235,6 +235,13 @@ def main(argv=None):
           f'caching CPU allocator {cache}')
     for tag, label, path, v in zip('AB', labels, paths, variant):
         print(f'{tag}: {label}\n   {path}\n   variant: {v}')
+    # B's op-mix floor, for the figures as ratios to it (issue #23's
+    # measure); quick and short in a dry run
+    floor = harness.opmix_floor(mods[1], target_s=0.02 if mode == 'dry-run'
+                                else 0.2)
+    if 'fwd' in floor:
+        print(f"op-mix floor of B: fwd {floor['fwd']:.3f} ns, fwd+bwd "
+              f"{floor['fwdbwd']:.3f} ns per element and thread")
     results, rows = [], []
     groups = [(SHAPES[mode], [k for k in kinds if not k.startswith('scan')],
                lambda m, shape: harness.kernel_case(m, fused, *shape)),
@@ -252,18 +259,24 @@ def main(argv=None):
                          for c in cases]
                 times = time_ab(calls, args.rounds)
                 s = summarize(times[0], times[1], scale)
+                fk = 'fwdbwd' if kind.endswith('fwdbwd') else 'fwd'
+                if fk in floor:
+                    s['b_best_floor_x'] = s['b_best'] / floor[fk]
                 results.append(dict(case=name, kind=kind, **s))
                 rows.append([
                     name, kind, f"{s['a_best']:.3f} / {s['a_median']:.3f}",
                     f"{s['b_best']:.3f} / {s['b_median']:.3f}",
                     f"**{s['ratio_median']:.3f}**",
-                    f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f}"])
+                    f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f}",
+                    f"{s['b_best_floor_x']:.2f}x" if 'b_best_floor_x' in s
+                    else '-'])
                 print(f'{name} {kind}: B / A {s["ratio_median"]:.3f}',
                       flush=True)
     print()
     print(harness.markdown_table(
         ['case', 'pass', 'A: best / median (ns)',
-         'B: best / median (ns)', 'B / A, median of rounds', 'range'],
+         'B: best / median (ns)', 'B / A, median of rounds', 'range',
+         'B best / op-mix floor'],
         rows))
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
@@ -273,7 +286,7 @@ def main(argv=None):
                            binaries=dict(A=paths[0], B=paths[1]),
                            labels=dict(A=labels[0], B=labels[1]),
                            variant=dict(A=variant[0], B=variant[1]),
-                           cpu_cache=cache,
+                           cpu_cache=cache, opmix_floor=floor,
                            results=results), f, indent=1, default=str)
     return results
 

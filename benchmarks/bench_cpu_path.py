@@ -54,6 +54,8 @@ TARGETS = {
     'scan_fwdbwd_x': 1.5,
     'kernel_fwd_x': 1.5,
     'kernel_fwdbwd_x': 1.5,
+    'scac_fwd_x': 1.5,
+    'scac_fwdbwd_x': 1.5,
     'scac_fwd_ns': 0.35,
     'scac_fwdbwd_ns': 1.2,
     # the layer includes the x_proj / out_proj GEMMs and the layout copies,
@@ -854,6 +856,7 @@ def derive(res, rate, cpu_rate, opmix=None):
             d[key] = (max(vals) if vals else None, '; '.join(texts))
     if opmix and 'fwd' in opmix:
         for key, fk in (('scan_fwd', 'fwd'), ('scan_fwdbwd', 'fwdbwd'),
+                        ('scac_fwd', 'fwd'), ('scac_fwdbwd', 'fwdbwd'),
                         ('kernel_fwd', 'fwd'), ('kernel_fwdbwd', 'fwdbwd')):
             v = d.get(key + '_ns')
             if v is None or v[0] is None:
@@ -923,6 +926,10 @@ ROW_LABELS = [
      'floor (the recurrence alone in L1, opmix_floor.cpp)', '<= 1.5x'),
     ('scan_fwdbwd_x', 'its fwd+bwd / the op-mix floor (fwd + bwd)',
      '<= 1.5x'),
+    ('scac_fwd_x', 'the call with the caching allocator (no page faults of '
+     'fresh outputs), fwd / the op-mix floor', '<= 1.5x'),
+    ('scac_fwdbwd_x', 'with the caching allocator, fwd+bwd / the op-mix '
+     'floor', '<= 1.5x'),
     ('kernel_fwd_x', 'the fused SS2D kernel, fwd / the op-mix floor',
      '<= 1.5x'),
     ('kernel_fwdbwd_x', 'the kernel, fwd+bwd / the op-mix floor', '<= 1.5x'),

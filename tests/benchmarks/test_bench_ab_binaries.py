@@ -68,6 +68,9 @@ def test_ab_scan_kinds_dry_run(tmp_path):
     for r in res['results']:
         assert r['a_best'] > 0 and r['b_best'] > 0
         assert r['ratio_min'] <= r['ratio_median'] <= r['ratio_max']
+        floor = res['opmix_floor']['fwdbwd' if 'fwdbwd' in r['kind']
+                                   else 'fwd']
+        assert r['b_best_floor_x'] == pytest.approx(r['b_best'] / floor)
     proc, _ = _run(['--binaries', f'{path},{path}', '--kind', 'scan'],
                    tmp_path)
     assert proc.returncode == 2 and '--kind takes fwd, fwdbwd' in proc.stderr

@@ -70,3 +70,32 @@ def test_old_commit_without_count_macs_takes_another_count():
     assert d['fwd'][1].endswith('= 3.0x; MACs counted by new)')
     assert bench.derive(results['variants']['new'], 10.0, 10.0)['fwd'][1] \
         .endswith('= 1.0x)')
+
+
+def test_scan_rows_as_ratios_to_the_opmix_floor():
+    """The scan rows (torch's allocator and the caching one) and the fused
+    kernel's, each as CPU ns per element over the floor of its pass."""
+    def call(seconds, cpu_seconds):
+        return dict(seconds=seconds, cpu_seconds=cpu_seconds, threads=2,
+                    elements=10 ** 9, extra_gb=0.0, cpu_cache='on')
+    res = {'scan_fwd': call(0.2, 0.4), 'scan_fwd+bwd': call(1.0, 2.0),
+           'scac_fwd': call(0.1, 0.2), 'scac_fwd+bwd': call(0.3, 0.6),
+           'kernel_1x8x8': dict(
+               elements=10 ** 9, threads=2,
+               fwd=dict(seconds=0.1, cpu_seconds=0.25),
+               **{'fwd+bwd': dict(seconds=0.4, cpu_seconds=0.9)})}
+    d = bench.derive(res, 10.0, 10.0,
+                     opmix=dict(fwd=0.1, bwd=0.3, fwdbwd=0.4))
+    assert d['scan_fwd_ns'][0] == pytest.approx(0.4)
+    assert d['scan_fwd_x'][0] == pytest.approx(4.0)
+    assert d['scan_fwdbwd_x'][0] == pytest.approx(5.0)
+    assert d['scac_fwd_x'][0] == pytest.approx(2.0)
+    assert d['scac_fwdbwd_x'][0] == pytest.approx(1.5)
+    assert d['scac_fwdbwd_x'][1] == '0.60 / 0.400 ns = 1.50x'
+    assert d['kernel_fwd_x'][0] == pytest.approx(2.5)
+    assert d['kernel_fwdbwd_x'][0] == pytest.approx(2.25)
+    labels = [k for k, _, _ in bench.ROW_LABELS]
+    assert labels.index('scan_fwdbwd_x') < labels.index('scac_fwd_x') < \
+        labels.index('kernel_fwd_x')
+    assert bench.TARGETS['scac_fwd_x'] == bench.TARGETS['scac_fwdbwd_x'] \
+        == 1.5
