@@ -10,9 +10,9 @@ share.
 
 The extension is compiled once, by ``tools/setup_env.sh`` (which runs
 ``python semillie_mm/ops/cpu_ext/build.py --build``, which imports
-only torch), with
-``-O3 -march=native -ffp-contract=fast -fopenmp`` against torch's own
-libgomp; it is never compiled at run time.
+only torch), with ``-O3 -march=native -ffp-contract=fast
+-falign-functions=64 -fopenmp`` (and the flags in ``CFLAGS``) against
+torch's own libgomp; it is never compiled at run time.
 The binary is stored under ``$SEMILLIE_CACHE`` (default
 ``~/.cache/semillie-mm``) in ``ss2d_scan/<key>/``, where ``key`` hashes what
 makes a binary fit: the torch build (version, commit, C++ ABI), the Python
@@ -64,8 +64,18 @@ HEADERS = (os.path.join(_CSRC, 'scan_math.h'), )
 # when the including code is compiled without OpenMP. The OpenMP runtime is
 # torch's own libgomp (torch/lib), so that the kernels share torch's thread
 # pool and thread count.
+# -falign-functions=64: every function starts on a cache line, so that
+# where a kernel's loops fall relative to the 64-byte fetch blocks depends
+# on its own code only, not on the size of the code linked before it (a
+# change to selective_scan.cpp alone moved the fused SS2D functions by 32
+# bytes, and the fused backward timed 3-11 % slower in two in-process
+# A/B runs; with the flag in both builds they were level. Builds of the
+# same code have also differed by up to 20 % in single runs on the shared
+# Zen 5 VM, so the flag's own gain is not resolved; -falign-loops=32 on
+# top was 10-15 % slower)
 CFLAGS = ('-O3', '-march=native', '-ffp-contract=fast', '-fno-math-errno',
-          '-fno-trapping-math', '-fopenmp', '-std=c++20')
+          '-fno-trapping-math', '-falign-functions=64', '-fopenmp',
+          '-std=c++20')
 
 
 #: extra compile / link flags (e.g. sanitizers), space-separated; unset
