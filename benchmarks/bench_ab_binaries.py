@@ -1,7 +1,7 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
 """Two builds of the C++ extension timed against each other in one process,
-on the fused SS2D kernel or the plain selective scan, with the order
-alternating from round to round.
+on the fused SS2D kernel, the plain selective scan or the whole model, with
+the order alternating from round to round.
 
 ``bench_cpu_path.py --old-root`` times the old checkout after the new one,
 each in child processes; a change of a few per cent then drowns in the
@@ -13,8 +13,17 @@ position hit both alike. Each figure is ns per (direction, channel, step,
 state) element and thread (``harness.kernel_case``: four directions, no
 projections; kinds ``scan_fwd`` / ``scan_fwdbwd``: ``harness.scan_case``,
 the extension's ``scan_fwd`` / ``scan_bwd`` on one SS2D-shaped call,
-per (channel, step, state) element); the verdict is the median over rounds of the per-round
-ratio B / A, with its range.
+per (channel, step, state) element; kinds ``model_fwd`` / ``model_train``:
+``harness.model_case``, the default SemiLLIENet's 256x256 no-grad forward
+and its training step on 8 x 128x128, in seconds, the package's loader
+pointed at A's or B's binary before each call); the verdict is the median
+over rounds of the per-round ratio B / A, with its range.
+
+Both binaries are one process's libraries: what they export binds to
+the first loaded (the kernel-variant object, a unique symbol, is one for
+both, so ``--variant`` sets both; the global functions such as
+``opmix_floor`` and the allocator's run A's copy). The kernels themselves
+have internal linkage and run each binary's own code.
 
 The binaries come from checkouts (``--a-root`` / ``--b-root``: each
 checkout's own ``build.py`` names the binary its sources and flags give,
@@ -62,7 +71,38 @@ SCAN_SHAPES = {
     'quick': {'1x512x16384': (1, 512, 16384, 16, 4)},
     'dry-run': {'1x32x300': (1, 32, 300, 16, 4)},
 }
-KINDS = ('fwd', 'fwdbwd', 'scan_fwd', 'scan_fwdbwd')
+#: the model's problems: forward (batch, h, w), training step (batch, h, w)
+MODEL_SHAPES = {
+    'full': {'256x256 / 8x128x128': ((1, 256, 256), (8, 128, 128))},
+    'quick': {'128x128 / 4x64x64': ((1, 128, 128), (4, 64, 64))},
+    'dry-run': {'32x32 / 2x16x16': ((1, 32, 32), (2, 16, 16))},
+}
+KINDS = ('fwd', 'fwdbwd', 'scan_fwd', 'scan_fwdbwd', 'model_fwd',
+         'model_train')
+
+
+def model_cases(mods, shape):
+    """The model's two calls with each binary (``harness.model_case``;
+    the package's loader switched to the binary around each call).
+
+    Returns:
+        list: per binary (fwd, train, 1.0): the figures are seconds.
+    """
+    from semillie_mm.ops.cpu_ext import build
+    fwd, _, _ = harness.model_case(*shape[0])
+    _, train, _ = harness.model_case(*shape[1])
+
+    def on(mod, fn):
+        def call():
+            saved = build._module, build._tried
+            build._module, build._tried = mod, True
+            try:
+                fn()
+            finally:
+                build._module, build._tried = saved
+        return call
+
+    return [(on(m, fwd), on(m, train), 1.0) for m in mods]
 
 #: printed by a child with a checkout on its path: the binary that
 #: checkout's sources and this environment's flags give (both layouts)
@@ -193,7 +233,8 @@ def main(argv=None):
     p.add_argument('--kind', default='fwd,fwdbwd',
                    help='of the fused kernel: fwd (no checkpoints), fwdbwd '
                    '(forward with checkpoints + backward); of the plain '
-                   'scan: scan_fwd, scan_fwdbwd (comma-separated)')
+                   'scan: scan_fwd, scan_fwdbwd; of the model: model_fwd, '
+                   'model_train (comma-separated)')
     p.add_argument('--rounds', type=int, default=12)
     p.add_argument('--out', help='also write the results as JSON')
     args = p.parse_args(argv)
@@ -216,7 +257,7 @@ def main(argv=None):
     _, fused = harness.fused_kernel_modules()
     mods = [load_binary(path) for path in paths]
     cache = 'off'
-    if any(k.startswith('scan') for k in kinds):
+    if any(k.startswith(('scan', 'model')) for k in kinds):
         # the plain scan allocates its outputs per call: without the
         # caching allocator (the runner's and inferencer's) its times are
         # mostly page faults. B's binary installs it (this checkout's may
@@ -243,24 +284,30 @@ def main(argv=None):
         print(f"op-mix floor of B: fwd {floor['fwd']:.3f} ns, fwd+bwd "
               f"{floor['fwdbwd']:.3f} ns per element and thread")
     results, rows = [], []
-    groups = [(SHAPES[mode], [k for k in kinds if not k.startswith('scan')],
-               lambda m, shape: harness.kernel_case(m, fused, *shape)),
+    groups = [(SHAPES[mode], [k for k in kinds if k in ('fwd', 'fwdbwd')],
+               lambda shape: [harness.kernel_case(m, fused, *shape)
+                              for m in mods]),
               (SCAN_SHAPES[mode], [k for k in kinds if k.startswith('scan')],
-               lambda m, shape: harness.scan_case(m, *shape))]
+               lambda shape: [harness.scan_case(m, *shape) for m in mods]),
+              (MODEL_SHAPES[mode],
+               [k for k in kinds if k.startswith('model')],
+               lambda shape: model_cases(mods, shape))]
     for shapes, group_kinds, make in groups:
         if not group_kinds:
             continue
         for name, shape in shapes.items():
-            cases = [make(m, shape) for m in mods]
+            cases = make(shape)
             el = cases[0][2]
-            scale = torch.get_num_threads() / el * 1e9
+            # ns per element and thread; the model's figures in seconds
+            scale = 1.0 if group_kinds[0].startswith('model') else \
+                torch.get_num_threads() / el * 1e9
             for kind in group_kinds:
-                calls = [c[1] if kind.endswith('fwdbwd') else c[0]
+                calls = [c[1] if kind.endswith(('fwdbwd', 'train')) else c[0]
                          for c in cases]
                 times = time_ab(calls, args.rounds)
                 s = summarize(times[0], times[1], scale)
                 fk = 'fwdbwd' if kind.endswith('fwdbwd') else 'fwd'
-                if fk in floor:
+                if fk in floor and not kind.startswith('model'):
                     s['b_best_floor_x'] = s['b_best'] / floor[fk]
                 results.append(dict(case=name, kind=kind, **s))
                 rows.append([
@@ -274,8 +321,9 @@ def main(argv=None):
                       flush=True)
     print()
     print(harness.markdown_table(
-        ['case', 'pass', 'A: best / median (ns)',
-         'B: best / median (ns)', 'B / A, median of rounds', 'range',
+        ['case', 'pass', 'A: best / median (ns; model: s)',
+         'B: best / median (ns; model: s)', 'B / A, median of rounds',
+         'range',
          'B best / op-mix floor'],
         rows))
     if args.out:

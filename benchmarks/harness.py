@@ -523,6 +523,41 @@ def scan_case(mod, batch, dim, length, d_state=16, groups=4):
     return fwd, fwdbwd, batch * dim * length * d_state
 
 
+def model_case(batch, h, w, seed=0):
+    """The default SemiLLIENet on random images: its no-grad forward and a
+    training step (forward, L1 loss, backward), as ``bench_cpu_path.py``'s
+    ``fwd`` and ``train`` rows time them. The model calls the C++
+    extension through ``semillie_mm.ops.cpu_ext.load()`` at each call, so
+    setting ``semillie_mm.ops.cpu_ext.build._module`` between calls
+    switches the binary it runs.
+
+    Args:
+        batch, h, w (int): the images.
+
+    Returns:
+        tuple: (fwd, train, pixels).
+    """
+    from semillie_mm.models.archs import SemiLLIENet
+
+    import torch
+    torch.manual_seed(seed)
+    net = SemiLLIENet()
+    x = torch.rand(batch, 3, h, w)
+    target = torch.rand(batch, 3, h, w)
+
+    def fwd():
+        net.eval()
+        with torch.no_grad():
+            net(x)
+
+    def train():
+        net.train()
+        (net(x) - target).abs().mean().backward()
+        net.zero_grad(set_to_none=True)
+
+    return fwd, train, batch * h * w
+
+
 #: the op-mix floor's tiles, in steps: L1-resident (forward: u, dt, B, C
 #: of 64 steps, 16 KB; backward: the chunk's states and decays, 17 KB)
 OPMIX_STEPS = dict(fwd=64, bwd=8)

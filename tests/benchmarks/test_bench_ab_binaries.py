@@ -41,7 +41,7 @@ def test_ab_roots_dry_run(tmp_path):
     proc, out = _run(['--a-root', ROOT, '--variant', 'issue10,tile=16'],
                      tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert '| case | pass | A: best / median (ns) |' in proc.stdout
+    assert '| case | pass | A: best / median (ns; model: s) |' in proc.stdout
     res = json.loads(out.read_text())
     assert res['binaries'] == dict(A=path, B=path)
     assert res['variant']['A'] == dict(lanes=16, exp=0, tile=16, ahead=2,
@@ -55,25 +55,53 @@ def test_ab_roots_dry_run(tmp_path):
 
 
 def test_ab_scan_kinds_dry_run(tmp_path):
-    """The plain scan's kinds beside a fused one: each timed on its own
-    problem (the scan's dry-run shape), in the fused-then-scan order."""
+    """The plain scan's and the model's kinds beside a fused one: each
+    timed on its own problem (the dry-run shapes), in the fused, scan,
+    model order; the model's figures are seconds, without a floor."""
     path = _binary()
     proc, out = _run(['--binaries', f'{path},{path}', '--kind',
-                      'scan_fwdbwd,fwd,scan_fwd'], tmp_path)
+                      'model_train,scan_fwdbwd,fwd,scan_fwd,model_fwd'],
+                     tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert [(r['case'], r['kind']) for r in res['results']] == [
         ('1x16x24', 'fwd'), ('1x32x300', 'scan_fwdbwd'),
-        ('1x32x300', 'scan_fwd')]
+        ('1x32x300', 'scan_fwd'), ('32x32 / 2x16x16', 'model_train'),
+        ('32x32 / 2x16x16', 'model_fwd')]
     for r in res['results']:
         assert r['a_best'] > 0 and r['b_best'] > 0
         assert r['ratio_min'] <= r['ratio_median'] <= r['ratio_max']
+        if r['kind'].startswith('model'):
+            assert 'b_best_floor_x' not in r and r['b_best'] < 60
+            continue
         floor = res['opmix_floor']['fwdbwd' if 'fwdbwd' in r['kind']
                                    else 'fwd']
         assert r['b_best_floor_x'] == pytest.approx(r['b_best'] / floor)
     proc, _ = _run(['--binaries', f'{path},{path}', '--kind', 'scan'],
                    tmp_path)
     assert proc.returncode == 2 and '--kind takes fwd, fwdbwd' in proc.stderr
+
+
+def test_model_cases_switch_the_loaded_binary(monkeypatch):
+    """model_kinds: each binary's calls run with the package's loader
+    returning that binary, and the loader is restored after each call."""
+    from semillie_mm.ops.cpu_ext import build
+    seen = []
+
+    def fake_case(batch, h, w, seed=0):
+        def fn():
+            seen.append((build.load(), batch))
+        return fn, fn, batch * h * w
+
+    monkeypatch.setattr(bench_ab_binaries.harness, 'model_case', fake_case)
+    before = build._module, build._tried
+    a, b = object(), object()
+    cases = bench_ab_binaries.model_cases([a, b], ((1, 8, 8), (3, 4, 4)))
+    cases[1][0]()
+    cases[0][1]()
+    cases[1][1]()
+    assert seen == [(b, 1), (a, 3), (b, 3)]
+    assert (build._module, build._tried) == before
 
 
 def test_ab_errors(tmp_path):
