@@ -154,9 +154,9 @@ def scan_case(dim, groups):
     """float32 inputs, output gradient and the reference's output, last
     state and gradients (computed once per shape)."""
     if (dim, groups) not in _ref_cache:
-        x = make_inputs(2, dim, 150, 16, groups=groups, dtype=torch.float32,
+        x = make_inputs(2, dim, 300, 16, groups=groups, dtype=torch.float32,
                         seed=dim)
-        g = torch.randn(2, dim, 150,
+        g = torch.randn(2, dim, 300,
                         generator=torch.Generator().manual_seed(dim))
         _ref_cache[dim, groups] = (x, g, scan_run('reference', x, True, g))
     return _ref_cache[dim, groups]
@@ -168,7 +168,7 @@ def scan_case(dim, groups):
 def test_selective_scan_variant_matches_reference(mod, lanes, exp):
     """dim 24 in 4 groups of 6 (one partial block per group: lanes 8 runs
     one pass of 6, or with dim 40 / 2 groups a full block and one of 4),
-    L = 150 (two tiles of 128 steps, the second partial; chunks of 13)."""
+    L = 300 (two tiles of 256 steps, the second partial; chunks of 18)."""
     with_variant(mod, lanes=lanes, exp=exp)
     for dim, groups in ((24, 4), (40, 2)):
         x32, g, (out_r, last_r, grads_r) = scan_case(dim, groups)

@@ -493,7 +493,7 @@ def test_cpu_scan_keeps_torch_thread_count(kernel):
 def test_native_reads_strided_inputs(N):
     """u, delta, z as (batch, L, dim) buffers and B, C as (batch, G, L, N)
     buffers, seen in the interface's layouts (the kernel reads any strides),
-    700 steps (several 128-step tiles and 27-step checkpoint chunks),
+    700 steps (several 256-step tiles and 27-step checkpoint chunks),
     float32 against the float64 reference."""
     x64 = make_inputs(2, 48, 700, N, groups=3)
     x32 = {}
