@@ -89,8 +89,8 @@ def model_cases(mods, shape):
         list: per binary (fwd, train, 1.0): the figures are seconds.
     """
     from semillie_mm.ops.cpu_ext import build
-    fwd, _, _ = harness.model_case(*shape[0])
-    _, train, _ = harness.model_case(*shape[1])
+    fwd, _ = harness.model_case(*shape[0])
+    _, train = harness.model_case(*shape[1])
 
     def on(mod, fn):
         def call():

@@ -500,14 +500,13 @@ def scan_case(mod, batch, dim, length, d_state=16, groups=4):
         the forward with them and the backward (``delta_softplus``, no z),
         and the (channel, step, state) elements of one pass.
     """
-    from semillie_mm.ops.selective_scan.common import chunk_size, num_slots
+    from semillie_mm.ops.selective_scan.common import chunk_size, cpp_blocks, num_slots
 
     import torch
     x = {k: v.detach() for k, v in
          scan_inputs(batch, dim, length, d_state, groups, False).items()}
     K = chunk_size(length)
-    V = 16  # float32 lanes of the C++ kernel's channel blocks
-    S = num_slots(batch, groups, -(-(dim // groups) // V),
+    S = num_slots(batch, groups, cpp_blocks(dim // groups, torch.float32),
                   torch.get_num_threads())
     dout = torch.randn_like(x['u'])
     args = (x['u'], x['delta'], x['A'], x['B'], x['C'], x['D'], None,
@@ -535,7 +534,7 @@ def model_case(batch, h, w, seed=0):
         batch, h, w (int): the images.
 
     Returns:
-        tuple: (fwd, train, pixels).
+        tuple: (fwd, train).
     """
     from semillie_mm.models.archs import SemiLLIENet
 
@@ -555,7 +554,7 @@ def model_case(batch, h, w, seed=0):
         (net(x) - target).abs().mean().backward()
         net.zero_grad(set_to_none=True)
 
-    return fwd, train, batch * h * w
+    return fwd, train
 
 
 #: the op-mix floor's tiles, in steps: L1-resident (forward: u, dt, B, C

@@ -189,6 +189,43 @@ inline void stream_fence(bool stream) {
 #endif
 }
 
+// B or C of one (batch, group), N rows of L steps (strides sn, st), into
+// buf[i * N + n] for the steps [t0, t0 + m): by gather's 16 x 16 (8 x 8)
+// transposes where N is the lane count, element by element otherwise;
+// both prefetch the steps pf on
+template <typename T, int V>
+inline void gather_rows(const T* x, int64_t sn, int64_t st, int64_t N,
+                        int64_t t0, int64_t m, T* __restrict buf, int64_t pf,
+                        int64_t L) {
+  const Seq s{0, sn, st};
+  if (N == V) {
+    gather<T, V>(x, s, 0, 0, V, t0, m, buf, pf, L);
+    return;
+  }
+  prefetch_rows(x, s, static_cast<int>(N), t0, m, pf, L, false);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* row = x + n * sn + t0 * st;
+    for (int64_t i = 0; i < m; ++i) buf[i * N + n] = row[i * st];
+  }
+}
+
+// the reverse into contiguous (N, L) rows: x[n * L + t0 + i] =
+// buf[i * N + n] (scatter's transposes and streaming stores where N is the
+// lane count)
+template <typename T, int V>
+inline void scatter_rows(const T* __restrict buf, T* x, int64_t N,
+                         int64_t t0, int64_t m, int64_t pf, int64_t L,
+                         bool stream) {
+  if (N == V) {
+    scatter<T, V>(buf, x, Seq{0, L, 1}, 0, 0, V, t0, m, pf, L, stream);
+    return;
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    T* row = x + n * L + t0;
+    for (int64_t i = 0; i < m; ++i) row[i] = buf[i * N + n];
+  }
+}
+
 // dt of a tile: raw = delta + bias, then softplus (with its derivative in
 // sg where kSig: the backward's) when asked; otherwise dt = raw and sg is
 // not written
@@ -265,27 +302,8 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
     for (int64_t t0 = 0; t0 < P.L; t0 += kTile) {
       const int64_t m = std::min(kTile, P.L - t0);
       // the tile's B and C as (step, n) rows
-      if (N == V) {  // 16 x 16 (8 x 8) transposes, as u's
-        gather<T, V>(Bg, Seq{0, sB.sn, sB.st}, 0, 0, V, t0, m, Bl.data(),
-                     kAhead, P.L);
-        gather<T, V>(Cg, Seq{0, sC.sn, sC.st}, 0, 0, V, t0, m, Cl.data(),
-                     kAhead, P.L);
-      } else {
-        for (int64_t n = 0; n < N; ++n) {
-          const T* br = Bg + n * sB.sn + t0 * sB.st;
-          const T* cr = Cg + n * sC.sn + t0 * sC.st;
-          if (sB.st == 1 && t0 + kAhead < P.L)
-            for (int64_t t = 0; t < m; t += 64 / sizeof(T))
-              __builtin_prefetch(br + kAhead + t, 0);
-          if (sC.st == 1 && t0 + kAhead < P.L)
-            for (int64_t t = 0; t < m; t += 64 / sizeof(T))
-              __builtin_prefetch(cr + kAhead + t, 0);
-          for (int64_t i = 0; i < m; ++i) {
-            Bl[i * N + n] = br[i * sB.st];
-            Cl[i * N + n] = cr[i * sC.st];
-          }
-        }
-      }
+      gather_rows<T, V>(Bg, sB.sn, sB.st, N, t0, m, Bl.data(), kAhead, P.L);
+      gather_rows<T, V>(Cg, sC.sn, sC.st, N, t0, m, Cl.data(), kAhead, P.L);
       for (int64_t j = 0; j < nj; ++j) {
         const Block<T, V>& q = prm[j];
         const int64_t c0 = c0_of(j);
@@ -431,25 +449,12 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         st.dba[c] = 0.0;
       }
     }
-    // B / C (or their sums) as (N, L) rows of one (batch, group)
-    const Seq sBr{0, sB.sn, sB.st}, sCr{0, sC.sn, sC.st}, sR{0, P.L, 1};
     for (int64_t k = P.nchunks - 1; k >= 0; --k) {
       const int64_t t0 = k * K;
       const int64_t m = std::min(K, P.L - t0);
       const int64_t pf = -K;  // the chunk before (walked next)
-      if (N == V) {  // 16 x 16 (8 x 8) transposes, prefetching the next
-        gather<T, V>(Bg, sBr, 0, 0, V, t0, m, Bl.data(), pf, P.L);
-        gather<T, V>(Cg, sCr, 0, 0, V, t0, m, Cl.data(), pf, P.L);
-      } else {
-        for (int64_t n = 0; n < N; ++n) {
-          const T* br = Bg + n * sB.sn + t0 * sB.st;
-          const T* cr = Cg + n * sC.sn + t0 * sC.st;
-          for (int64_t i = 0; i < m; ++i) {
-            Bl[i * N + n] = br[i * sB.st];
-            Cl[i * N + n] = cr[i * sC.st];
-          }
-        }
-      }
+      gather_rows<T, V>(Bg, sB.sn, sB.st, N, t0, m, Bl.data(), pf, P.L);
+      gather_rows<T, V>(Cg, sC.sn, sC.st, N, t0, m, Cl.data(), pf, P.L);
       for (int64_t jb = 0; jb < nbi; ++jb) {
         const bool first = jb == 0;
         BlockState& st = states[jb];
@@ -613,19 +618,8 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         std::memcpy(st.dba, dba, sizeof(dba));
       }
       // the chunk's channel sums into the slot's (N, L) rows
-      if (N == V) {
-        scatter<T, V>(dBa.data(), dBs, sR, 0, 0, V, t0, m, pf, P.L, P.stream);
-        scatter<T, V>(dCa.data(), dCs, sR, 0, 0, V, t0, m, pf, P.L, P.stream);
-      } else {
-        for (int64_t n = 0; n < N; ++n) {
-          T* br = dBs + n * P.L + t0;
-          T* cr = dCs + n * P.L + t0;
-          for (int64_t i = 0; i < m; ++i) {
-            br[i] = dBa[i * N + n];
-            cr[i] = dCa[i * N + n];
-          }
-        }
-      }
+      scatter_rows<T, V>(dBa.data(), dBs, N, t0, m, pf, P.L, P.stream);
+      scatter_rows<T, V>(dCa.data(), dCs, N, t0, m, pf, P.L, P.stream);
     }
     for (int64_t jb = 0; jb < nbi; ++jb) {
       const BlockState& st = states[jb];
