@@ -48,6 +48,9 @@ SHAPES = [  # batch, channels, H, W, d_state, dt_rank
     (2, 40, 6, 1, 3, 1),
     (1, 16, 3, 3, 16, 1),
     (3, 20, 4, 11, 5, 3),
+    # six blocks of 8 (the last partial): more than the backward's group
+    # of four blocks, the partial one in the second group
+    (2, 44, 5, 6, 16, 3),
 ]
 
 
@@ -69,11 +72,13 @@ def test_fused_matches_reference_float64(shape):
 
 
 @needs_ext
-@pytest.mark.parametrize('e, h, w', [(32, 9, 10), (24, 13, 17)])
+@pytest.mark.parametrize('e, h, w', [(32, 9, 10), (24, 13, 17), (88, 7, 9)])
 def test_fused_matches_reference_float32_and_channels_last(e, h, w):
     """float32 at d_state 16 (the register path of the forward): full
     blocks of 16 channels, and a partial one (24 channels) over 221 pixels
-    (four 64-step tiles, the prefetch ahead of them, 15-step chunks)."""
+    (four 64-step tiles, the prefetch ahead of them, 15-step chunks); 88
+    channels: six blocks, more than the backward's group of four, the
+    partial one in the second group."""
     m = make_ss2d(e, 16, 4, torch.float32)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, e, h, w, generator=g)

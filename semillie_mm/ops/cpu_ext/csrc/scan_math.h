@@ -529,6 +529,18 @@ __attribute__((always_inline)) inline void store_lanes(float* dst, vf16 v,
 #endif
 }
 
+// dst[c] += src[c] for c < vc (vc <= V), whole vectors when vc == V
+template <typename T, int V>
+__attribute__((always_inline)) inline void add_block(T* __restrict dst,
+                                                     const T* __restrict src,
+                                                     int vc) {
+  if (vc == V) {
+    for (int c = 0; c < V; ++c) dst[c] += src[c];
+    return;
+  }
+  for (int c = 0; c < vc; ++c) dst[c] += src[c];
+}
+
 // dst[c] += v[c] for c < vc (vc <= 16)
 __attribute__((always_inline)) inline void add_lanes(float* dst, vf16 v,
                                                      int vc) {
