@@ -400,9 +400,14 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
         pos[i] = p;
         if (pf) {
-          const T* xr = xb + position(t0 - K + i, P.L, P.H, P.W, P.dir) * X;
-          for (int64_t o = 0; o < X; o += 64 / sizeof(T))
+          const int64_t pn = position(t0 - K + i, P.L, P.H, P.W, P.dir);
+          const T* xr = xb + pn * X;
+          T* dr = dxs + pn * X;
+          for (int64_t o = 0; o < X; o += 64 / sizeof(T)) {
             __builtin_prefetch(xr + o, 0);
+            __builtin_prefetch(dr + o, 1);
+          }
+          __builtin_prefetch(dr + X - 1, 1);
         }
         std::memcpy(&XL[i * X], xb + p * X, X * sizeof(T));
       }
@@ -423,6 +428,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             if (pf) {
               __builtin_prefetch(up + pn * su.sl, 0);
               __builtin_prefetch(gp + pn * sdy.sl, 0);
+              __builtin_prefetch(du + b * sdu.sb + c0 + pn * sdu.sl, 1);
             }
             up += p * su.sl;
             gp += p * sdy.sl;
@@ -456,10 +462,17 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           const T* Uj = &Ul[j * K * V];
           const T* Gj = &Gl[j * K * V];
           T* DUj = &DUl[j * K * V];
+          // the state entering the chunk; the next chunk's prefetched
           const T* ck = ckpt + ((b * P.nchunks + k) * N) * P.E + c0;
-          for (int64_t n = 0; n < N; ++n)
-            for (int c = 0; c < V; ++c)
-              Hbuf[n * V + c] = c < vc ? ck[n * P.E + c] : T(0);
+          for (int64_t n = 0; n < N; ++n) {
+            if (pf) __builtin_prefetch(ck + (n - N) * P.E, 0);
+            if (vc == V) {
+              std::memcpy(&Hbuf[n * V], ck + n * P.E, V * sizeof(T));
+            } else {
+              for (int c = 0; c < V; ++c)
+                Hbuf[n * V + c] = c < vc ? ck[n * P.E + c] : T(0);
+            }
+          }
           // the chunk's sums into the float64 totals
           const auto flush = [&]() {
             for (int64_t jj = 0; jj < N * V; ++jj) {
