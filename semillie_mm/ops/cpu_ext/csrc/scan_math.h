@@ -802,6 +802,23 @@ inline void store_state(T* ck, int64_t E, const T* h, int64_t N, int vc) {
     for (int c = 0; c < vc; ++c) ck[n * E + c] = h[n * V + c];
 }
 
+// The backward's way back: the state entering a chunk from its checkpoint
+// row ck (N rows of stride E) into h (N, V), zero past vc; with prev, the
+// chunk before's rows (ck - N E, the next the backward reads, written long
+// before) prefetched.
+template <typename T, int V>
+inline void load_state(const T* ck, int64_t E, T* h, int64_t N, int vc,
+                       bool prev) {
+  for (int64_t n = 0; n < N; ++n) {
+    if (prev) __builtin_prefetch(ck + (n - N) * E, 0);
+    if (vc == V) {
+      std::memcpy(&h[n * V], ck + n * E, V * sizeof(T));
+    } else {
+      for (int c = 0; c < V; ++c) h[n * V + c] = c < vc ? ck[n * E + c] : T(0);
+    }
+  }
+}
+
 // One step of the forward for one block of V channels (the generic-d_state
 // path of both kernels; d_state 16 in float32 runs scan16_run): per state
 // n, h[n] = exp(dt A[n]) h[n] + dt u B[n] in place, and

@@ -477,19 +477,9 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
           std::fill(Gl.begin(), Gl.begin() + m * V, T(0));
         }
         // the state entering the chunk; the next chunk's (k - 1) of this
-        // block prefetched: rows of stride E, written long before
-        const T* ck = ckpt + ((b * P.nchunks + k) * N) * P.E + c0;
-        if (k > 0)
-          for (int64_t n = 0; n < N; ++n)
-            __builtin_prefetch(ck - N * P.E + n * P.E, 0);
-        for (int64_t n = 0; n < N; ++n) {
-          if (vc == V) {
-            std::memcpy(&Hbuf[n * V], ck + n * P.E, V * sizeof(T));
-          } else {
-            for (int c = 0; c < V; ++c)
-              Hbuf[n * V + c] = c < vc ? ck[n * P.E + c] : T(0);
-          }
-        }
+        // block prefetched
+        load_state<T, V>(ckpt + ((b * P.nchunks + k) * N) * P.E + c0, P.E,
+                         Hbuf.data(), N, vc, k > 0);
         // the generic recomputation and adjoint (states, decays and
         // adjoints in memory)
         const auto bwd_chunk_generic = [&]() {

@@ -463,16 +463,8 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           const T* Gj = &Gl[j * K * V];
           T* DUj = &DUl[j * K * V];
           // the state entering the chunk; the next chunk's prefetched
-          const T* ck = ckpt + ((b * P.nchunks + k) * N) * P.E + c0;
-          for (int64_t n = 0; n < N; ++n) {
-            if (pf) __builtin_prefetch(ck + (n - N) * P.E, 0);
-            if (vc == V) {
-              std::memcpy(&Hbuf[n * V], ck + n * P.E, V * sizeof(T));
-            } else {
-              for (int c = 0; c < V; ++c)
-                Hbuf[n * V + c] = c < vc ? ck[n * P.E + c] : T(0);
-            }
-          }
+          load_state<T, V>(ckpt + ((b * P.nchunks + k) * N) * P.E + c0, P.E,
+                           Hbuf.data(), N, vc, pf);
           // the chunk's sums into the float64 totals
           const auto flush = [&]() {
             for (int64_t jj = 0; jj < N * V; ++jj) {
