@@ -722,9 +722,9 @@ inline void recompute16_run(const KernelVariant& v, int64_t m,
 // first. lam (16, 16) enters and leaves in memory; dAc (16, 16)
 // accumulates x dt. Per step i: H, E as recompute16 left them; Dl, Ul, Gl:
 // dt, u, dL/dy (m, 16); a = A (16, 16); rows(i) = {B, C} of the step.
-// step(i, ddt, sB, sC, ln_b) is called after the step's sums: ddt (16
-// channels, dL/ddt), sB and sC (16 states, the channel sums) and
-// lb_d = sum_n lam_n B[n] dt per channel (dL/du from the recurrence).
+// step(i, ddt, lb_d, sB, sC) is called after the step's sums: ddt (16
+// channels, dL/ddt), lb_d = sum_n lam_n B[n] dt per channel (dL/du from
+// the recurrence) and sB, sC (16 states, the channel sums).
 template <class RowsFn, class StepFn>
 __attribute__((always_inline)) inline void adjoint16(
     int64_t m, const float* __restrict Dl, const float* __restrict Ul,
