@@ -532,6 +532,7 @@ def model_case(batch, h, w, seed=0):
 
     Args:
         batch, h, w (int): the images.
+        seed (int): torch's seed for the weights and the images.
 
     Returns:
         tuple: (fwd, train).

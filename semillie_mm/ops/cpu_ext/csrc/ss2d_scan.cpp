@@ -68,6 +68,7 @@
 #include <cstring>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "scan_math.h"
@@ -333,7 +334,8 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       Gl(kGroup * K * V), DUl(kGroup * K * V);
   // the chunk's xdbl rows and this slot's dxdbl rows, contiguous
   std::vector<T> XL(K * X), DXL(K * X);
-  std::vector<int64_t> pos(K);
+  // the chunk's positions and, when prefetching, those of the chunk before
+  std::vector<int64_t> pos(K), posn(K);
   const KernelVariant kv = kernel_variant();
   // what a channel block carries from chunk to chunk: its constants, the
   // adjoints lam and the float64 totals. The blocks of an item are walked
@@ -359,13 +361,19 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
     T* dxs = dxp + (s * P.nb + b) * P.L * X;
     const T* xb = xdbl + b * P.L * X;
     const int64_t nbi = (nblk - s + S - 1) / S;  // the item's blocks
+    // first channel and width of the item's block jb: slot s takes every
+    // S-th block
+    const auto cols = [&](int64_t jb) {
+      const int64_t c0 = (s + jb * S) * V;
+      return std::pair<int64_t, int>(
+          c0, static_cast<int>(std::min<int64_t>(V, P.E - c0)));
+    };
     const auto block_of = [&](int64_t jb) {
       BlockState& st = states[jb];
       return std::tie(st.q, st.an, st.lam, st.dAa, st.dWa, st.dDa, st.dba);
     };
     for (int64_t jb = 0; jb < nbi; ++jb) {  // each block's state, zeroed
-      const int64_t c0 = (s + jb * S) * V;
-      const int vc = static_cast<int>(std::min<int64_t>(V, P.E - c0));
+      const auto [c0, vc] = cols(jb);
       auto [q, an, lam, dAa, dWa, dDa, dba] = block_of(jb);
       q.load(A, Wdt, bias, D, c0, vc, P);
       for (int64_t n = 0; n < N; ++n)
@@ -401,6 +409,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         pos[i] = p;
         if (pf) {
           const int64_t pn = position(t0 - K + i, P.L, P.H, P.W, P.dir);
+          posn[i] = pn;
           const T* xr = xb + pn * X;
           T* dr = dxs + pn * X;
           for (int64_t o = 0; o < X; o += 64 / sizeof(T)) {
@@ -418,11 +427,9 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         // other)
         for (int64_t i = 0; i < m; ++i) {
           const int64_t p = pos[i];
-          const int64_t pn =
-              pf ? position(t0 - K + i, P.L, P.H, P.W, P.dir) : 0;
+          const int64_t pn = pf ? posn[i] : 0;
           for (int64_t j = 0; j < ng; ++j) {
-            const int64_t c0 = (s + (g0 + j) * S) * V;
-            const int vc = static_cast<int>(std::min<int64_t>(V, P.E - c0));
+            const auto [c0, vc] = cols(g0 + j);
             const T* up = u + b * su.sb + c0;
             const T* gp = dy + b * sdy.sb + c0;
             if (pf) {
@@ -454,8 +461,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         for (int64_t j = 0; j < ng; ++j) {
           const int64_t jb = g0 + j;
           const bool first = jb == 0;
-          const int64_t c0 = (s + jb * S) * V;
-          const int vc = static_cast<int>(std::min<int64_t>(V, P.E - c0));
+          const auto [c0, vc] = cols(jb);
           auto [q, an, lam, dAa, dWa, dDa, dba] = block_of(jb);
           const T* Dj = &Dl[j * K * V];
           const T* Sj = &Sl[j * K * V];
@@ -630,8 +636,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
           const int64_t p = pos[i];
           const int64_t pn = i >= kOutAhead ? pos[i - kOutAhead] : -1;
           for (int64_t j = 0; j < ng; ++j) {
-            const int64_t c0 = (s + (g0 + j) * S) * V;
-            const int vc = static_cast<int>(std::min<int64_t>(V, P.E - c0));
+            const auto [c0, vc] = cols(g0 + j);
             T* dub = du + b * sdu.sb + c0;
             if (pf_out && pn >= 0) __builtin_prefetch(dub + pn * sdu.sl, 1);
             add_block<T, V>(dub + p * sdu.sl, &DUl[(j * K + i) * V], vc);
@@ -651,8 +656,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       }
     }
     for (int64_t jb = 0; jb < nbi; ++jb) {
-      const int64_t c0 = (s + jb * S) * V;
-      const int vc = static_cast<int>(std::min<int64_t>(V, P.E - c0));
+      const auto [c0, vc] = cols(jb);
       auto [q, an, lam, dAa, dWa, dDa, dba] = block_of(jb);
       for (int c = 0; c < vc; ++c) {
         const int64_t e = b * P.E + c0 + c;
