@@ -170,7 +170,8 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   std::vector<T> hbuf(bpi * P.N * V);
   // the tile's u and dt, block-major: [(j * kTile + i) * V + c]
   std::vector<T> Ut(kTile * bpi * V), Dt(kTile * bpi * V);
-  std::vector<int64_t> pos(kTile);
+  std::vector<int64_t> pos(kTile), posa(kTile);
+  const bool spread = std::is_same_v<T, float> && P.N == 16;
   alignas(64) T du[V], yv[V], raw[V], sg[V];
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / ipb;
@@ -191,9 +192,16 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       // software prefetch of a later tile's pixels: the column-major
       // directions jump W pixels per step, which no hardware prefetcher
       // follows
-      for (int64_t i = 0; kAhead > 0 && i < m && t0 + kAhead + i < P.L;
-           ++i) {
-        const int64_t p = position(t0 + kAhead + i, P.L, P.H, P.W, P.dir);
+      // (d_state 16 in float32: spread over the recurrence's steps, below;
+      // all at once they outran the miss buffers)
+      const int64_t ma =
+          kAhead > 0 ? std::max<int64_t>(
+                           0, std::min(m, P.L - t0 - kAhead))
+                     : 0;  // pixels of the later tile
+      for (int64_t i = 0; i < ma; ++i)
+        posa[i] = position(t0 + kAhead + i, P.L, P.H, P.W, P.dir);
+      for (int64_t i = 0; !spread && i < ma; ++i) {
+        const int64_t p = posa[i];
         const T* xr = xb + p * P.X;
         for (int64_t o = 0; o < P.X; o += 64 / sizeof(T))
           __builtin_prefetch(xr + o, 0);
@@ -252,7 +260,19 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         if constexpr (std::is_same_v<T, float>) {
           if (P.N == 16) {  // the default d_state: states in registers
             T* ck = ckpt ? ckpt + (b * P.nchunks * 16) * P.E + c0 : nullptr;
+            const T* ua = ub + c0;
+            T* ya = yb + c0;
             const auto rows = [&](int64_t i) {
+              if (i < ma) {  // the later tile's pixel i: this block's lines
+                const int64_t p = posa[i];
+                __builtin_prefetch(ua + p * su.sl, 0);
+                if (pfy) __builtin_prefetch(ya + p * sy.sl, 1);
+                if (j == 0) {  // and the xdbl row, with the first block
+                  const T* xr = xb + p * P.X;
+                  for (int64_t o = 0; o < P.X; o += 64 / sizeof(T))
+                    __builtin_prefetch(xr + o, 0);
+                }
+              }
               const T* Bp = xb + pos[i] * P.X + P.R;
               return Rows16{Bp, Bp + 16};
             };
@@ -403,6 +423,14 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       // hardware prefetchers do not follow.
       const bool pf = kv.ahead > 0 && k > 0;
       const bool pf_out = kv.ahead > 0;
+      // d_state 16 in float32 on the register path: the chunk before's
+      // lines of each block are prefetched during the block's
+      // recomputation, one pixel a step (issued in the gather, all at
+      // once, they outran the miss buffers)
+      bool spread = false;
+#if defined(__AVX512F__)
+      spread = std::is_same_v<T, float> && N == 16 && kv.bwd16;
+#endif
       // the chunk's positions and xdbl rows, read by all its blocks
       for (int64_t i = 0; i < m; ++i) {
         const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
@@ -432,7 +460,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             const auto [c0, vc] = cols(g0 + j);
             const T* up = u + b * su.sb + c0;
             const T* gp = dy + b * sdy.sb + c0;
-            if (pf) {
+            if (pf && !spread) {
               __builtin_prefetch(up + pn * su.sl, 0);
               __builtin_prefetch(gp + pn * sdy.sl, 0);
               __builtin_prefetch(du + b * sdu.sb + c0 + pn * sdu.sl, 1);
@@ -578,8 +606,19 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             };
             if (N == 16 && kv.bwd16) {  // adjoints in registers
               const auto brow = [&](int64_t i) { return &XL[i * X + R]; };
+              const T* upf = u + b * su.sb + c0;
+              const T* gpf = dy + b * sdy.sb + c0;
+              T* dpf = du + b * sdu.sb + c0;
               recompute16_run(kv, m, Dj, Uj, q.a2, Hbuf.data(), Ebuf.data(),
-                              brow);
+                              [&](int64_t i) {
+                                if (pf) {
+                                  const int64_t pn = posn[i];
+                                  __builtin_prefetch(upf + pn * su.sl, 0);
+                                  __builtin_prefetch(gpf + pn * sdy.sl, 0);
+                                  __builtin_prefetch(dpf + pn * sdu.sl, 1);
+                                }
+                                return brow(i);
+                              });
               adjoint16(
                   m, Dj, Uj, Gj, an, Hbuf.data(), Ebuf.data(), lam, dAc,
                   [&](int64_t i) {
