@@ -40,8 +40,8 @@ import harness  # noqa: E402
 #: 4 first (the reference), the kernels' first tuning (#10), then one change
 #: at a time
 DEFAULT_VARIANTS = (
-    'zen5', 'issue10', 'exp=0', 'exp=2', 'bwd16=0', 'pfy=1', 'lanes=8',
-    'tile=32', 'tile=128', 'ahead=0', 'ahead=1', 'ahead=4')
+    'zen5', 'issue10', 'exp=0', 'exp=2', 'bwd16=0', 'pfy=1', 'spread=0',
+    'lanes=8', 'tile=32', 'tile=128', 'ahead=0', 'ahead=1', 'ahead=4')
 
 SHAPES = {
     'full': dict(kernel={'1x256x256': (1, 128, 256, 256),

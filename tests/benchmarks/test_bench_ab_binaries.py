@@ -45,7 +45,7 @@ def test_ab_roots_dry_run(tmp_path):
     res = json.loads(out.read_text())
     assert res['binaries'] == dict(A=path, B=path)
     assert res['variant']['A'] == dict(lanes=16, exp=0, tile=16, ahead=2,
-                                       bwd16=0, pfy=1)
+                                       bwd16=0, pfy=1, spread=0)
     assert [(r['case'], r['kind']) for r in res['results']] == [
         ('1x16x24', 'fwd'), ('1x16x24', 'fwdbwd')]
     for r in res['results']:

@@ -33,7 +33,7 @@ def test_bench_kernel_variants_dry_run(tmp_path, allocator):
     res = json.loads(out.read_text())
     assert res['allocator'] == allocator
     assert res['variants']['issue10,tile=16'] == dict(
-        lanes=16, exp=0, tile=16, ahead=2, bwd16=0, pfy=1)
+        lanes=16, exp=0, tile=16, ahead=2, bwd16=0, pfy=1, spread=0)
     got = {(r['variant'], r['case'], r['call']) for r in res['results']}
     cases = {'kernel 1x16x24', 'selective_scan 1x32x512'}
     assert got == {(v, c, k) for v in ('zen5', 'issue10,tile=16')

@@ -145,6 +145,27 @@ def test_ss2d_tile_multiple_of_length(mod):
             torch.testing.assert_close(a, ref, rtol=1e-3, atol=1e-4)
 
 
+@needs_ext
+@pytest.mark.parametrize('shape', SS2D_SHAPES[::2], ids=str)
+@pytest.mark.parametrize(
+    'lanes, ahead, bwd16', [(16, 2, 1), (8, 1, 1), (16, 8, 0), (16, 0, 1)],
+    ids=lambda v: str(v))
+def test_ss2d_spread_prefetch_matches_reference(mod, shape, lanes, ahead,
+                                                bwd16):
+    """The prefetches spread through the recurrence (spread = 1): with the
+    register backward and without, lanes 8 (the rows of a step asked
+    twice), a distance of 1, 2 and 8 tiles (past the end of the map) and
+    none; the same bits as spread = 0 (a prefetch changes no number)."""
+    with_variant(mod, lanes=lanes, exp=1, ahead=ahead, bwd16=bwd16,
+                 tile=16, spread=0)
+    y0, g0 = check_ss2d(*shape)
+    with_variant(mod, lanes=lanes, exp=1, ahead=ahead, bwd16=bwd16,
+                 tile=16, spread=1)
+    y1, g1 = check_ss2d(*shape)
+    assert torch.equal(y0, y1)
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1))
+
+
 # --------------------------------------------------------------------------
 # the generic selective_scan (native backend) vs reference
 # --------------------------------------------------------------------------
@@ -215,6 +236,35 @@ def test_selective_scan_register_backward(mod, exp, softplus):
                        for k in grads_of[0])
 
 
+@needs_ext
+@pytest.mark.parametrize('bwd16', (0, 1))
+def test_selective_scan_spread_prefetch_matches_reference(mod, bwd16):
+    """spread = 1 in the generic scan (the next block's rows listed and
+    prefetched a few lines a step): partial blocks, two tiles, chunks of
+    18, with the gate (dim 24) and without it on the register backward
+    (dim 40 when bwd16 = 1); the same bits as spread = 0."""
+    for dim, groups, gate in ((24, 4, True), (40, 2, False)):
+        x = make_inputs(2, dim, 300, 16, groups=groups, z=gate,
+                        dtype=torch.float32, seed=dim + 2)
+        gen = torch.Generator().manual_seed(dim)
+        g = torch.randn(2, dim, 300, generator=gen)
+        gl = torch.randn(2, dim, 16, generator=gen)
+        out_r, last_r, grads_r = scan_run('reference', x, True, g, gl)
+        res = []
+        for spread in (0, 1):
+            with_variant(mod, exp=1, bwd16=bwd16, spread=spread)
+            out, last, grads = scan_run('native', x, True, g, gl)
+            torch.testing.assert_close(out, out_r, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(last, last_r, rtol=1e-3, atol=1e-4)
+            for name, ref in grads_r.items():
+                torch.testing.assert_close(grads[name], ref, rtol=1e-3,
+                                           atol=1e-4, msg=name)
+            res.append((out, last, grads))
+        assert torch.equal(res[0][0], res[1][0])
+        assert torch.equal(res[0][1], res[1][1])
+        assert all(torch.equal(res[0][2][k], res[1][2][k]) for k in grads_r)
+
+
 # --------------------------------------------------------------------------
 # the settings are not ignored
 # --------------------------------------------------------------------------
@@ -281,18 +331,18 @@ def test_exp_clamp_variant_differs_on_underflow(mod):
 @needs_ext
 def test_set_variant_round_trips_and_rejects(mod):
     for fields in ({'lanes': 8, 'exp': 2, 'tile': 16, 'ahead': 0,
-                    'bwd16': 1, 'pfy': 0},
+                    'bwd16': 1, 'pfy': 0, 'spread': 1},
                    {'lanes': 16, 'exp': 1, 'tile': 256, 'ahead': 8,
-                    'bwd16': 0, 'pfy': 1}):
+                    'bwd16': 0, 'pfy': 1, 'spread': 0}):
         assert variants.apply(mod, fields) == fields
         assert list(mod.get_variant()) == [fields[k]
                                            for k in variants.FIELDS]
     before = list(mod.get_variant())
-    for bad in ((4, 0, 64, 2, 0, 1), (16, 3, 64, 2, 0, 1),
-                (16, -1, 64, 2, 0, 1), (16, 0, 8, 2, 0, 1),
-                (16, 0, 512, 2, 0, 1), (16, 0, 64, 9, 0, 1),
-                (16, 0, 64, -1, 0, 1), (16, 0, 64, 2, 2, 1),
-                (16, 0, 64, 2, 0, 2)):
+    for bad in ((4, 0, 64, 2, 0, 1, 0), (16, 3, 64, 2, 0, 1, 0),
+                (16, -1, 64, 2, 0, 1, 0), (16, 0, 8, 2, 0, 1, 0),
+                (16, 0, 512, 2, 0, 1, 0), (16, 0, 64, 9, 0, 1, 0),
+                (16, 0, 64, -1, 0, 1, 0), (16, 0, 64, 2, 2, 1, 0),
+                (16, 0, 64, 2, 0, 2, 0), (16, 0, 64, 2, 0, 1, 2)):
         with pytest.raises(RuntimeError, match='must be'):
             mod.set_variant(*bad)
         assert list(mod.get_variant()) == before  # nothing half-set
@@ -368,7 +418,8 @@ def test_parse():
                                                            ahead=0)
     assert variants.parse('', zen4) == zen4
     # the base is copied, never changed
-    assert zen4 == dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0)
+    assert zen4 == dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0,
+                        spread=1)
 
 
 @pytest.mark.parametrize('spec, match', [

@@ -24,7 +24,15 @@ and the fused SS2D forward therefore take a *variant* at run time:
   kernel's, and ``selective_scan()``'s without the gate): 0 = the generic
   per-step adjoint (states and adjoints in memory), 1 = the adjoints in
   registers through a chunk and the recomputation's exp2 in the variant's
-  form (``recompute16`` / ``adjoint16``).
+  form (``recompute16`` / ``adjoint16``);
+- ``spread``: where the scans' software prefetches of the lines the next
+  block, tile or chunk reads are issued: 0 = all at once where a tile or
+  block starts (as first tuned), 1 = a few a step from inside the
+  recurrence (every ``selective_scan()``; the fused kernel with d_state 16
+  in float32). All at once, a block's hundreds of lines outran the core's
+  miss buffers: spread, ``selective_scan()``'s backward took 0.82-0.92x and
+  the fused forward 0.84-0.93x at batch 1 (Zen 5; docs/benchmarks.md,
+  "Session 15").
 
 :func:`choose` picks the variant from ``/proc/cpuinfo`` (vendor, family,
 flags) by the table :data:`VARIANTS`, measured with
@@ -41,10 +49,11 @@ from typing import Dict, Optional, Tuple
 #: ``field=value`` pairs)
 VARIANT_ENV = 'SEMILLIE_KERNEL_VARIANT'
 
-FIELDS = ('lanes', 'exp', 'tile', 'ahead', 'bwd16', 'pfy')
+FIELDS = ('lanes', 'exp', 'tile', 'ahead', 'bwd16', 'pfy', 'spread')
 #: what each field may be
 ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2), tile=(16, 32, 64, 128, 256),
-               ahead=tuple(range(0, 9)), bwd16=(0, 1), pfy=(0, 1))
+               ahead=tuple(range(0, 9)), bwd16=(0, 1), pfy=(0, 1),
+               spread=(0, 1))
 
 #: the variants by name, each the fastest measured on its machine with
 #: ``benchmarks/bench_kernel_variants.py`` (docs/benchmarks.md). A Zen 4 and
@@ -54,12 +63,15 @@ ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2), tile=(16, 32, 64, 128, 256),
 #: were first tuned with on a Zen 5 (#10, before the unclamped exp2 and the
 #: register backward existed; also the defaults compiled into the binary)
 #: for comparison and for AVX-512 CPUs where it may still win
-_AVX512_MEASURED = dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0)
+_AVX512_MEASURED = dict(lanes=16, exp=1, tile=64, ahead=2, bwd16=1, pfy=0,
+                        spread=1)
 VARIANTS: Dict[str, Dict[str, int]] = {
     'zen5': dict(_AVX512_MEASURED),
+    # spread measured on a Zen 5 only (session 15); on a Zen 4 not yet
     'zen4': dict(_AVX512_MEASURED),
-    'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=0, pfy=0),
-    'issue10': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0, pfy=1),
+    'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=0, pfy=0, spread=1),
+    'issue10': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0, pfy=1,
+                    spread=0),
 }
 #: the variant of AVX-512 CPUs the table does not name (Zen 5, Intel)
 DEFAULT = 'zen5'
@@ -196,7 +208,10 @@ def apply(mod, fields: Optional[Dict[str, int]] = None) -> Dict[str, int]:
     """
     if fields is None:
         fields = requested(bool(getattr(mod, 'avx512', True)))[1]
-    mod.set_variant(*(int(fields[k]) for k in FIELDS))
+    # a binary from before a field was added takes the fields it has
+    # (benchmarks/bench_ab_binaries.py loads older commits' binaries)
+    n = len(mod.get_variant())
+    mod.set_variant(*(int(fields[k]) for k in FIELDS[:n]))
     return current(mod)
 
 

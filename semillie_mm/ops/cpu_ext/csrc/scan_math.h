@@ -354,6 +354,13 @@ struct Rows16 {
 //          decays and adjoints in memory), 1 = recompute16 / adjoint16
 //          (the 16 adjoints in registers through a chunk, exp2 in the
 //          variant's form)
+//   spread: where the scans' software prefetches of the next block's /
+//          tile's / chunk's lines are issued (d_state 16 in float32):
+//          0 = all at once where a tile or block starts (as first tuned),
+//          1 = a few a step from inside the recurrence. At once, a
+//          block's hundreds of lines outran the core's miss buffers:
+//          spread, selective_scan()'s backward took 0.82-0.92x and the
+//          fused forward 0.84-0.93x at batch 1 (Zen 5)
 struct KernelVariant {
   int lanes = 16;
   int exp = 0;
@@ -361,6 +368,7 @@ struct KernelVariant {
   int ahead = 2;
   int bwd16 = 0;
   int pfy = 1;
+  int spread = 0;
 };
 
 inline KernelVariant& kernel_variant() {

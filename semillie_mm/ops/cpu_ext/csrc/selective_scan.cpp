@@ -330,6 +330,8 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
   // 256; Zen 5, 1 x 512 x 65536)
   constexpr int64_t kTile = 256;
   constexpr int64_t kAhead = 2 * kTile;  // prefetch distance
+  const KernelVariant kv = kernel_variant();
+  const int64_t gpf = kv.spread ? kNone : kAhead;  // the gathers'
   const int64_t N = P.N;
   std::vector<Block<T, V>> prm(bpi);
   std::vector<T> hbuf(bpi * N * V);
@@ -362,13 +364,14 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         const int64_t c0 = c0_of(j);
         const int vc = vc_of(j);
         T* h = &hbuf[j * N * V];
-        gather<T, V>(u, su, b, c0, vc, t0, m, Ut, kNone, P.L);
-        gather<T, V>(delta, sd, b, c0, vc, t0, m, Dt, kNone, P.L);
-        // the rows the next block gathers (after the tile's last block,
-        // the first block's of the next tile), prefetched during this
-        // block's recurrence
+        gather<T, V>(u, su, b, c0, vc, t0, m, Ut, gpf, P.L);
+        gather<T, V>(delta, sd, b, c0, vc, t0, m, Dt, gpf, P.L);
+        // variant spread: the rows the next block gathers (after the
+        // tile's last block, the first block's of the next tile),
+        // prefetched during this block's recurrence; otherwise the gathers
+        // prefetch the block's rows of the tile after next
         pfl.clear();
-        if (j + 1 < nj || t0 + kTile < P.L) {
+        if (kv.spread && (j + 1 < nj || t0 + kTile < P.L)) {
           const bool more = j + 1 < nj;
           const int64_t tn = more ? t0 : t0 + kTile;
           const int64_t jn = more ? j + 1 : 0;
@@ -385,7 +388,7 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
           if (N == 16) {
             T* ck = ckpt ? ckpt + (b * P.nchunks * N) * P.E + c0 : nullptr;
             scan16_run_ckpt(
-                kernel_variant(), Ut, Dt, q.a2, q.Dv, h, m, vc, ck, P.E,
+                kv, Ut, Dt, q.a2, q.Dv, h, m, vc, ck, P.E,
                 P.K, t0,
                 [&](int64_t i) {
                   pfl.issue(i);
@@ -409,7 +412,7 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
           for (int c = 0; c < V; ++c) Yt[i * V + c] = yv[c];
         }
         if (z) {  // gate: y * z * sigmoid(z)
-          gather<T, V>(z, sz, b, c0, vc, t0, m, Zt, kNone, P.L);
+          gather<T, V>(z, sz, b, c0, vc, t0, m, Zt, gpf, P.L);
           for (int64_t i = 0; i < m; ++i) {
             sigmoid<T, V>(Zt + i * V, sgz);
             for (int c = 0; c < V; ++c)
@@ -538,21 +541,23 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         std::memcpy(dba, st.dba, sizeof(dba));
         const int64_t c0 = c0_of(jb);
         const int vc = vc_of(jb);
-        // the block's rows (prefetched during the block before: no
-        // prefetch here, kNone)
-        gather<T, V>(u, su, b, c0, vc, t0, m, Ul.data(), kNone, P.L);
-        gather<T, V>(delta, sd, b, c0, vc, t0, m, Dl.data(), kNone, P.L);
-        if (z) gather<T, V>(z, sz, b, c0, vc, t0, m, Zl.data(), kNone, P.L);
+        // the block's rows (variant spread: prefetched during the block
+        // before; otherwise the gathers prefetch the block's rows of the
+        // chunk before)
+        const int64_t gpf = kv.spread ? kNone : pf;
+        gather<T, V>(u, su, b, c0, vc, t0, m, Ul.data(), gpf, P.L);
+        gather<T, V>(delta, sd, b, c0, vc, t0, m, Dl.data(), gpf, P.L);
+        if (z) gather<T, V>(z, sz, b, c0, vc, t0, m, Zl.data(), gpf, P.L);
         if (dout) {
-          gather<T, V>(dout, sg_, b, c0, vc, t0, m, Gl.data(), kNone, P.L);
+          gather<T, V>(dout, sg_, b, c0, vc, t0, m, Gl.data(), gpf, P.L);
         } else {
           std::fill(Gl.begin(), Gl.begin() + m * V, T(0));
         }
-        // the rows the next block gathers (after the chunk's last block,
-        // the first block's of the chunk before), prefetched during this
-        // block's recomputation
+        // variant spread: the rows the next block gathers (after the
+        // chunk's last block, the first block's of the chunk before),
+        // prefetched during this block's recomputation
         pfl.clear();
-        if (jb + 1 < nbi || k > 0) {
+        if (kv.spread && (jb + 1 < nbi || k > 0)) {
           const bool more = jb + 1 < nbi;
           const int64_t jn = more ? jb + 1 : 0;
           const int64_t tn = more ? t0 : t0 - K;

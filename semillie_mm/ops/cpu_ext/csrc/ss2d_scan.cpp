@@ -171,7 +171,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   // the tile's u and dt, block-major: [(j * kTile + i) * V + c]
   std::vector<T> Ut(kTile * bpi * V), Dt(kTile * bpi * V);
   std::vector<int64_t> pos(kTile), posa(kTile);
-  const bool spread = std::is_same_v<T, float> && P.N == 16;
+  const bool spread = std::is_same_v<T, float> && P.N == 16 && kv.spread;
   alignas(64) T du[V], yv[V], raw[V], sg[V];
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / ipb;
@@ -429,7 +429,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       // once, they outran the miss buffers)
       bool spread = false;
 #if defined(__AVX512F__)
-      spread = std::is_same_v<T, float> && N == 16 && kv.bwd16;
+      spread = std::is_same_v<T, float> && N == 16 && kv.bwd16 && kv.spread;
 #endif
       // the chunk's positions and xdbl rows, read by all its blocks
       for (int64_t i = 0; i < m; ++i) {
@@ -611,7 +611,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
               T* dpf = du + b * sdu.sb + c0;
               recompute16_run(kv, m, Dj, Uj, q.a2, Hbuf.data(), Ebuf.data(),
                               [&](int64_t i) {
-                                if (pf) {
+                                if (pf && spread) {
                                   const int64_t pn = posn[i];
                                   __builtin_prefetch(upf + pn * su.sl, 0);
                                   __builtin_prefetch(gpf + pn * sdy.sl, 0);
@@ -903,7 +903,7 @@ namespace {
 
 // the run-time kernel variant (scan_math.h); variants.py sets it at load
 void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
-                 int64_t bwd16, int64_t pfy) {
+                 int64_t bwd16, int64_t pfy, int64_t spread) {
   TORCH_CHECK(lanes == 8 || lanes == 16, "lanes must be 8 or 16, got ",
               lanes);
   TORCH_CHECK(exp >= 0 && exp <= 2, "exp must be 0, 1 or 2, got ", exp);
@@ -914,7 +914,10 @@ void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
   TORCH_CHECK(bwd16 == 0 || bwd16 == 1, "bwd16 must be 0 or 1, got ",
               bwd16);
   TORCH_CHECK(pfy == 0 || pfy == 1, "pfy must be 0 or 1, got ", pfy);
+  TORCH_CHECK(spread == 0 || spread == 1, "spread must be 0 or 1, got ",
+              spread);
   KernelVariant& v = kernel_variant();
+  v.spread = static_cast<int>(spread);
   v.pfy = static_cast<int>(pfy);
   v.bwd16 = static_cast<int>(bwd16);
   v.lanes = static_cast<int>(lanes);
@@ -925,7 +928,7 @@ void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
 
 std::vector<int64_t> get_variant() {
   const KernelVariant& v = kernel_variant();
-  return {v.lanes, v.exp, v.tile, v.ahead, v.bwd16, v.pfy};
+  return {v.lanes, v.exp, v.tile, v.ahead, v.bwd16, v.pfy, v.spread};
 }
 
 }  // namespace
@@ -958,9 +961,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "threads an at::parallel_for over n items used");
   m.def("set_variant", &set_variant,
         "kernel variant: lanes (8/16), exp form (0-2), tile, ahead, bwd16, "
-        "pfy");
+        "pfy, spread");
   m.def("get_variant", &get_variant,
-        "[lanes, exp, tile, ahead, bwd16, pfy]");
+        "[lanes, exp, tile, ahead, bwd16, pfy, spread]");
   m.def("opmix_floor", &opmix_floor,
         "the scan's op mix in L1, every thread: kind (0 fwd, 1 bwd), "
         "lanes, exp form, steps, reps -> checksum");
