@@ -183,6 +183,17 @@ def scan_case(dim, groups):
     return _ref_cache[dim, groups]
 
 
+def assert_scan_close(got, ref):
+    """A native scan's (out, last, grads) against the reference's."""
+    out, last, grads = got
+    out_r, last_r, grads_r = ref
+    torch.testing.assert_close(out, out_r, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(last, last_r, rtol=1e-3, atol=1e-4)
+    for name, r in grads_r.items():
+        torch.testing.assert_close(grads[name], r, rtol=1e-3, atol=1e-4,
+                                   msg=name)
+
+
 @needs_ext
 @pytest.mark.parametrize('lanes, exp',
                          list(itertools.product((8, 16), (0, 1, 2))))
@@ -192,13 +203,8 @@ def test_selective_scan_variant_matches_reference(mod, lanes, exp):
     L = 300 (two tiles of 256 steps, the second partial; chunks of 18)."""
     with_variant(mod, lanes=lanes, exp=exp)
     for dim, groups in ((24, 4), (40, 2)):
-        x32, g, (out_r, last_r, grads_r) = scan_case(dim, groups)
-        out, last, grads = scan_run('native', x32, True, g)
-        torch.testing.assert_close(out, out_r, rtol=1e-3, atol=1e-4)
-        torch.testing.assert_close(last, last_r, rtol=1e-3, atol=1e-4)
-        for name, ref in grads_r.items():
-            torch.testing.assert_close(grads[name], ref, rtol=1e-3,
-                                       atol=1e-4, msg=name)
+        x32, g, ref = scan_case(dim, groups)
+        assert_scan_close(scan_run('native', x32, True, g), ref)
 
 
 @needs_ext
@@ -221,17 +227,13 @@ def test_selective_scan_register_backward(mod, exp, softplus):
         gen = torch.Generator().manual_seed(dim)
         g = torch.randn(2, dim, 150, generator=gen)
         gl = torch.randn(2, dim, 16, generator=gen)
-        out_r, last_r, grads_r = scan_run('reference', x, softplus, g, gl)
+        ref = scan_run('reference', x, softplus, g, gl)
         grads_of = {}
         for bwd16 in (0, 1):
             with_variant(mod, exp=exp, bwd16=bwd16)
-            out, last, grads = scan_run('native', x, softplus, g, gl)
-            torch.testing.assert_close(out, out_r, rtol=1e-3, atol=1e-4)
-            torch.testing.assert_close(last, last_r, rtol=1e-3, atol=1e-4)
-            for name, ref in grads_r.items():
-                torch.testing.assert_close(grads[name], ref, rtol=1e-3,
-                                           atol=1e-4, msg=name)
-            grads_of[bwd16] = grads
+            got = scan_run('native', x, softplus, g, gl)
+            assert_scan_close(got, ref)
+            grads_of[bwd16] = got[2]
         assert not all(torch.equal(grads_of[0][k], grads_of[1][k])
                        for k in grads_of[0])
 
@@ -249,20 +251,15 @@ def test_selective_scan_spread_prefetch_matches_reference(mod, bwd16):
         gen = torch.Generator().manual_seed(dim)
         g = torch.randn(2, dim, 300, generator=gen)
         gl = torch.randn(2, dim, 16, generator=gen)
-        out_r, last_r, grads_r = scan_run('reference', x, True, g, gl)
+        ref = scan_run('reference', x, True, g, gl)
         res = []
         for spread in (0, 1):
             with_variant(mod, exp=1, bwd16=bwd16, spread=spread)
-            out, last, grads = scan_run('native', x, True, g, gl)
-            torch.testing.assert_close(out, out_r, rtol=1e-3, atol=1e-4)
-            torch.testing.assert_close(last, last_r, rtol=1e-3, atol=1e-4)
-            for name, ref in grads_r.items():
-                torch.testing.assert_close(grads[name], ref, rtol=1e-3,
-                                           atol=1e-4, msg=name)
-            res.append((out, last, grads))
+            res.append(scan_run('native', x, True, g, gl))
+            assert_scan_close(res[-1], ref)
         assert torch.equal(res[0][0], res[1][0])
         assert torch.equal(res[0][1], res[1][1])
-        assert all(torch.equal(res[0][2][k], res[1][2][k]) for k in grads_r)
+        assert all(torch.equal(res[0][2][k], res[1][2][k]) for k in ref[2])
 
 
 # --------------------------------------------------------------------------
