@@ -355,7 +355,9 @@ struct Rows16 {
 //          (the 16 adjoints in registers through a chunk, exp2 in the
 //          variant's form)
 //   spread: where the scans' software prefetches of the next block's /
-//          tile's / chunk's lines are issued (d_state 16 in float32):
+//          tile's / chunk's lines are issued (every selective_scan(); the
+//          fused kernel at d_state 16 in float32, its backward on the
+//          bwd16 path):
 //          0 = all at once where a tile or block starts (as first tuned),
 //          1 = a few a step from inside the recurrence. At once, a
 //          block's hundreds of lines outran the core's miss buffers:
