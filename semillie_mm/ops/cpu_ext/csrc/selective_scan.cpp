@@ -50,7 +50,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -132,6 +134,13 @@ class SpreadPrefetch {
       for (uintptr_t l = a; l < e; l += 64)
         p_[n_++] = reinterpret_cast<const T*>(l);
     }
+  }
+  // a new list: the lines of every input (x, its strides; null: none) in
+  // the channels c0 .. c0 + vc and steps [t0, t0 + m)
+  void list(std::initializer_list<std::pair<const T*, Seq>> xs, int64_t b,
+            int64_t c0, int vc, int64_t t0, int64_t m) {
+    clear();
+    for (const auto& [x, s] : xs) add(x, s, b, c0, vc, t0, m);
   }
   // spread the listed lines over `steps` calls of issue
   void plan(int64_t steps) {
@@ -375,11 +384,8 @@ void fwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
           const bool more = j + 1 < nj;
           const int64_t tn = more ? t0 : t0 + kTile;
           const int64_t jn = more ? j + 1 : 0;
-          const int64_t cn = c0_of(jn), mn = std::min(kTile, P.L - tn);
-          const int vn = vc_of(jn);
-          pfl.add(u, su, b, cn, vn, tn, mn);
-          pfl.add(delta, sd, b, cn, vn, tn, mn);
-          pfl.add(z, sz, b, cn, vn, tn, mn);
+          pfl.list({{u, su}, {delta, sd}, {z, sz}}, b, c0_of(jn), vc_of(jn),
+                   tn, std::min(kTile, P.L - tn));
         }
         pfl.plan(m);
         tile_dt<T, V, false>(Dt, nullptr, q.bias, m, P.softplus);
@@ -561,12 +567,8 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
           const bool more = jb + 1 < nbi;
           const int64_t jn = more ? jb + 1 : 0;
           const int64_t tn = more ? t0 : t0 - K;
-          const int64_t cn = c0_of(jn), mn = std::min(K, P.L - tn);
-          const int vn = vc_of(jn);
-          pfl.add(u, su, b, cn, vn, tn, mn);
-          pfl.add(delta, sd, b, cn, vn, tn, mn);
-          pfl.add(z, sz, b, cn, vn, tn, mn);
-          pfl.add(dout, sg_, b, cn, vn, tn, mn);
+          pfl.list({{u, su}, {delta, sd}, {z, sz}, {dout, sg_}}, b, c0_of(jn),
+                   vc_of(jn), tn, std::min(K, P.L - tn));
         }
         pfl.plan(m);
         tile_dt<T, V, true>(Dl.data(), Sl.data(), q.bias, m, P.softplus);
