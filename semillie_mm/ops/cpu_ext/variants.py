@@ -20,11 +20,17 @@ and the fused SS2D forward therefore take a *variant* at run time:
   writing): 1 as first tuned on a Zen 5 (``issue10``); a Zen 4's forward
   ran 4-5 % faster without (8x128² and 1x256², AVX-512 build), the AVX2
   build's batch-1 forward 16 % faster, a Zen 5's within noise;
-- ``bwd16``: the backward for d_state 16 on AVX-512 (the fused SS2D
-  kernel's, and ``selective_scan()``'s without the gate): 0 = the generic
-  per-step adjoint (states and adjoints in memory), 1 = the adjoints in
-  registers through a chunk and the recomputation's exp2 in the variant's
-  form (``recompute16`` / ``adjoint16``);
+- ``bwd16``: the backward for d_state 16 in float32 (the fused SS2D
+  kernel's and ``selective_scan()``'s): 0 = the generic per-step
+  recomputation and adjoint (states, adjoints and per-step sums in memory,
+  the channel sums by horizontal reductions), 1 = a register path with the
+  recomputation's exp2 in the variant's form. With lanes 16 (AVX-512
+  only; ``selective_scan()`` without the gate) the adjoints stay in
+  registers through a chunk (``recompute16`` / ``adjoint16``); with lanes
+  8, and on every build without AVX-512, 256-bit steps unrolled over the
+  states with their sums in registers and the channel sums by a
+  shuffle-and-add tree (``recompute_step16_v8`` / ``adjoint_step16_v8``;
+  the AVX2 build's fwd+bwd 0.87-0.91x of ``bwd16 = 0``);
 - ``spread``: where the scans' software prefetches of the lines the next
   block, tile or chunk reads are issued: 0 = all at once where a tile or
   block starts (as first tuned), 1 = a few a step from inside the
@@ -69,7 +75,8 @@ VARIANTS: Dict[str, Dict[str, int]] = {
     'zen5': dict(_AVX512_MEASURED),
     # spread measured on a Zen 5 only (session 15); on a Zen 4 not yet
     'zen4': dict(_AVX512_MEASURED),
-    'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=0, pfy=0, spread=1),
+    # bwd16 measured with the AVX2 build on a Zen 5 (session 16)
+    'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=1, pfy=0, spread=1),
     'issue10': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0, pfy=1,
                     spread=0),
 }

@@ -13,7 +13,7 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__AVX512F__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -143,6 +143,26 @@ __attribute__((always_inline)) inline vf16 by_halves(vf16 v, Fn f) {
   return join16(f(lo), f(hi));
 }
 
+// x clamped to [-126, 127] as `x < -126 ? -126 : x`, then `x > 127 ? 127
+// : x` (a NaN passes): one vmaxps and one vminps with the constant first,
+// whose operand order gives exactly those results, where GCC made of the
+// ternaries two compares and two blends on AVX2
+template <class VT>
+__attribute__((always_inline)) inline VT clamp_exp2_arg(VT x) {
+#if defined(__AVX512F__)
+  if constexpr (VecInfo<VT>::W == 16)
+    return _mm512_min_ps(splat_v<VT>(127.0f),
+                         _mm512_max_ps(splat_v<VT>(-126.0f), x));
+#endif
+#if defined(__AVX__)
+  if constexpr (VecInfo<VT>::W == 8)
+    return _mm256_min_ps(splat_v<VT>(127.0f),
+                         _mm256_max_ps(splat_v<VT>(-126.0f), x));
+#endif
+  x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
+  return x > 127.0f ? splat_v<VT>(127.0f) : x;
+}
+
 // 2^x on a whole vector in one of the ExpForm sequences (the same
 // polynomial as exp2_f32; forms 0 and 2 give exp2_f32's numbers)
 template <class VT, int F>
@@ -150,10 +170,7 @@ __attribute__((always_inline)) inline VT exp2_vec(VT x) {
   VT p, k;
 #if defined(__AVX512F__)
   if constexpr (F != kExpMagic) {
-    if constexpr (F == kExpClampScalef) {
-      x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
-      x = x > 127.0f ? splat_v<VT>(127.0f) : x;
-    }
+    if constexpr (F == kExpClampScalef) x = clamp_exp2_arg(x);
     if constexpr (VecInfo<VT>::W == 16) {
       k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
                                       _MM_FROUND_NO_EXC);
@@ -179,8 +196,7 @@ __attribute__((always_inline)) inline VT exp2_vec(VT x) {
 #endif
   {
     typedef typename VecInfo<VT>::I VI;
-    x = x < -126.0f ? splat_v<VT>(-126.0f) : x;
-    x = x > 127.0f ? splat_v<VT>(127.0f) : x;
+    x = clamp_exp2_arg(x);
     const float magic = 12582912.0f;
     const VT t = x + magic;
     const VT f = x - (t - magic);
@@ -348,12 +364,14 @@ struct Rows16 {
 //          (y, for writing): 1 as first tuned on a Zen 5; on a Zen 4 the
 //          forward ran 4-5 % faster without (AVX2 build, batch 1: 16 %),
 //          on a Zen 5 the same within noise
-//   bwd16: the backward for d_state 16 (AVX-512 builds; the fused SS2D
-//          kernel's, and selective_scan()'s without the gate):
-//          0 = the generic per-step recomputation and adjoint (states,
-//          decays and adjoints in memory), 1 = recompute16 / adjoint16
-//          (the 16 adjoints in registers through a chunk, exp2 in the
-//          variant's form)
+//   bwd16: the backward for d_state 16 in float32 (the fused SS2D
+//          kernel's and selective_scan()'s): 0 = the generic per-step
+//          recomputation and adjoint (states, decays and adjoints in
+//          memory), 1 = a register path, exp2 in the variant's form: on
+//          lanes 16 (AVX-512 builds; selective_scan() without the gate)
+//          recompute16 / adjoint16 (the 16 adjoints in registers through
+//          a chunk), on lanes 8 and on builds without AVX-512 the 256-bit
+//          steps recompute_step16_v8 / adjoint_step16_v8 (steps16_v8)
 //   spread: where the scans' software prefetches of the next block's /
 //          tile's / chunk's lines are issued (every selective_scan(); the
 //          fused kernel at d_state 16 in float32, its backward on the
@@ -562,6 +580,55 @@ __attribute__((always_inline)) inline void add_lanes(float* dst, vf16 v,
   } else {
     for (int c = 0; c < vc; ++c) dst[c] += v[c];
   }
+}
+
+// 8 floats from memory as one vector, and back (unaligned). Filling an
+// array of vectors by memcpy into its elements instead made GCC copy the
+// rows through the stack in 16-byte pieces, which the transpose's 32-byte
+// loads could not forward from (the backward took 1.09x with that gather).
+__attribute__((always_inline)) inline vf8 load8(const float* p) {
+  vf8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+__attribute__((always_inline)) inline void store8(float* p, vf8 v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// In-register transpose of an 8 x 8 float32 block on 256-bit vectors (the
+// builds without AVX-512; GCC vector shuffles, so any x86-64 build):
+// r[i] holds row i on entry and column i on return (unpack, in-lane
+// shuffle, 128-bit lane swap: 24 shuffles for 64 elements)
+__attribute__((always_inline)) inline void transpose8(vf8 r[8]) {
+  vf8 t[8];
+#pragma GCC unroll 8
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 0, 8, 1, 9,
+                                       4, 12, 5, 13);
+    t[2 * k + 1] = __builtin_shufflevector(r[2 * k], r[2 * k + 1], 2, 10,
+                                           3, 11, 6, 14, 7, 15);
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < 2; ++k) {
+    const int a = 4 * k;
+    r[a] = __builtin_shufflevector(t[a], t[a + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[a + 1] = __builtin_shufflevector(t[a], t[a + 2], 2, 3, 10, 11, 6, 7,
+                                       14, 15);
+    r[a + 2] = __builtin_shufflevector(t[a + 1], t[a + 3], 0, 1, 8, 9, 4, 5,
+                                       12, 13);
+    r[a + 3] = __builtin_shufflevector(t[a + 1], t[a + 3], 2, 3, 10, 11, 6,
+                                       7, 14, 15);
+  }
+  // r[j] (j < 4) now holds rows 0-3 of columns j and j + 4, r[4 + j] rows
+  // 4-7 of them
+#pragma GCC unroll 8
+  for (int j = 0; j < 4; ++j) {
+    t[j] = __builtin_shufflevector(r[j], r[4 + j], 0, 1, 2, 3, 8, 9, 10, 11);
+    t[4 + j] = __builtin_shufflevector(r[j], r[4 + j], 4, 5, 6, 7, 12, 13,
+                                       14, 15);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) r[j] = t[j];
 }
 
 #if defined(__AVX512F__)
@@ -787,6 +854,188 @@ __attribute__((always_inline)) inline void adjoint16(
   for (int n = 0; n < 16; ++n) std::memcpy(lam_mem + n * 16, &lam[n], 64);
 }
 #endif
+
+// ---------------------------------------------------------------------
+// The backward's steps for one block of 16 float32 channels with d_state
+// 16 on 256-bit vectors: the register path (variant bwd16) of lanes 8 and
+// of builds without AVX-512, whose 16 vector registers cannot hold
+// adjoint16's states. The chunk loops stay the generic ones (states,
+// decays and adjoints in memory, where they sit in L1); what the steps
+// change against recompute_step / adjoint_step: the states unrolled, the
+// per-step accumulators in registers (the generic loops carry ddt and dut
+// through memory, one store-to-load dependency per state), the 2 x 16
+// channel sums by a shuffle-and-add tree instead of 32 horizontal
+// reductions, and exp2 in the variant's vector form.
+
+// 16 rows of 8 lanes summed over their lanes, fed one row at a time
+// (push(n, row) for n = 0, 1, .., 15 in order; n a compile-time constant
+// after unrolling): lo receives the sums of rows 0-7, hi of rows 8-15. At
+// most one pending vector per level stays live.
+struct RowSums8 {
+  vf8 p0, p1, p2, lo, hi;
+  // [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]
+  static __attribute__((always_inline)) inline vf8 pair(vf8 a, vf8 b) {
+    return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) +
+           __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+  }
+  __attribute__((always_inline)) inline void push(int n, vf8 r) {
+    if ((n & 1) == 0) {
+      p0 = r;
+      return;
+    }
+    const vf8 s = pair(p0, r);
+    if ((n & 2) == 0) {
+      p1 = s;
+      return;
+    }
+    // rows 4k..4k+3: their sums over lanes 0-3, then over lanes 4-7
+    const vf8 u = pair(p1, s);
+    if ((n & 4) == 0) {
+      p2 = u;
+      return;
+    }
+    const vf8 w =
+        __builtin_shufflevector(p2, u, 0, 1, 2, 3, 8, 9, 10, 11) +
+        __builtin_shufflevector(p2, u, 4, 5, 6, 7, 12, 13, 14, 15);
+    if ((n & 8) == 0) {
+      lo = w;
+    } else {
+      hi = w;
+    }
+  }
+};
+
+// recompute_step (N = 16, V = 16) on two 256-bit halves, exp2 in form F
+template <int F>
+__attribute__((always_inline)) inline void recompute_step16_v8(
+    const float* __restrict Bp, const float* __restrict d,
+    const float* __restrict uu, const float* __restrict a2,
+    const float* __restrict Hp, float* __restrict Hc, float* __restrict En,
+    float* __restrict dtu) {
+  for (int off = 0; off < 16; off += 8) {
+    vf8 dv, uv;
+    std::memcpy(&dv, d + off, 32);
+    std::memcpy(&uv, uu + off, 32);
+    const vf8 du = dv * uv;
+    std::memcpy(dtu + off, &du, 32);
+#pragma GCC unroll 16
+    for (int n = 0; n < 16; ++n) {
+      const int o = n * 16 + off;
+      vf8 an, hp;
+      std::memcpy(&an, a2 + o, 32);
+      std::memcpy(&hp, Hp + o, 32);
+      const vf8 e = exp2_vec<vf8, F>(dv * an);
+      const vf8 hc = e * hp + du * Bp[n];
+      std::memcpy(En + o, &e, 32);
+      std::memcpy(Hc + o, &hc, 32);
+    }
+  }
+}
+
+// recompute_step16_v8 in the variant's exp2 form (builds without AVX-512
+// have form 2 only)
+__attribute__((always_inline)) inline void recompute_step16_v8_run(
+    int exp, const float* Bp, const float* d, const float* uu,
+    const float* a2, const float* Hp, float* Hc, float* En, float* dtu) {
+#if defined(__AVX512F__)
+  if (exp == kExpScalef) {
+    recompute_step16_v8<kExpScalef>(Bp, d, uu, a2, Hp, Hc, En, dtu);
+  } else if (exp == kExpClampScalef) {
+    recompute_step16_v8<kExpClampScalef>(Bp, d, uu, a2, Hp, Hc, En, dtu);
+  } else {
+    recompute_step16_v8<kExpMagic>(Bp, d, uu, a2, Hp, Hc, En, dtu);
+  }
+#else
+  (void)exp;
+  recompute_step16_v8<kExpMagic>(Bp, d, uu, a2, Hp, Hc, En, dtu);
+#endif
+}
+
+// adjoint_step (N = 16, V = 16, float32) on two 256-bit halves per state,
+// the same arguments and results: ddt, dut accumulate; sB, sC receive the
+// 16 channel sums (add: are added to them); lam, dAc updated in place
+__attribute__((always_inline)) inline void adjoint_step16_v8(
+    const float* __restrict Bp, const float* __restrict Cp,
+    const float* __restrict Hp, const float* __restrict Hc,
+    const float* __restrict En, const float* __restrict a,
+    float* __restrict lam, float* __restrict dAc, const float* __restrict d,
+    const float* __restrict uu, const float* __restrict g,
+    const float* __restrict dtu, float* __restrict ddt,
+    float* __restrict dut, float* __restrict sB, float* __restrict sC,
+    bool add) {
+  vf8 dv[2], gv[2], tv[2];
+  for (int h = 0; h < 2; ++h) {
+    std::memcpy(&dv[h], d + 8 * h, 32);
+    std::memcpy(&gv[h], g + 8 * h, 32);
+    std::memcpy(&tv[h], dtu + 8 * h, 32);
+  }
+  // ddt's and lbs's sums over the states in two chains each (even and odd
+  // n; one chain of 16 FMAs was the step's longest dependency)
+  vf8 xa[2][2] = {}, lbs[2][2] = {};
+  RowSums8 rb, rc;
+#pragma GCC unroll 16
+  for (int n = 0; n < 16; ++n) {
+    vf8 pb, pc;
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int o = n * 16 + 8 * h;
+      vf8 l, hp, hc, e, an, da;
+      std::memcpy(&l, lam + o, 32);
+      std::memcpy(&hp, Hp + o, 32);
+      std::memcpy(&hc, Hc + o, 32);
+      std::memcpy(&e, En + o, 32);
+      std::memcpy(&an, a + o, 32);
+      std::memcpy(&da, dAc + o, 32);
+      const vf8 ln = l + gv[h] * Cp[n];
+      const vf8 x = ln * hp * e;  // dL/d(dt A[n])
+      xa[h][n & 1] += x * an;
+      lbs[h][n & 1] += ln * Bp[n];
+      da += x * dv[h];
+      std::memcpy(dAc + o, &da, 32);
+      const vf8 b = ln * tv[h], c = gv[h] * hc;
+      pb = h ? pb + b : b;
+      pc = h ? pc + c : c;
+      const vf8 ln_e = ln * e;
+      std::memcpy(lam + o, &ln_e, 32);
+    }
+    rb.push(n, pb);
+    rc.push(n, pc);
+  }
+  for (int h = 0; h < 2; ++h) {
+    vf8 uv, dd, du;
+    std::memcpy(&uv, uu + 8 * h, 32);
+    std::memcpy(&dd, ddt + 8 * h, 32);
+    std::memcpy(&du, dut + 8 * h, 32);
+    // ddt gets sum_n ln B[n] u, dut sum_n ln B[n] dt: one product each
+    const vf8 lb = lbs[h][0] + lbs[h][1];
+    dd += xa[h][0] + xa[h][1] + lb * uv;
+    du += lb * dv[h];
+    std::memcpy(ddt + 8 * h, &dd, 32);
+    std::memcpy(dut + 8 * h, &du, 32);
+  }
+  if (add) {
+    store8(sB, load8(sB) + rb.lo);
+    store8(sB + 8, load8(sB + 8) + rb.hi);
+    store8(sC, load8(sC) + rc.lo);
+    store8(sC + 8, load8(sC + 8) + rc.hi);
+  } else {
+    store8(sB, rb.lo);
+    store8(sB + 8, rb.hi);
+    store8(sC, rc.lo);
+    store8(sC + 8, rc.hi);
+  }
+}
+
+// whether a backward at d_state N takes the steps above: float32 (checked
+// by the caller), N 16 and variant bwd16, on lanes 8 or on a build without
+// AVX-512 (where lanes 16's register path, adjoint16, does not exist)
+inline bool steps16_v8(const KernelVariant& v, int64_t N) {
+#if defined(__AVX512F__)
+  return N == 16 && v.bwd16 && v.lanes == 8;
+#else
+  return N == 16 && v.bwd16;
+#endif
+}
 
 // Per-block constants of both kernels, V lanes each, zero past the block's
 // vc channels: a2 = A log2(e) (N, V), the skip weights D and the delta bias

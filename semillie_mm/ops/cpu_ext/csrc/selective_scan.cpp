@@ -157,6 +157,13 @@ class SpreadPrefetch {
   int64_t n_ = 0, per_ = 0;
 };
 
+// always_inline on builds without AVX-512 only (bwd_range's chunk lambda)
+#if defined(__AVX512F__)
+#define SEMILLIE_INLINE_NO_AVX512
+#else
+#define SEMILLIE_INLINE_NO_AVX512 __attribute__((always_inline))
+#endif
+
 // buf[i * V + c] = x[b, c0 + c, t0 + i] for i < m, c < vc; lanes past vc 0
 template <typename T, int V>
 inline void gather(const T* x, Seq s, int64_t b, int64_t c0, int vc,
@@ -178,6 +185,21 @@ inline void gather(const T* x, Seq s, int64_t b, int64_t c0, int vc,
           for (int i = 0; i < 16; ++i)
             _mm512_storeu_ps(buf + (i0 + i) * 16, r[i]);
         }
+      }
+    }
+#else
+    if constexpr (std::is_same_v<T, float>) {
+      if (vc == 16) {  // 8 x 8 blocks transposed in registers
+        for (; i0 + 8 <= m; i0 += 8)
+          for (int h = 0; h < 16; h += 8) {
+            vf8 r[8];
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c)
+              r[c] = load8(base + (h + c) * s.sc + i0);
+            transpose8(r);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) store8(buf + (i0 + i) * 16 + h, r[i]);
+          }
       }
     }
 #endif
@@ -202,9 +224,14 @@ inline void scatter(const T* __restrict buf, T* x, Seq s, int64_t b,
                     int64_t c0, int vc, int64_t t0, int64_t m, int64_t pf,
                     int64_t L, bool stream) {
   T* base = x + b * s.sb + c0 * s.sc + t0 * s.st;
+#if defined(__AVX__)
   const bool nt = stream && s.st == 1 && vc == V &&
                   (reinterpret_cast<uintptr_t>(base) & 63) == 0 &&
                   (s.sc * sizeof(T)) % 64 == 0;
+#else
+  const bool nt = false;  // regular stores only: prefetched for writing
+  (void)stream;
+#endif
   if (!nt)
     prefetch_rows<T>(x + b * s.sb + c0 * s.sc, s, vc, t0, m, pf, L, true);
   if (s.st == 1) {
@@ -227,6 +254,49 @@ inline void scatter(const T* __restrict buf, T* x, Seq s, int64_t b,
         }
       }
     }
+#else
+    if constexpr (std::is_same_v<T, float>) {
+      if (vc == 16) {
+        // 16 steps of 8 channels as two 8 x 8 blocks, each channel's row
+        // then written as one whole line (streamed where nt: a line's two
+        // halves go out back to back, so the write-combining buffer
+        // leaves whole; written one block at a time, the halves of 16
+        // lines were in flight at once)
+        for (; i0 + 16 <= m; i0 += 16)
+          for (int h = 0; h < 16; h += 8) {
+            vf8 r[8], q[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) {
+              r[i] = load8(buf + (i0 + i) * 16 + h);
+              q[i] = load8(buf + (i0 + 8 + i) * 16 + h);
+            }
+            transpose8(r);
+            transpose8(q);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c) {
+              float* row = base + (h + c) * s.sc + i0;
+#if defined(__AVX__)
+              if (nt) {
+                _mm256_stream_ps(row, r[c]);
+                _mm256_stream_ps(row + 8, q[c]);
+                continue;
+              }
+#endif
+              store8(row, r[c]);
+              store8(row + 8, q[c]);
+            }
+          }
+        for (; i0 + 8 <= m; i0 += 8)  // regular stores: not whole lines
+          for (int h = 0; h < 16; h += 8) {
+            vf8 r[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) r[i] = load8(buf + (i0 + i) * 16 + h);
+            transpose8(r);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c) store8(base + (h + c) * s.sc + i0, r[c]);
+          }
+      }
+    }
 #endif
     for (int c = 0; c < vc; ++c) {
       T* row = base + c * s.sc;
@@ -243,7 +313,7 @@ inline void scatter(const T* __restrict buf, T* x, Seq s, int64_t b,
 // orders a range's streaming stores before the stores that follow (the
 // parallel region's end)
 inline void stream_fence(bool stream) {
-#if defined(__AVX512F__)
+#if defined(__AVX__)
   if (stream) _mm_sfence();
 #else
   (void)stream;
@@ -474,6 +544,7 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
   constexpr int V = Lanes<T>::V;
   const int64_t K = P.K, N = P.N;
   const KernelVariant kv = kernel_variant();
+  const bool steps8 = std::is_same_v<T, float> && steps16_v8(kv, N);
   std::vector<T> Hbuf((K + 1) * N * V), Ebuf(K * N * V);
   std::vector<T> Ul(K * V), Dl(K * V), Sl(K * V), Zl(K * V), Gl(K * V),
       DUl(K * V), DDl(K * V), DZl(K * V);
@@ -578,10 +649,23 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
                          Hbuf.data(), N, vc, k > 0);
         // the generic recomputation and adjoint (states, decays and
         // adjoints in memory)
-        const auto bwd_chunk_generic = [&]() {
+        // (steps8: with the 256-bit register steps, steps16_v8). Inlined
+        // on builds without AVX-512, where GCC otherwise made it a function
+        // of its own (AVX2 backward 1.05x); the AVX-512 build keeps GCC's
+        // choice (and its bits: the gate's path is this one there)
+        const auto bwd_chunk_generic = [&]() SEMILLIE_INLINE_NO_AVX512 {
           // recompute the chunk's states H[i + 1] and decays E[i]
           for (int64_t i = 0; i < m; ++i) {
             pfl.issue(i);
+            if constexpr (std::is_same_v<T, float>) {
+              if (steps8) {
+                recompute_step16_v8_run(kv.exp, &Bl[i * N], &Dl[i * V],
+                                        &Ul[i * V], q.a2, &Hbuf[i * N * V],
+                                        &Hbuf[(i + 1) * N * V],
+                                        &Ebuf[i * N * V], dtu);
+                continue;
+              }
+            }
             recompute_step<T, V>(N, &Bl[i * N], &Dl[i * V], &Ul[i * V], q.a2,
                                  &Hbuf[i * N * V], &Hbuf[(i + 1) * N * V],
                                  &Ebuf[i * N * V], dtu);
@@ -622,10 +706,23 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
               dDa[c] += static_cast<double>(gy[c] * uu[c]);
               ddtv[c] = T(0);
             }
-            adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
-                               &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], q.a,
-                               lam, dAc, d, uu, gy, dtu, ddtv, dut, dBt, dCt);
-            if (!first)
+            bool done = false;
+            if constexpr (std::is_same_v<T, float>) {
+              if (steps8) {
+                // the sums straight into (added to) the chunk's
+                adjoint_step16_v8(Bp, Cp, &Hbuf[i * N * V],
+                                  &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V],
+                                  q.a, lam, dAc, d, uu, gy, dtu, ddtv, dut,
+                                  &dBa[i * N], &dCa[i * N], !first);
+                done = true;
+              }
+            }
+            if (!done)
+              adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
+                                 &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V],
+                                 q.a, lam, dAc, d, uu, gy, dtu, ddtv, dut, dBt,
+                                 dCt);
+            if (!first && !done)
               for (int64_t n = 0; n < N; ++n) {
                 dBa[i * N + n] += dBt[n];
                 dCa[i * N + n] += dCt[n];
@@ -647,7 +744,7 @@ void bwd_range(const T* u, Seq su, const T* delta, Seq sd, const T* z,
         // d_state 16 without the gate, variant bwd16: the fused SS2D
         // backward's register path (recompute16, adjoint16)
         if constexpr (std::is_same_v<T, float>) {
-          if (N == 16 && !z && kv.bwd16) {
+          if (N == 16 && !z && kv.bwd16 && kv.lanes == 16) {
             const T* Dc = Dl.data();
             const T* Uc = Ul.data();
             const auto brow = [&](int64_t i) {

@@ -361,6 +361,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   // the chunk's positions and, when prefetching, those of the chunk before
   std::vector<int64_t> pos(K), posn(K);
   const KernelVariant kv = kernel_variant();
+  const bool steps8 = std::is_same_v<T, float> && steps16_v8(kv, N);
   // what a channel block carries from chunk to chunk: its constants, the
   // adjoints lam and the float64 totals. The blocks of an item are walked
   // inside each chunk (not each block through all chunks): the chunk's
@@ -621,7 +622,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
               }
               _mm512_storeu_ps(&DUj[i * V], dut_v);
             };
-            if (N == 16 && kv.bwd16) {  // adjoints in registers
+            if (N == 16 && kv.bwd16 && kv.lanes == 16) {  // adjoints in registers
               const auto brow = [&](int64_t i) { return &XL[i * X + R]; };
               const T* upf = u + b * su.sb + c0;
               const T* gpf = dy + b * sdy.sb + c0;
@@ -659,8 +660,18 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             }
           }
 #endif
-          // recompute states H[i + 1] and decays E[i] of the chunk
+          // recompute states H[i + 1] and decays E[i] of the chunk (steps8:
+          // by the 256-bit register steps, steps16_v8)
           for (int64_t i = 0; i < m; ++i) {
+            if constexpr (std::is_same_v<T, float>) {
+              if (steps8) {
+                recompute_step16_v8_run(kv.exp, &XL[i * X + R], &Dj[i * V],
+                                        &Uj[i * V], q.a2, &Hbuf[i * N * V],
+                                        &Hbuf[(i + 1) * N * V],
+                                        &Ebuf[i * N * V], dtu);
+                continue;
+              }
+            }
             recompute_step<T, V>(N, &XL[i * X + R], &Dj[i * V], &Uj[i * V],
                                  q.a2, &Hbuf[i * N * V],
                                  &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V],
@@ -680,9 +691,20 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
               dDc[c] += go[c] * uu[c];
               ddtv[c] = T(0);
             }
-            adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
-                               &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], an,
-                               lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
+            bool done = false;
+            if constexpr (std::is_same_v<T, float>) {
+              if (steps8) {
+                adjoint_step16_v8(Bp, Cp, &Hbuf[i * N * V],
+                                  &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V],
+                                  an, lam, dAc, d, uu, go, dtu, ddtv, dut, sBn,
+                                  sCn, false);
+                done = true;
+              }
+            }
+            if (!done)
+              adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
+                                 &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], an,
+                                 lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
             tail(i);
           }
           flush();
