@@ -572,6 +572,54 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             }
             std::memcpy(&DUj[i * V], dut, V * sizeof(T));
           };
+          // the tail on 256-bit vectors with the register steps (steps8;
+          // float32, d_state 16): dB, dC of the pixel added as four
+          // vectors instead of 32 scalars, and the R sums for d xdbl[r]
+          // by a shuffle-and-add tree eight rows at a time (RowSums8)
+          // instead of a horizontal reduction each
+          const auto tail8 = [&](int64_t i) {
+            if constexpr (std::is_same_v<T, float>) {
+              const float* xr = &XL[i * X];
+              float* dxo = &DXL[i * X];
+              for (int o = 0; o < 32; o += 8) {
+                const vf8 v = load8(o < 16 ? sBn + o : sCn + (o - 16));
+                store8(dxo + R + o, first ? v : load8(dxo + R + o) + v);
+              }
+              vf8 g[2];
+              for (int h = 0; h < 2; ++h) {
+                g[h] = load8(ddtv + 8 * h) * load8(&Sj[i * V + 8 * h]);
+                store8(dbc + 8 * h, load8(dbc + 8 * h) + g[h]);
+              }
+              int64_t r = 0;
+              for (; r + 8 <= R; r += 8) {
+                RowSums8 t;
+#pragma GCC unroll 8
+                for (int kk = 0; kk < 8; ++kk) {
+                  float* dw = dWc + (r + kk) * V;
+                  const float* w = q.wd + (r + kk) * V;
+                  const float xv = xr[r + kk];
+                  store8(dw, load8(dw) + g[0] * xv);
+                  store8(dw + 8, load8(dw + 8) + g[1] * xv);
+                  t.push(kk, g[0] * load8(w) + g[1] * load8(w + 8));
+                }
+                store8(dxo + r, first ? t.lo : load8(dxo + r) + t.lo);
+              }
+              for (; r < R; ++r) {
+                float* dw = dWc + r * V;
+                const float* w = q.wd + r * V;
+                const float xv = xr[r];
+                store8(dw, load8(dw) + g[0] * xv);
+                store8(dw + 8, load8(dw + 8) + g[1] * xv);
+                const vf8 p = g[0] * load8(w) + g[1] * load8(w + 8);
+                float sR = 0.0f;
+                for (int c = 0; c < 8; ++c) sR += p[c];
+                dxo[r] = first ? sR : dxo[r] + sR;
+              }
+              std::memcpy(&DUj[i * V], dut, V * sizeof(T));
+            } else {
+              tail(i);
+            }
+          };
 #if defined(__AVX512F__)
           if constexpr (std::is_same_v<T, float>) {
             // tail for d_state 16 in float32 on whole vectors: dB, dC of
@@ -705,7 +753,11 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
               adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
                                  &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], an,
                                  lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
-            tail(i);
+            if (steps8) {
+              tail8(i);
+            } else {
+              tail(i);
+            }
           }
           flush();
         }
