@@ -391,7 +391,11 @@ struct KernelVariant {
   int spread = 0;
 };
 
-inline KernelVariant& kernel_variant() {
+// hidden: one variant per binary. Exported, its static was a unique symbol
+// that every build loaded into one process shared (an A/B of two builds
+// ran both with the variant set last).
+__attribute__((visibility("hidden"))) inline KernelVariant&
+kernel_variant() {
   static KernelVariant v;
   return v;
 }
@@ -582,6 +586,29 @@ __attribute__((always_inline)) inline void add_lanes(float* dst, vf16 v,
   }
 }
 
+// Sums of rows over their lanes by a tree fed one row at a time:
+// push(n, row) for n = 0, 1, .. in order (n a compile-time constant after
+// unrolling). Level k combines its pending vector with the one coming up
+// as soon as both exist (Ops::combine(k, a, b)), so at most one pending
+// vector per level stays live; after kL levels the result goes to
+// out[n >> kL]. RowSums16 (AVX-512, 16 rows of 16) and RowSums8 (16 rows
+// of 8, two results) are its instances.
+template <class VT, class Ops, int kL, int kOut>
+struct RowTree {
+  VT p[kL], out[kOut];
+  __attribute__((always_inline)) inline void push(int n, VT r) {
+#pragma GCC unroll 4
+    for (int k = 0; k < kL; ++k) {
+      if (((n >> k) & 1) == 0) {
+        p[k] = r;
+        return;
+      }
+      r = Ops::combine(k, p[k], r);
+    }
+    out[n >> kL] = r;
+  }
+};
+
 // 8 floats from memory as one vector, and back (unaligned). Filling an
 // array of vectors by memcpy into its elements instead made GCC copy the
 // rows through the stack in 16-byte pieces, which the transpose's 32-byte
@@ -713,36 +740,19 @@ __attribute__((always_inline)) inline __m128 tail_rows4(__m512 a, __m512 b,
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, t));
 }
 
-// row_sums16 fed one row at a time (push(n, row) for n = 0, 1, .., 15 in
-// order; n a compile-time constant after unrolling): each level is
-// combined as soon as its two halves exist, so at most one pending vector
-// per level stays live and no row goes through memory. The same
-// operations on the same pairs as row_sums16: the same bits.
-struct RowSums16 {
-  __m512 p0, p1, p2, p3, out;
-  __attribute__((always_inline)) inline void push(int n, __m512 r) {
-    if ((n & 1) == 0) {
-      p0 = r;
-      return;
-    }
-    const __m512 s = rs_pair(p0, r);
-    if ((n & 2) == 0) {
-      p1 = s;
-      return;
-    }
-    const __m512 u = rs_quad(p1, s);
-    if ((n & 4) == 0) {
-      p2 = u;
-      return;
-    }
-    const __m512 v = rs_oct(p2, u);
-    if ((n & 8) == 0) {
-      p3 = v;
-      return;
-    }
-    out = rs_last(p3, v);
+// row_sums16 fed one row at a time (RowTree; its four levels rs_pair ..
+// rs_last): no row goes through memory. The same operations on the same
+// pairs as row_sums16: the same bits. out[0]: the 16 sums.
+struct RowSums16Ops {
+  static __attribute__((always_inline)) inline __m512 combine(int k,
+                                                              __m512 a,
+                                                              __m512 b) {
+    return k == 0 ? rs_pair(a, b)
+                  : k == 1 ? rs_quad(a, b) : k == 2 ? rs_oct(a, b)
+                                                    : rs_last(a, b);
   }
 };
+typedef RowTree<__m512, RowSums16Ops, 4, 1> RowSums16;
 #endif
 
 #if defined(__AVX512F__)
@@ -849,7 +859,7 @@ __attribute__((always_inline)) inline void adjoint16(
     }
     const vf16 lbs = lbs0 + lbs1;
     // ddt gets sum_n ln B[n] u, dut sum_n ln B[n] dt: one product each
-    step(i, ddt0 + ddt1 + lbs * uu, lbs * d, sumB.out, sumC.out);
+    step(i, ddt0 + ddt1 + lbs * uu, lbs * d, sumB.out[0], sumC.out[0]);
   }
   for (int n = 0; n < 16; ++n) std::memcpy(lam_mem + n * 16, &lam[n], 64);
 }
@@ -867,43 +877,24 @@ __attribute__((always_inline)) inline void adjoint16(
 // channel sums by a shuffle-and-add tree instead of 32 horizontal
 // reductions, and exp2 in the variant's vector form.
 
-// 16 rows of 8 lanes summed over their lanes, fed one row at a time
-// (push(n, row) for n = 0, 1, .., 15 in order; n a compile-time constant
-// after unrolling): lo receives the sums of rows 0-7, hi of rows 8-15. At
-// most one pending vector per level stays live.
-struct RowSums8 {
-  vf8 p0, p1, p2, lo, hi;
+// 16 rows of 8 lanes summed over their lanes (RowTree): out[0] receives
+// the sums of rows 0-7, out[1] of rows 8-15. Levels 0 and 1 add
+// neighbouring lanes in pairs, level 2 the two 128-bit halves of rows
+// 4k..4k+3 (lanes 0-3 and 4-7).
+struct RowSums8Ops {
   // [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]
   static __attribute__((always_inline)) inline vf8 pair(vf8 a, vf8 b) {
     return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) +
            __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
   }
-  __attribute__((always_inline)) inline void push(int n, vf8 r) {
-    if ((n & 1) == 0) {
-      p0 = r;
-      return;
-    }
-    const vf8 s = pair(p0, r);
-    if ((n & 2) == 0) {
-      p1 = s;
-      return;
-    }
-    // rows 4k..4k+3: their sums over lanes 0-3, then over lanes 4-7
-    const vf8 u = pair(p1, s);
-    if ((n & 4) == 0) {
-      p2 = u;
-      return;
-    }
-    const vf8 w =
-        __builtin_shufflevector(p2, u, 0, 1, 2, 3, 8, 9, 10, 11) +
-        __builtin_shufflevector(p2, u, 4, 5, 6, 7, 12, 13, 14, 15);
-    if ((n & 8) == 0) {
-      lo = w;
-    } else {
-      hi = w;
-    }
+  static __attribute__((always_inline)) inline vf8 combine(int k, vf8 a,
+                                                           vf8 b) {
+    if (k < 2) return pair(a, b);
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
   }
 };
+typedef RowTree<vf8, RowSums8Ops, 3, 2> RowSums8;
 
 // recompute_step (N = 16, V = 16) on two 256-bit halves, exp2 in form F
 template <int F>
@@ -1014,15 +1005,15 @@ __attribute__((always_inline)) inline void adjoint_step16_v8(
     std::memcpy(dut + 8 * h, &du, 32);
   }
   if (add) {
-    store8(sB, load8(sB) + rb.lo);
-    store8(sB + 8, load8(sB + 8) + rb.hi);
-    store8(sC, load8(sC) + rc.lo);
-    store8(sC + 8, load8(sC + 8) + rc.hi);
+    store8(sB, load8(sB) + rb.out[0]);
+    store8(sB + 8, load8(sB + 8) + rb.out[1]);
+    store8(sC, load8(sC) + rc.out[0]);
+    store8(sC + 8, load8(sC + 8) + rc.out[1]);
   } else {
-    store8(sB, rb.lo);
-    store8(sB + 8, rb.hi);
-    store8(sC, rc.lo);
-    store8(sC + 8, rc.hi);
+    store8(sB, rb.out[0]);
+    store8(sB + 8, rb.out[1]);
+    store8(sC, rc.out[0]);
+    store8(sC + 8, rc.out[1]);
   }
 }
 

@@ -602,7 +602,7 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                   store8(dw + 8, load8(dw + 8) + g[1] * xv);
                   t.push(kk, g[0] * load8(w) + g[1] * load8(w + 8));
                 }
-                store8(dxo + r, first ? t.lo : load8(dxo + r) + t.lo);
+                store8(dxo + r, first ? t.out[0] : load8(dxo + r) + t.out[0]);
               }
               for (; r < R; ++r) {
                 float* dw = dWc + r * V;
