@@ -20,10 +20,12 @@ pointed at A's or B's binary before each call); the verdict is the median
 over rounds of the per-round ratio B / A, with its range.
 
 Both binaries are one process's libraries: what they export binds to
-the first loaded (the kernel-variant object, a unique symbol, is one for
-both, so ``--variant`` sets both; the global functions such as
-``opmix_floor`` and the allocator's run A's copy). The kernels themselves
-have internal linkage and run each binary's own code.
+the first loaded (the allocator's functions run A's copy). The kernels
+have internal linkage and run each binary's own code, and since session
+16 so do the kernel-variant object and ``opmix_floor`` (hidden): B's floor
+is B's own. A binary B from before then exports both, so with an A that
+exports them too the two shared one variant object (harmless: both get
+the same variant) and B's floor ran A's code.
 
 The binaries come from checkouts (``--a-root`` / ``--b-root``: each
 checkout's own ``build.py`` names the binary its sources and flags give,

@@ -181,8 +181,11 @@ double run_one(int64_t kind, int64_t lanes, int64_t m, int64_t reps) {
 // of `steps` steps x 16 states x 16 channels in every thread of torch's
 // pool (one work item per thread); returns a checksum of the outputs (the
 // caller times the call; elements = threads x reps x steps x 256).
-double opmix_floor(int64_t kind, int64_t lanes, int64_t exp_form,
-                   int64_t steps, int64_t reps) {
+// Hidden: each binary runs its own (exported, it bound to the first build
+// loaded into a process, so an A/B of two builds timed A's floor as B's).
+__attribute__((visibility("hidden"))) double opmix_floor(
+    int64_t kind, int64_t lanes, int64_t exp_form, int64_t steps,
+    int64_t reps) {
   TORCH_CHECK(kind == 0 || kind == 1, "kind must be 0 (fwd) or 1 (bwd)");
   TORCH_CHECK(lanes == 8 || lanes == 16, "lanes must be 8 or 16");
   TORCH_CHECK(exp_form >= 0 && exp_form <= 2, "exp form must be 0, 1 or 2");

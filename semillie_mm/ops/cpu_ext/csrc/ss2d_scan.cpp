@@ -986,9 +986,10 @@ at::Tensor dw_conv_wgrad(const at::Tensor& x, const at::Tensor& g,
 // selective_scan.cpp
 void register_selective_scan(pybind11::module& m);
 
-// opmix_floor.cpp
-double opmix_floor(int64_t kind, int64_t lanes, int64_t exp_form,
-                   int64_t steps, int64_t reps);
+// opmix_floor.cpp (hidden: this binary's own)
+__attribute__((visibility("hidden"))) double opmix_floor(
+    int64_t kind, int64_t lanes, int64_t exp_form, int64_t steps,
+    int64_t reps);
 
 namespace {
 
