@@ -68,6 +68,18 @@ if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stam
   exit 0
 fi
 
+# Disk pre-flight: a fresh .venv takes about 7.1 GB (torch 2.14.1's x86_64 wheel is a CUDA build,
+# 5.5 GB with its nvidia-* libraries). Running out half-way leaves pip's "[Errno 28] No space
+# left on device" after minutes of work, so say it first, naming the folder and the numbers.
+free_gb() { df -Pk "$1" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+have_torch() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; }
+NEED_GB="${SEMILLIE_SETUP_NEED_GB:-$(have_torch && echo 1.5 || echo 7.5)}"
+FREE_GB="$(free_gb "$ROOT")"
+if awk -v f="$FREE_GB" -v n="$NEED_GB" 'BEGIN { exit !(f < n) }'; then
+  log "ERROR: only $FREE_GB GB free on the disk of $ROOT; setting up $VENV needs about $NEED_GB GB (torch's CUDA wheel alone is 5.5 GB). Free some space and rerun (override: SEMILLIE_SETUP_NEED_GB=0)."
+  exit 1
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PY_BOOT" -m venv "$VENV"
