@@ -1137,7 +1137,7 @@ __attribute__((always_inline)) inline void adjoint_step(
     const T* __restrict a, T* __restrict lam, T* __restrict dAc,
     const T* __restrict d, const T* __restrict uu, const T* __restrict g,
     const T* __restrict dtu, T* __restrict ddt, T* __restrict dut,
-    T* __restrict sB, T* __restrict sC) {
+    T* __restrict sB, T* __restrict sC, bool add = false) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     if (N == 16) {  // the default d_state: rows, then one tree each
@@ -1165,8 +1165,13 @@ __attribute__((always_inline)) inline void adjoint_step(
           ln_[c] = ln * en[c];
         }
       }
-      _mm512_storeu_ps(sB, row_sums16(PB));
-      _mm512_storeu_ps(sC, row_sums16(PC));
+      __m512 rb = row_sums16(PB), rc = row_sums16(PC);
+      if (add) {
+        rb = _mm512_add_ps(_mm512_loadu_ps(sB), rb);
+        rc = _mm512_add_ps(_mm512_loadu_ps(sC), rc);
+      }
+      _mm512_storeu_ps(sB, rb);
+      _mm512_storeu_ps(sC, rc);
       return;
     }
   }
@@ -1194,9 +1199,45 @@ __attribute__((always_inline)) inline void adjoint_step(
       s_c += g[c] * hc[c];
       ln_[c] = ln * en[c];
     }
-    sB[n] = s_b;
-    sC[n] = s_c;
+    sB[n] = add ? sB[n] + s_b : s_b;
+    sC[n] = add ? sC[n] + s_c : s_c;
   }
+}
+
+// The backward's two steps for one block, dispatched: the 256-bit register
+// steps (recompute_step16_v8_run, adjoint_step16_v8) where steps8 (float32,
+// V 16 and N 16 only: steps16_v8 decides), the generic ones otherwise. The
+// arguments are those of recompute_step and adjoint_step (exp: the variant's
+// exp2 form, used by the register step).
+template <typename T, int V>
+__attribute__((always_inline)) inline void recompute_step_sel(
+    bool steps8, int exp, int64_t N, const T* Bp, const T* d, const T* uu,
+    const T* a2, const T* Hp, T* Hc, T* En, T* dtu) {
+  if constexpr (std::is_same_v<T, float> && V == 16) {
+    if (steps8) {
+      recompute_step16_v8_run(exp, Bp, d, uu, a2, Hp, Hc, En, dtu);
+      return;
+    }
+  }
+  (void)exp;
+  recompute_step<T, V>(N, Bp, d, uu, a2, Hp, Hc, En, dtu);
+}
+
+template <typename T, int V>
+__attribute__((always_inline)) inline void adjoint_step_sel(
+    bool steps8, int64_t N, const T* Bp, const T* Cp, const T* Hp,
+    const T* Hc, const T* En, const T* a, T* lam, T* dAc, const T* d,
+    const T* uu, const T* g, const T* dtu, T* ddt, T* dut, T* sB, T* sC,
+    bool add) {
+  if constexpr (std::is_same_v<T, float> && V == 16) {
+    if (steps8) {
+      adjoint_step16_v8(Bp, Cp, Hp, Hc, En, a, lam, dAc, d, uu, g, dtu, ddt,
+                        dut, sB, sC, add);
+      return;
+    }
+  }
+  adjoint_step<T, V>(N, Bp, Cp, Hp, Hc, En, a, lam, dAc, d, uu, g, dtu, ddt,
+                     dut, sB, sC, add);
 }
 
 }  // namespace semillie_scan

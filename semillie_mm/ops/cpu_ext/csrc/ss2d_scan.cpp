@@ -708,56 +708,45 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
             }
           }
 #endif
-          // recompute states H[i + 1] and decays E[i] of the chunk (steps8:
-          // by the 256-bit register steps, steps16_v8)
-          for (int64_t i = 0; i < m; ++i) {
-            if constexpr (std::is_same_v<T, float>) {
-              if (steps8) {
-                recompute_step16_v8_run(kv.exp, &XL[i * X + R], &Dj[i * V],
-                                        &Uj[i * V], q.a2, &Hbuf[i * N * V],
-                                        &Hbuf[(i + 1) * N * V],
-                                        &Ebuf[i * N * V], dtu);
-                continue;
+          // the chunk's generic backward, one copy per kind of step (s8:
+          // the 256-bit register steps, steps16_v8)
+          const auto generic_chunk = [&](auto s8) {
+            // recompute states H[i + 1] and decays E[i] of the chunk
+            for (int64_t i = 0; i < m; ++i)
+              recompute_step_sel<T, V>(s8, kv.exp, N, &XL[i * X + R],
+                                       &Dj[i * V], &Uj[i * V], q.a2,
+                                       &Hbuf[i * N * V],
+                                       &Hbuf[(i + 1) * N * V],
+                                       &Ebuf[i * N * V], dtu);
+            // adjoint recurrence; lam[n] enters step t holding
+            // exp(dt[t+1] A[n]) dL/dh[t+1, n]
+            for (int64_t i = m - 1; i >= 0; --i) {
+              const T* Bp = &XL[i * X + R];
+              const T* Cp = Bp + N;
+              const T* d = &Dj[i * V];
+              const T* uu = &Uj[i * V];
+              const T* go = &Gj[i * V];
+              for (int c = 0; c < V; ++c) {
+                dtu[c] = d[c] * uu[c];
+                dut[c] = q.Dv[c] * go[c];
+                dDc[c] += go[c] * uu[c];
+                ddtv[c] = T(0);
+              }
+              adjoint_step_sel<T, V>(s8, N, Bp, Cp, &Hbuf[i * N * V],
+                                     &Hbuf[(i + 1) * N * V],
+                                     &Ebuf[i * N * V], an, lam, dAc, d, uu,
+                                     go, dtu, ddtv, dut, sBn, sCn, false);
+              if constexpr (decltype(s8)::value) {
+                tail8(i);
+              } else {
+                tail(i);
               }
             }
-            recompute_step<T, V>(N, &XL[i * X + R], &Dj[i * V], &Uj[i * V],
-                                 q.a2, &Hbuf[i * N * V],
-                                 &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V],
-                                 dtu);
-          }
-          // adjoint recurrence; lam[n] enters step t holding
-          // exp(dt[t+1] A[n]) dL/dh[t+1, n]
-          for (int64_t i = m - 1; i >= 0; --i) {
-            const T* Bp = &XL[i * X + R];
-            const T* Cp = Bp + N;
-            const T* d = &Dj[i * V];
-            const T* uu = &Uj[i * V];
-            const T* go = &Gj[i * V];
-            for (int c = 0; c < V; ++c) {
-              dtu[c] = d[c] * uu[c];
-              dut[c] = q.Dv[c] * go[c];
-              dDc[c] += go[c] * uu[c];
-              ddtv[c] = T(0);
-            }
-            bool done = false;
-            if constexpr (std::is_same_v<T, float>) {
-              if (steps8) {
-                adjoint_step16_v8(Bp, Cp, &Hbuf[i * N * V],
-                                  &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V],
-                                  an, lam, dAc, d, uu, go, dtu, ddtv, dut, sBn,
-                                  sCn, false);
-                done = true;
-              }
-            }
-            if (!done)
-              adjoint_step<T, V>(N, Bp, Cp, &Hbuf[i * N * V],
-                                 &Hbuf[(i + 1) * N * V], &Ebuf[i * N * V], an,
-                                 lam, dAc, d, uu, go, dtu, ddtv, dut, sBn, sCn);
-            if (steps8) {
-              tail8(i);
-            } else {
-              tail(i);
-            }
+          };
+          if (steps8) {
+            generic_chunk(std::true_type{});
+          } else {
+            generic_chunk(std::false_type{});
           }
           flush();
         }
