@@ -14,7 +14,7 @@
 // and per step the loads of dt, u, B, C and the store of y.
 // Backward (the kernels' recomputation and adjoint recurrence): per chunk of
 // steps, forward: e, h stored per step; backward: per state
-//   ln = lam + g C[n]; x = ln h[t-1] e; ddt += x a[n] + ln B[n] u;
+//   ln = lam + g C[n]; x = (ln e) h[t-1]; ddt += x a[n] + ln B[n] u;
 //   dA[n] += x dt; du += ln B[n] dt; sB[n] += ln dt u (channel sum);
 //   sC[n] += g h[t] (channel sum); lam = ln e
 // with lam in registers and the two channel sums per state folded into one
@@ -141,14 +141,15 @@ double bwd_floor(int64_t m, int64_t reps) {
           std::memcpy(&an, &as[n * 16 + off], S);
           std::memcpy(&dA, &dAs[n * 16 + off], S);
           const VT ln = lam[n] + g * Cp[n];
-          const VT x = ln * hp * e;
+          const VT le = ln * e;
+          const VT x = le * hp;
           const VT lb = ln * Bp[n];
           ddt += x * an + lb * uu;
           dA += x * d;
           dut += lb * d;
           sb += ln * dtu;
           sc += g * hc;
-          lam[n] = ln * e;
+          lam[n] = le;
           std::memcpy(&dAs[n * 16 + off], &dA, S);
         }
         std::memcpy(&DDT[i * 16 + off], &ddt, S);

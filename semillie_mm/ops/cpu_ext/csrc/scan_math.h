@@ -842,7 +842,8 @@ __attribute__((always_inline)) inline void adjoint16(
       std::memcpy(&an, a + n * 16, 64);
       std::memcpy(&da, dAc + n * 16, 64);
       const vf16 ln = lam[n] + g * r.C[n];
-      const vf16 x = ln * hp * e;  // dL/d(dt A[n])
+      const vf16 le = ln * e;     // the adjoint entering step i - 1
+      const vf16 x = le * hp;     // dL/d(dt A[n]) = ln e h[t-1]
       const vf16 lb = ln * r.B[n];
       if (n & 1) {
         ddt1 += x * an;
@@ -855,7 +856,7 @@ __attribute__((always_inline)) inline void adjoint16(
       std::memcpy(dAc + n * 16, &da, 64);
       sumB.push(n, ln * dtu);
       sumC.push(n, g * hc);
-      lam[n] = ln * e;
+      lam[n] = le;
     }
     const vf16 lbs = lbs0 + lbs1;
     // ddt gets sum_n ln B[n] u, dut sum_n ln B[n] dt: one product each
@@ -978,7 +979,8 @@ __attribute__((always_inline)) inline void adjoint_step16_v8(
       std::memcpy(&an, a + o, 32);
       std::memcpy(&da, dAc + o, 32);
       const vf8 ln = l + gv[h] * Cp[n];
-      const vf8 x = ln * hp * e;  // dL/d(dt A[n])
+      const vf8 ln_e = ln * e;  // the adjoint entering the step before
+      const vf8 x = ln_e * hp;  // dL/d(dt A[n]) = ln e h[t-1]
       xa[h][n & 1] += x * an;
       lbs[h][n & 1] += ln * Bp[n];
       da += x * dv[h];
@@ -986,7 +988,6 @@ __attribute__((always_inline)) inline void adjoint_step16_v8(
       const vf8 b = ln * tv[h], c = gv[h] * hc;
       pb = h ? pb + b : b;
       pc = h ? pc + c : c;
-      const vf8 ln_e = ln * e;
       std::memcpy(lam + o, &ln_e, 32);
     }
     rb.push(n, pb);
@@ -1155,14 +1156,15 @@ __attribute__((always_inline)) inline void adjoint_step(
 #pragma omp simd
         for (int c = 0; c < V; ++c) {
           const T ln = ln_[c] + g[c] * cn;
-          const T x = ln * hp[c] * en[c];
+          const T le = ln * en[c];
+          const T x = le * hp[c];
           const T lb = ln * bn;
           ddt[c] += (x * an[c] + lb * uu[c]);
           dac[c] += x * d[c];
           dut[c] += lb * d[c];
           pb[c] = ln * dtu[c];
           pc[c] = g[c] * hc[c];
-          ln_[c] = ln * en[c];
+          ln_[c] = le;
         }
       }
       __m512 rb = row_sums16(PB), rc = row_sums16(PC);
@@ -1188,7 +1190,8 @@ __attribute__((always_inline)) inline void adjoint_step(
 #pragma omp simd reduction(+ : s_b, s_c)
     for (int c = 0; c < V; ++c) {
       const T ln = ln_[c] + g[c] * cn;
-      const T x = ln * hp[c] * en[c];  // dL/d(dt A[n])
+      const T le = ln * en[c];  // the adjoint entering the step before
+      const T x = le * hp[c];   // dL/d(dt A[n]) = ln e[n] h[t-1, n]
       const T lb = ln * bn;
       // parenthesised: one dependent add per state on the accumulators,
       // not two FMAs
@@ -1197,7 +1200,7 @@ __attribute__((always_inline)) inline void adjoint_step(
       dut[c] += lb * d[c];
       s_b += ln * dtu[c];
       s_c += g[c] * hc[c];
-      ln_[c] = ln * en[c];
+      ln_[c] = le;
     }
     sB[n] = add ? sB[n] + s_b : s_b;
     sC[n] = add ? sC[n] + s_c : s_c;
