@@ -1123,14 +1123,14 @@ __attribute__((always_inline)) inline void recompute_step(
 
 // One step of the adjoint recurrence of the selective scan for one block of
 // V channels (the backward of both kernels). Per state n, with
-// ln = lam[n] + g C[n] = dL/dh[t, n] and x = ln h[t-1, n] e[n]:
+// ln = lam[n] + g C[n] = dL/dh[t, n] and x = (ln e[n]) h[t-1, n]:
 //   ddt += x A[n] + ln B[n] u,   dA[n] += x dt,   du += ln B[n] dt,
 //   sB[n] = sum_c ln dt u,  sC[n] = sum_c g h[t, n],  lam[n] = ln e[n]
 // Hp, Hc, En: the states entering and leaving the step and the decays,
 // (N, V); a = A, lam, dAc: (N, V); d, uu, g, dtu: dt, u, dL/dy and dt u of
-// the step; ddt, dut accumulate. sB, sC receive the N channel sums (for
-// d_state 16 on AVX-512 by two transpose-and-add trees instead of 2 x 16
-// horizontal reductions: backward -28%).
+// the step; ddt, dut accumulate. sB, sC receive the N channel sums (add: the
+// sums are added to them; for d_state 16 on AVX-512 by two transpose-and-add
+// trees instead of 2 x 16 horizontal reductions: backward -28%).
 template <typename T, int V>
 __attribute__((always_inline)) inline void adjoint_step(
     int64_t N, const T* __restrict Bp, const T* __restrict Cp,
