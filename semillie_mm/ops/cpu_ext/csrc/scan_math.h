@@ -1005,17 +1005,13 @@ __attribute__((always_inline)) inline void adjoint_step16_v8(
     std::memcpy(ddt + 8 * h, &dd, 32);
     std::memcpy(dut + 8 * h, &du, 32);
   }
-  if (add) {
-    store8(sB, load8(sB) + rb.out[0]);
-    store8(sB + 8, load8(sB + 8) + rb.out[1]);
-    store8(sC, load8(sC) + rc.out[0]);
-    store8(sC + 8, load8(sC + 8) + rc.out[1]);
-  } else {
-    store8(sB, rb.out[0]);
-    store8(sB + 8, rb.out[1]);
-    store8(sC, rc.out[0]);
-    store8(sC + 8, rc.out[1]);
-  }
+  const auto put = [add](float* p, vf8 v) {
+    store8(p, add ? load8(p) + v : v);
+  };
+  put(sB, rb.out[0]);
+  put(sB + 8, rb.out[1]);
+  put(sC, rc.out[0]);
+  put(sC + 8, rc.out[1]);
 }
 
 // whether a backward at d_state N takes the steps above: float32 (checked

@@ -590,27 +590,25 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                 g[h] = load8(ddtv + 8 * h) * load8(&Sj[i * V + 8 * h]);
                 store8(dbc + 8 * h, load8(dbc + 8 * h) + g[h]);
               }
-              int64_t r = 0;
-              for (; r + 8 <= R; r += 8) {
-                RowSums8 t;
-#pragma GCC unroll 8
-                for (int kk = 0; kk < 8; ++kk) {
-                  float* dw = dWc + (r + kk) * V;
-                  const float* w = q.wd + (r + kk) * V;
-                  const float xv = xr[r + kk];
-                  store8(dw, load8(dw) + g[0] * xv);
-                  store8(dw + 8, load8(dw + 8) + g[1] * xv);
-                  t.push(kk, g[0] * load8(w) + g[1] * load8(w + 8));
-                }
-                store8(dxo + r, first ? t.out[0] : load8(dxo + r) + t.out[0]);
-              }
-              for (; r < R; ++r) {
+              // column r: dW's sums updated; returns g W_dt[:, r] on the
+              // block's channels, two halves added
+              const auto dw_col = [&](int64_t r) {
                 float* dw = dWc + r * V;
                 const float* w = q.wd + r * V;
                 const float xv = xr[r];
                 store8(dw, load8(dw) + g[0] * xv);
                 store8(dw + 8, load8(dw + 8) + g[1] * xv);
-                const vf8 p = g[0] * load8(w) + g[1] * load8(w + 8);
+                return g[0] * load8(w) + g[1] * load8(w + 8);
+              };
+              int64_t r = 0;
+              for (; r + 8 <= R; r += 8) {
+                RowSums8 t;
+#pragma GCC unroll 8
+                for (int kk = 0; kk < 8; ++kk) t.push(kk, dw_col(r + kk));
+                store8(dxo + r, first ? t.out[0] : load8(dxo + r) + t.out[0]);
+              }
+              for (; r < R; ++r) {
+                const vf8 p = dw_col(r);
                 float sR = 0.0f;
                 for (int c = 0; c < 8; ++c) sR += p[c];
                 dxo[r] = first ? sR : dxo[r] + sR;
