@@ -284,12 +284,46 @@ def _conv_fuse_chunked(n: Tensor, w: MSSMWeights) -> Tensor:
     return f.view(B, H, W, E)
 
 
+def _conv_fuse_lowp(n: Tensor, w: MSSMWeights, dtype: torch.dtype) -> Tensor:
+    """:func:`_conv_fuse_chunked` with the products and the depth-wise convs
+    in ``dtype`` (bfloat16): ``in_proj``'s branch half and the two convs run
+    over chunks of :data:`CHANNEL_CHUNK` channels, their SiLU outputs go
+    into one (B*H*W, 2E) ``dtype`` map (the concatenation, as many bytes as
+    one float32 E-channel map) and ``fuse`` is one product with its bias.
+    Returns (B, H, W, E) float32, contiguous: SS2D's input (its scan runs in
+    float32)."""
+    w_x, _, _, _ = w.split()
+    B, H, W, C = n.shape
+    E, L = w_x.shape[0], H * W
+    n2 = n.reshape(B * L, C).to(dtype)
+    w_x = w_x.to(dtype)
+    w3, b3 = w.dw3_weight.to(dtype), w.dw3_bias.to(dtype)
+    w5, b5 = w.dw5_weight.to(dtype), w.dw5_bias.to(dtype)
+    s = n2.new_empty(B * L, 2 * E)
+    for c in range(0, E, CHANNEL_CHUNK):
+        sl = slice(c, c + CHANNEL_CHUNK)
+        x0 = torch.mm(n2, w_x[sl].t())  # (B*L, Ec)
+        Ec = x0.shape[-1]
+        x0 = x0.view(B, H, W, Ec).permute(0, 3, 1, 2)  # channels-last
+        a = F.conv2d(x0, w3[sl], b3[sl], padding=1, groups=Ec)
+        b = F.conv2d(a if w.serial else x0, w5[sl], b5[sl], padding=2,
+                     groups=Ec)
+        del x0
+        for t, off in ((a, c), (b, E + c)):
+            s[:, off:off + Ec].view(B, L, Ec).copy_(
+                _pixels(F.silu(t, inplace=True)))
+        del a, b
+    f = torch.addmm(w.fuse_bias.to(dtype), s, w.fuse_weight.to(dtype).t())
+    del s
+    return f.float().view(B, H, W, E)
+
+
 @torch.no_grad()
 def mssm_lean_no_grad(x: Tensor,
                       w: MSSMWeights,
                       scan: Callable[[Tensor], Tensor],
-                      prenorm: Optional[Callable[[Tensor], Tensor]] = None
-                      ) -> Tensor:
+                      prenorm: Optional[Callable[[Tensor], Tensor]] = None,
+                      dtype: Optional[torch.dtype] = None) -> Tensor:
     """MSSM without gradients over channel chunks (convs + fuse) and pixel
     chunks (point-wise tail).
 
@@ -300,12 +334,21 @@ def mssm_lean_no_grad(x: Tensor,
         prenorm (callable, optional): a normalisation over C applied to
             ``x`` first (MSSB's LayerNorm), per chunk: the normalised map is
             not kept while SS2D runs. None: ``x`` is MSSM's input itself.
+        dtype (torch.dtype, optional): the compute dtype of the products
+            and the depth-wise convs (``torch.bfloat16`` for ``--precision
+            bf16``, :func:`lowp_dtype`), with float32 LayerNorms, SiLU
+            gate product, scan input and output. None: ``x``'s dtype
+            throughout.
 
     Returns:
-        Tensor: (B, H, W, C), MSSM(prenorm(x)).
+        Tensor: (B, H, W, C), MSSM(prenorm(x)), in ``x``'s dtype.
     """
     n = prenorm(x) if prenorm is not None else x
-    f = _conv_fuse_chunked(n, w)
+    if dtype is None or dtype == x.dtype:
+        dtype = None
+        f = _conv_fuse_chunked(n, w)
+    else:
+        f = _conv_fuse_lowp(n, w, dtype)
     del n
     y = scan(f.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     del f
@@ -315,14 +358,21 @@ def mssm_lean_no_grad(x: Tensor,
     y2 = y.reshape(-1, E)
     out = x.new_empty(B * H * W, w.out_proj.shape[0])
     _, w_z, _, _ = w.split()
+    w_out = w.out_proj
+    if dtype is not None:
+        w_z, w_out = w_z.to(dtype), w_out.to(dtype)
     for s in range(0, x2.shape[0], PIXEL_CHUNK):
         xs = x2[s:s + PIXEL_CHUNK]
         if prenorm is not None:
             xs = prenorm(xs)
         g = F.layer_norm(y2[s:s + PIXEL_CHUNK], (E, ), w.norm_weight,
                          w.norm_bias, w.norm_eps)
-        g.mul_(F.silu(F.linear(xs, w_z), inplace=True))
-        torch.matmul(g, w.out_proj.t(), out=out[s:s + PIXEL_CHUNK])
+        if dtype is None:
+            g.mul_(F.silu(F.linear(xs, w_z), inplace=True))
+            torch.matmul(g, w_out.t(), out=out[s:s + PIXEL_CHUNK])
+        else:
+            g.mul_(F.silu(F.linear(xs.to(dtype), w_z), inplace=True))
+            out[s:s + PIXEL_CHUNK] = torch.mm(g.to(dtype), w_out.t())
     return out.view(B, H, W, -1)
 
 

@@ -261,3 +261,42 @@ def test_depthwise_op_takes_float32_only_under_autocast(monkeypatch):
     torch.testing.assert_close(y32, ref, rtol=0, atol=0)
     assert y16.dtype == torch.bfloat16
     torch.testing.assert_close(y16.float(), ref, rtol=2e-2, atol=5e-2)
+
+
+@needs_ext
+def test_fused_scan_bf16_projections():
+    """``proj_dtype=torch.bfloat16`` (bf16 inference) runs the ``x_proj``
+    products in bfloat16: on random data the output is within bfloat16
+    rounding of the float32 one but not the same bits; on operands whose
+    products and sums bfloat16 holds exactly it is float32's bits (nothing
+    else changed); with gradients it is ignored (float32's bits, and the
+    backward runs); SS2D under CPU bf16 autocast without gradients passes
+    it."""
+    from semillie_mm.models.archs.ss2d import SS2D
+    torch.manual_seed(5)
+    m = SS2D(16, d_state=4, dt_rank=2)
+    with torch.no_grad():
+        m.x_proj_weight.mul_(4)  # delta, B and C far from zero
+    x = torch.randn(2, 16, 9, 7)
+    args = (m.x_proj_weight, m.dt_proj_weight, m.dt_proj_bias, m.A_log, m.D,
+            2)
+    bf16 = dict(proj_dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = ss2d_fused.ss2d_scan_fused(x, *args)
+        low = ss2d_fused.ss2d_scan_fused(x, *args, **bf16)
+        # multiples of 1/4 in [-1, 1]: the products' sums are exact in both
+        xq = torch.randint(-4, 5, x.shape) / 4
+        wq = torch.randint(-4, 5, m.x_proj_weight.shape) / 4
+        exact = [ss2d_fused.ss2d_scan_fused(xq, wq, *args[1:], **kw)
+                 for kw in ({}, bf16)]
+    assert low.dtype == torch.float32 and not torch.equal(low, ref)
+    assert ((low - ref).norm() / ref.norm()).item() < 2e-2
+    assert torch.equal(exact[1], exact[0])
+    xg = x.clone().requires_grad_()
+    y = ss2d_fused.ss2d_scan_fused(xg, *args, **bf16)
+    assert torch.equal(y.detach(), ref)
+    y.sum().backward()
+    assert xg.grad is not None
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        via_module = m(x)
+    assert torch.equal(via_module, low)

@@ -36,3 +36,21 @@ def test_bench_precision_refuses_emulated(monkeypatch):
     monkeypatch.setattr(bench_precision, 'native_bf16', lambda: False)
     with pytest.raises(SystemExit, match='AVX512-BF16'):
         bench_precision.main(['--sizes', '8x8', '--model', 'tiny'])
+
+
+def test_bench_precision_accuracy_tiny(tmp_path, capsys):
+    """``--accuracy`` on the demo config's random model: one row per demo
+    val tile (built in a temporary folder, removed after) and one for the
+    tiled photo, each bf16 output within the issue's 45 dB of fp32's."""
+    out = tmp_path / 'acc.json'
+    rows = bench_precision.main(['--accuracy', '--model', 'tiny',
+                                 '--photo-size', '120x160', '--tile-size',
+                                 '96', '--threads', '1', '--allow-emulated',
+                                 '--json', str(out)])
+    text = capsys.readouterr().out
+    assert 'demo val (12 tiles): PSNR mean / min' in text
+    assert len(rows) == 13 and rows[-1][:2] == ['china 120x160', '96']
+    assert all(r[1] == 'whole' for r in rows[:12])
+    assert all(45 <= float(r[2]) < 99 and 40 <= float(r[3]) for r in rows)
+    res = json.loads(out.read_text())['accuracy']['rows']
+    assert {r['bf16_ran'] for r in res} == {'bf16'}

@@ -115,22 +115,87 @@ def test_lean_network_matches_training_path(small_chunks):
     torch.testing.assert_close(lean, ref.detach(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize('grad', [True, False])
-def test_autocast_uses_module_path(grad):
-    """Under autocast (AMP) MSSB runs the module-by-module forward: mixed
-    dtypes work and both gradient modes give the same output."""
+def test_autocast_with_grad_uses_module_path():
+    """Under autocast with gradients (AMP training) MSSB runs the
+    module-by-module forward: mixed dtypes work, and the output is the
+    module path's without gradients (memory_lean off) too."""
     torch.manual_seed(7)
     m = MSSB(8, d_state=3, scan_backend='reference').eval()
+    calls = []
+    m.mssm.in_proj.register_forward_hook(lambda *a: calls.append(1))
     x = torch.randn(1, 5, 6, 8)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = m(x.clone().requires_grad_(grad))
+        out = m(x.clone().requires_grad_())
+        m.mssm.memory_lean = False
         with torch.no_grad():
             ref = m(x)
+    assert len(calls) == 2  # in_proj as a module: the plain path, twice
     assert out.dtype == ref.dtype
     torch.testing.assert_close(out.detach(), ref, rtol=0, atol=0)
-    if grad:
-        out.float().sum().backward()
-        assert all(p.grad is not None for p in m.mssm.parameters())
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in m.mssm.parameters())
+
+
+def _bf16_rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize('multiscale', ['parallel', 'serial'])
+def test_bf16_inference_runs_the_lean_path(multiscale, small_chunks,
+                                           monkeypatch):
+    """CPU bfloat16 inference (autocast, no gradients) runs MSSB's and
+    MSSM's lean path with its products and convs in bfloat16
+    (``_conv_fuse_lowp``, the gate and out_proj): not the module path, a
+    float32 output within bfloat16 rounding of float32's (the halves of
+    ``fuse`` swapped or a chunk misplaced would be off by O(1)), and not
+    float32's bits."""
+    torch.manual_seed(8)
+    m = MSSB(16, d_state=3, multiscale=multiscale,
+             scan_backend='reference').eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    calls = []
+    m.mssm.in_proj.register_forward_hook(lambda *a: calls.append(1))
+    seen = []
+    real = mssm_mod._conv_fuse_lowp
+
+    def spy(n, w, dtype):
+        seen.append(dtype)
+        return real(n, w, dtype)
+    x = torch.randn(2, 9, 7, 16)
+    x_before = x.clone()
+    with torch.no_grad():
+        ref32 = m(x)
+        lean32 = m.mssm(m.norm1(x))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            monkeypatch.setattr(mssm_mod, '_conv_fuse_lowp', spy)
+            out = m(x)
+            branch = m.mssm(m.norm1(x))
+            monkeypatch.undo()
+            m.mssm.memory_lean = False
+            plain = m(x)  # the module path under autocast
+    assert calls == [1]  # only the module path's in_proj ran as a module
+    assert seen == [torch.bfloat16] * 2
+    for got, want in ((out, ref32), (branch, lean32)):
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert not torch.equal(got, want)
+        assert _bf16_rel_err(got, want) < 2e-2
+    assert _bf16_rel_err(plain.float(), ref32) < 2e-2
+    assert torch.equal(x, x_before)  # the in-place residuals spared x
+
+
+def test_lean_lowp_dtype_only_for_cpu_bf16_inference():
+    from semillie_mm.models.archs.mssm import lean_lowp_dtype, plain_path_needed
+    x = torch.zeros(1, 2, 2, 4)
+    assert lean_lowp_dtype(x) is None and not plain_path_needed(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert plain_path_needed(x)  # gradients on: AMP training
+        with torch.no_grad():
+            assert lean_lowp_dtype(x) == torch.bfloat16
+            assert not plain_path_needed(x)
+    with torch.autocast('cpu', dtype=torch.float16), torch.no_grad():
+        assert lean_lowp_dtype(x) is None and plain_path_needed(x)
 
 
 def test_one_pixel_input_leaves_the_weights_alone():

@@ -95,18 +95,24 @@ class SS2D(nn.Module):
     def _use_fused(self, x: torch.Tensor) -> bool:
         return dispatch.use_fused(self.scan_backend, x.device, self.d_state)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, proj_dtype=None) -> torch.Tensor:
         """Args:
             x (Tensor): (B, E, H, W) feature map, E = ``channels``.
+            proj_dtype (torch.dtype, optional): on the fused CPU path
+                without gradients, the dtype of the ``x_proj`` products
+                (see :func:`ss2d_scan_fused`); MSSM's lean bf16 path passes
+                ``torch.bfloat16``. None: bfloat16 under CPU bfloat16
+                autocast without gradients, else float32.
 
         Returns:
             Tensor: (B, E, H, W), the sum of the four directional scans
             (channels-last memory format on the fused path). Under CPU
-            autocast (``--precision bf16``) SS2D runs in float32 with
-            autocast off -- its projections, which make the scan's delta, B
-            and C, and the recurrence itself (the C++ kernels take float32)
-            -- and returns float32 (what autocast's float32 ops return; the
-            LayerNorm after it then runs in float32 too). CUDA autocast
+            autocast (``--precision bf16``) SS2D runs with autocast off:
+            the recurrence in float32 (the C++ kernels take float32), the
+            ``x_proj`` products, which make the scan's delta, B and C, in
+            bfloat16 on the fused path without gradients (float32 on the
+            others) -- and returns float32 (what autocast's float32 ops
+            return; the LayerNorm after it then runs in float32 too). CUDA autocast
             (AMP training) is left as it was: mamba-ssm's kernel takes
             half inputs.
         """
@@ -116,16 +122,20 @@ class SS2D(nn.Module):
         if x.device.type == 'cpu' and torch.is_autocast_enabled('cpu'):
             if x.dtype in (torch.float16, torch.bfloat16):
                 x = x.float()
+            if (proj_dtype is None and not torch.is_grad_enabled()
+                    and torch.get_autocast_dtype('cpu') == torch.bfloat16):
+                proj_dtype = torch.bfloat16
             with torch.autocast('cpu', enabled=False):
-                return self._scan(x)
-        return self._scan(x)
+                return self._scan(x, proj_dtype)
+        return self._scan(x, proj_dtype)
 
-    def _scan(self, x: torch.Tensor) -> torch.Tensor:
+    def _scan(self, x: torch.Tensor, proj_dtype=None) -> torch.Tensor:
         """:meth:`forward` without the checks and the autocast handling."""
         if not self.export_mode and self._use_fused(x):
             return ss2d_scan_fused(x, self.x_proj_weight,
                                    self.dt_proj_weight, self.dt_proj_bias,
-                                   self.A_log, self.D, self.dt_rank)
+                                   self.A_log, self.D, self.dt_rank,
+                                   proj_dtype=proj_dtype)
         B, E, H, W = x.shape
         L = H * W
         K = self.num_directions

@@ -77,7 +77,7 @@ class SS2DScanFusedFn(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type='cpu')
     def forward(ctx, x, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log,
-                D, need_grad: bool):
+                D, need_grad: bool, proj_dtype=None):
         mod = cpu_ext.load()
         Bsz, E, H, W = x.shape
         L = H * W
@@ -91,9 +91,12 @@ class SS2DScanFusedFn(torch.autograd.Function):
         y = x.new_empty(Bsz, L, E)  # written by direction 0
         ckpts = []
         empty = x.new_empty(0)
+        xp, wp = x2d, x_proj_weight
+        if proj_dtype is not None and not need_grad:
+            xp, wp = x2d.to(proj_dtype), x_proj_weight.to(proj_dtype)
         for k in range(NUM_DIRECTIONS):
             # x_proj on the row-major map: [dt_low | B | C] per pixel
-            xdbl = (x2d @ x_proj_weight[k].t()).view(Bsz, L, X)
+            xdbl = (xp @ wp[k].t()).to(x.dtype).view(Bsz, L, X)
             ck = (x.new_empty(Bsz, -(-L // K), N, E) if need_grad else empty)
             mod.fwd(x_cl, xdbl,
                     *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
@@ -149,7 +152,7 @@ class SS2DScanFusedFn(torch.autograd.Function):
         dA_log = (dA * A.to(torch.float64)).to(A_log.dtype)
         dx = dx.view(Bsz, H, W, E).permute(0, 3, 1, 2)
         return (dx, dWx, dWdt.to(dtype), dbias.to(dtype), dA_log,
-                dD.to(D.dtype), None)
+                dD.to(D.dtype), None, None)
 
 
 def fused_available() -> bool:
@@ -163,7 +166,7 @@ def fused_available() -> bool:
 
 def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
                     dt_proj_bias: Tensor, A_log: Tensor, D: Tensor,
-                    dt_rank: int) -> Tensor:
+                    dt_rank: int, proj_dtype=None) -> Tensor:
     """SS2D's four-direction scan, fused (CPU, C++ kernel).
 
     Args:
@@ -175,6 +178,11 @@ def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
         A_log (Tensor): (4E, N); the scan uses ``A = -exp(A_log)``.
         D (Tensor): (4E,) skip weights.
         dt_rank (int): rank of the delta projection.
+        proj_dtype (torch.dtype, optional): without gradients, the dtype
+            of the ``x_proj`` products (``torch.bfloat16`` for bf16
+            inference; their outputs, the scan's delta, B and C, are
+            rounded to it and the recurrence runs in float32). None: the
+            compute dtype. Ignored when gradients are needed.
 
     Returns:
         Tensor: (B, E, H, W), channels-last memory format, in ``x``'s dtype
@@ -221,6 +229,6 @@ def ss2d_scan_fused(x: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor,
         # off for them (custom_bwd: the backward too); the float32 result
         # is kept, as autocast's float32 ops return theirs
         with torch.autocast('cpu', enabled=False):
-            return SS2DScanFusedFn.apply(*args, need_grad)
-    y = SS2DScanFusedFn.apply(*args, need_grad)
+            return SS2DScanFusedFn.apply(*args, need_grad, proj_dtype)
+    y = SS2DScanFusedFn.apply(*args, need_grad, proj_dtype)
     return y if dtype_in == cdt else y.to(dtype_in)
