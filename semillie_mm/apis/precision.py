@@ -3,11 +3,14 @@
 
 ``'bf16'`` runs the network under ``torch.autocast(dtype=torch.bfloat16)``:
 the GEMMs (linear layers, 1x1 convs) and convolutions in bfloat16, with
-float32 accumulation in oneDNN. SS2D -- its projections to the scan's
-delta, B and C and the selective-scan recurrence -- stays in float32 with
-autocast off (:class:`~semillie_mm.models.archs.SS2D`), since the C++
-kernels take float32 and the recurrence's exponentials compound rounding;
-MSSM then runs its module-by-module forward
+float32 accumulation in oneDNN. SS2D's selective-scan recurrence stays in
+float32 with autocast off (:class:`~semillie_mm.models.archs.SS2D`), since
+the C++ kernels take float32 and the recurrence's exponentials compound
+rounding. On the CPU without gradients MSSM and MSSB keep their memory-lean
+path and choose each op's dtype themselves
+(:func:`~semillie_mm.models.archs.mssm.mssm_lean_autocast`: products, convs
+and SS2D's ``x_proj`` in bfloat16, LayerNorms, gate and scan in float32);
+elsewhere MSSM runs its module-by-module forward under autocast
 (:func:`~semillie_mm.models.archs.mssm.plain_path_needed`). On the CPU it is
 used only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16,
 read from the CPU flags: :func:`cpu_has_bf16`); elsewhere oneDNN emulates

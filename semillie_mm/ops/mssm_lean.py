@@ -24,6 +24,9 @@ paper eq. (3), up to float rounding).
   chunks of :data:`PIXEL_CHUNK` pixels, so only about three full E-channel
   maps exist at once. ``prenorm`` lets the block's LayerNorm be applied per
   chunk, so that the normalised input is never kept whole while SS2D runs.
+  With ``dtype=torch.bfloat16`` (bf16 inference) its products and convs
+  run in bfloat16 (:func:`_conv_fuse_lowp` and the tail), LayerNorms, gate
+  and residual stream in float32.
 
 Layers are applied through their weights here, so module hooks do not see
 them (FLOP counters use the plain forward). The weights travel as one
@@ -79,6 +82,9 @@ class MSSMWeights(NamedTuple):
 PIXEL_CHUNK = 1 << 16
 #: channels per chunk of the depth-wise convs + fuse on the no-grad path
 CHANNEL_CHUNK = 16
+#: the same in bfloat16 (:func:`_conv_fuse_lowp`): 32 two-byte channels are
+#: one 64-byte cache line of each row of its SiLU map
+LOWP_CHANNEL_CHUNK = 32
 
 
 def _pixels(t: Tensor) -> Tensor:
@@ -287,11 +293,11 @@ def _conv_fuse_chunked(n: Tensor, w: MSSMWeights) -> Tensor:
 def _conv_fuse_lowp(n: Tensor, w: MSSMWeights, dtype: torch.dtype) -> Tensor:
     """:func:`_conv_fuse_chunked` with the products and the depth-wise convs
     in ``dtype`` (bfloat16): ``in_proj``'s branch half and the two convs run
-    over chunks of :data:`CHANNEL_CHUNK` channels, their SiLU outputs go
-    into one (B*H*W, 2E) ``dtype`` map (the concatenation, as many bytes as
-    one float32 E-channel map) and ``fuse`` is one product with its bias.
-    Returns (B, H, W, E) float32, contiguous: SS2D's input (its scan runs in
-    float32)."""
+    over chunks of :data:`LOWP_CHANNEL_CHUNK` channels, their SiLU outputs
+    go into one (B*H*W, 2E) ``dtype`` map (the concatenation, as many bytes
+    as one float32 E-channel map) and ``fuse`` is one product, its bias
+    added in float32 as the product is widened. Returns (B, H, W, E)
+    float32, contiguous: SS2D's input (its scan runs in float32)."""
     w_x, _, _, _ = w.split()
     B, H, W, C = n.shape
     E, L = w_x.shape[0], H * W
@@ -300,8 +306,8 @@ def _conv_fuse_lowp(n: Tensor, w: MSSMWeights, dtype: torch.dtype) -> Tensor:
     w3, b3 = w.dw3_weight.to(dtype), w.dw3_bias.to(dtype)
     w5, b5 = w.dw5_weight.to(dtype), w.dw5_bias.to(dtype)
     s = n2.new_empty(B * L, 2 * E)
-    for c in range(0, E, CHANNEL_CHUNK):
-        sl = slice(c, c + CHANNEL_CHUNK)
+    for c in range(0, E, LOWP_CHANNEL_CHUNK):
+        sl = slice(c, c + LOWP_CHANNEL_CHUNK)
         x0 = torch.mm(n2, w_x[sl].t())  # (B*L, Ec)
         Ec = x0.shape[-1]
         x0 = x0.view(B, H, W, Ec).permute(0, 3, 1, 2)  # channels-last
@@ -313,9 +319,10 @@ def _conv_fuse_lowp(n: Tensor, w: MSSMWeights, dtype: torch.dtype) -> Tensor:
             s[:, off:off + Ec].view(B, L, Ec).copy_(
                 _pixels(F.silu(t, inplace=True)))
         del a, b
-    f = torch.addmm(w.fuse_bias.to(dtype), s, w.fuse_weight.to(dtype).t())
+    f = torch.mm(s, w.fuse_weight.to(dtype).t())
     del s
-    return f.float().view(B, H, W, E)
+    # one pass: the float32 sum of the dtype product and the bias
+    return torch.add(f, w.fuse_bias.float()).view(B, H, W, E)
 
 
 @torch.no_grad()

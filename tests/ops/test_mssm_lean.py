@@ -47,6 +47,7 @@ def _randomise(module, seed):
 @pytest.fixture
 def small_chunks(monkeypatch):
     monkeypatch.setattr(mssm_mod, 'CHANNEL_CHUNK', 5)
+    monkeypatch.setattr(mssm_mod, 'LOWP_CHANNEL_CHUNK', 5)
     monkeypatch.setattr(mssm_mod, 'PIXEL_CHUNK', 7)
 
 
