@@ -17,12 +17,20 @@ Usage::
 
     python benchmarks/bench_kernel_variants.py [--quick] [--out v.json]
         [--variants "zen5;issue10"] [--rounds 5] [--allocator torch|cache]
+        [--paired]
     # the AVX2 build, the proxy for AVX2-only CPUs (a binary of its own):
     SEMILLIE_CACHE=/tmp/avx2 SEMILLIE_EXT_EXTRA_CFLAGS=-march=x86-64-v3 \\
         python semillie_mm/ops/cpu_ext/build.py --build
     SEMILLIE_CACHE=/tmp/avx2 SEMILLIE_EXT_EXTRA_CFLAGS=-march=x86-64-v3 \\
         python benchmarks/bench_kernel_variants.py
 Run it alone on the machine.
+
+``--paired``: the op-mix floor's best lane width and exp2 form are timed
+again in every round, just before the kernels, and each round's kernel time
+is divided by that round's floor. On a shared host whose clock moves the
+floor by 20 % between runs, the ratio of two bests taken minutes apart
+swings with it; the per-round ratios (printed as min / median / max) say
+where the kernels stand against the arithmetic at the same moment.
 """
 import argparse
 import os
@@ -75,6 +83,23 @@ def scan_case(batch, dim, length, d_state=16, groups=4):
     return dict(fwd=fwd, fwdbwd=fwdbwd), batch * dim * length * d_state
 
 
+def _lanes_form(floor, kind):
+    """(lanes, exp2 form) of the best variant of ``kind`` in
+    ``harness.opmix_floor``'s result."""
+    name = min((v, k) for k, v in floor['variants'].items()
+               if k.startswith(kind + '/'))[1]
+    _, lanes, form = name.split('/')
+    return int(lanes[len('lanes'):]), int(form[len('exp'):])
+
+
+def _spread(values, fmt='.2f'):
+    """'min / median / max' of ``values``."""
+    v = sorted(values)
+    mid = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] +
+                                             v[len(v) // 2]) / 2
+    return ' / '.join(format(x, fmt) for x in (v[0], mid, v[-1]))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     g = p.add_mutually_exclusive_group()
@@ -91,6 +116,9 @@ def main(argv=None):
                    "allocates its outputs per call: with torch's allocator "
                    "the row includes the page faults of fresh memory, which "
                    "on some VMs cost more than the scan)")
+    p.add_argument('--paired', action='store_true',
+                   help='re-time the floor in every round and give the '
+                   'per-round kernel / floor ratios (min / median / max)')
     p.add_argument('--out', help='also write the results as JSON')
     args = p.parse_args(argv)
     mode = 'dry-run' if args.dry_run else 'quick' if args.quick else 'full'
@@ -144,9 +172,17 @@ def main(argv=None):
     b, d, L = shapes['scan']
     cases[f'selective_scan {b}x{d}x{L}'] = scan_case(b, d, L)
     best = {}
+    paired = {}  # (spec, case, call) -> per-round kernel / floor ratios
+    floor_rounds = []
+    only = {kind: _lanes_form(floor, kind) for kind in ('fwd', 'bwd')}
     for r in range(args.rounds):
         harness.log(f'round {r + 1}/{args.rounds}')
         for spec in specs:
+            if args.paired:
+                fl = harness.opmix_floor(
+                    mod, target_s=0.01 if mode == 'dry-run' else 0.2,
+                    repeat=2, only=only)
+                floor_rounds.append(fl)
             kv.apply(mod, fields[spec])
             for cname, (calls, elements) in cases.items():
                 for mname, f in calls.items():
@@ -158,6 +194,9 @@ def main(argv=None):
                           torch.get_num_threads() / elements * 1e9)
                     key = (spec, cname, mname)
                     best[key] = min(best.get(key, ns), ns)
+                    if args.paired:
+                        fk = 'fwd' if mname == 'fwd' else 'fwdbwd'
+                        paired.setdefault(key, []).append(ns / fl[fk])
     kv.apply(mod)  # back to the chosen one
     header = ['variant', 'case', 'fwd ns', 'fwd / floor', 'fwd+bwd ns',
               'fwd+bwd / floor', 'fwd vs first', 'fwd+bwd vs first']
@@ -175,14 +214,28 @@ def main(argv=None):
             ])
     print()
     print(harness.markdown_table(header, rows))
+    if args.paired:
+        print(f'\nper-round ratios to the floor timed just before '
+              f'({len(floor_rounds)} floors: fwd '
+              f'{_spread([f["fwd"] for f in floor_rounds], ".3f")}, fwd+bwd '
+              f'{_spread([f["fwdbwd"] for f in floor_rounds], ".3f")} ns, '
+              f'min / median / max; lanes and exp2 form {only}):\n')
+        prow = [[spec, cname, _spread(paired[(spec, cname, 'fwd')]),
+                 _spread(paired[(spec, cname, 'fwdbwd')])]
+                for cname in cases for spec in specs]
+        print(harness.markdown_table(
+            ['variant', 'case', 'fwd / floor (min / median / max)',
+             'fwd+bwd / floor (min / median / max)'], prow))
     print(f'\nload average after: {os.getloadavg()[0]:.2f}')
     if args.out:
         harness.write_json(args.out, dict(
             machine=m, mode=mode, floor=floor, chosen=[chosen_name, chosen],
             allocator=allocator,
             variants={s: fields[s] for s in specs},
-            results=[dict(variant=k[0], case=k[1], call=k[2], ns=v)
-                     for k, v in best.items()]))
+            results=[dict(variant=k[0], case=k[1], call=k[2], ns=v,
+                          paired=paired.get(k))
+                     for k, v in best.items()],
+            floor_rounds=floor_rounds))
     return best
 
 

@@ -563,7 +563,7 @@ def model_case(batch, h, w, seed=0):
 OPMIX_STEPS = dict(fwd=64, bwd=8)
 
 
-def opmix_floor(mod=None, target_s=0.4, repeat=3):
+def opmix_floor(mod=None, target_s=0.4, repeat=3, only=None):
     """The scan's op-mix floor on this machine, per element and thread.
 
     Times the extension's ``opmix_floor`` microbenchmark (see
@@ -576,6 +576,9 @@ def opmix_floor(mod=None, target_s=0.4, repeat=3):
         mod: the loaded extension (default: load it).
         target_s (float): about how long one timed call runs.
         repeat (int): timed calls per variant (the best counts).
+        only (dict, optional): ``{'fwd': (lanes, form), 'bwd': (lanes,
+            form)}``: time only these (a re-measurement of the variants
+            found best before).
 
     Returns:
         dict: ``fwd``, ``bwd`` (ns per (step, state, channel) element and
@@ -598,6 +601,8 @@ def opmix_floor(mod=None, target_s=0.4, repeat=3):
         best = None
         for lanes in (16, 8):
             for form in forms:
+                if only is not None and only[kind] != (lanes, form):
+                    continue
                 mod.opmix_floor(k, lanes, form, steps, 50)  # warm-up
                 t0 = time.perf_counter()
                 mod.opmix_floor(k, lanes, form, steps, 200)

@@ -40,3 +40,30 @@ def test_bench_kernel_variants_dry_run(tmp_path, allocator):
                    for c in cases for k in ('fwd', 'fwdbwd')}
     assert all(r['ns'] > 0 for r in res['results'])
     assert res['floor']['fwd'] > 0 and res['floor']['fwdbwd'] > 0
+
+
+def test_bench_kernel_variants_paired(tmp_path):
+    """``--paired``: the floor re-timed once per round and variant, each
+    round's ratio kept (the table's min / median / max come from them)."""
+    if not _ext_available():
+        pytest.skip('no C++ extension here (the script then refuses)')
+    out = tmp_path / 'p.json'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, '--dry-run', '--rounds', '2', '--variants',
+         'zen5;lanes=8', '--paired', '--out', str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'per-round ratios to the floor timed just before (4 floors' in \
+        proc.stdout
+    res = json.loads(out.read_text())
+    assert len(res['floor_rounds']) == 4
+    # only the best lane width / exp2 form of each kind is re-timed
+    assert all(len(f['variants']) == 2 for f in res['floor_rounds'])
+    for r in res['results']:
+        assert len(r['paired']) == 2 and all(x > 0 for x in r['paired'])
+        kind = 'fwd' if r['call'] == 'fwd' else 'fwdbwd'
+        floors = [f[kind] for f in res['floor_rounds']]
+        # each ratio is this row's time over one of the round floors
+        assert any(abs(x * fl - r['ns']) / r['ns'] < 1e-9
+                   for x in r['paired'] for fl in floors)
