@@ -321,8 +321,9 @@ def _conv_fuse_lowp(n: Tensor, w: MSSMWeights, dtype: torch.dtype) -> Tensor:
         del a, b
     f = torch.mm(s, w.fuse_weight.to(dtype).t())
     del s
-    # one pass: the float32 sum of the dtype product and the bias
-    return torch.add(f, w.fuse_bias.float()).view(B, H, W, E)
+    # widened, then the bias added in float32 (faster than one mixed-dtype
+    # add, which takes TensorIterator's casting path)
+    return f.float().add_(w.fuse_bias.float()).view(B, H, W, E)
 
 
 @torch.no_grad()
