@@ -18,19 +18,24 @@ def _ext_available():
     return build.load() is not None
 
 
-@pytest.mark.parametrize('allocator', ['torch', 'cache'])
-def test_bench_kernel_variants_dry_run(tmp_path, allocator):
+def _run(out, *args):
+    """The script in dry-run sizes, one thread, its JSON to ``out``;
+    returns (stdout, the JSON)."""
     if not _ext_available():
         pytest.skip('no C++ extension here (the script then refuses)')
-    out = tmp_path / 'v.json'
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(
-        [sys.executable, SCRIPT, '--dry-run', '--rounds', '1', '--variants',
-         'zen5;issue10,tile=16', '--allocator', allocator, '--out', str(out)],
+        [sys.executable, SCRIPT, '--dry-run', *args, '--out', str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f'allocator: {allocator};' in proc.stdout
-    res = json.loads(out.read_text())
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize('allocator', ['torch', 'cache'])
+def test_bench_kernel_variants_dry_run(tmp_path, allocator):
+    stdout, res = _run(tmp_path / 'v.json', '--rounds', '1', '--variants',
+                       'zen5;issue10,tile=16', '--allocator', allocator)
+    assert f'allocator: {allocator};' in stdout
     assert res['allocator'] == allocator
     assert res['variants']['issue10,tile=16'] == dict(
         lanes=16, exp=0, tile=16, ahead=2, bwd16=0, pfy=1, spread=0)
@@ -45,18 +50,10 @@ def test_bench_kernel_variants_dry_run(tmp_path, allocator):
 def test_bench_kernel_variants_paired(tmp_path):
     """``--paired``: the floor re-timed once per round and variant, each
     round's ratio kept (the table's min / median / max come from them)."""
-    if not _ext_available():
-        pytest.skip('no C++ extension here (the script then refuses)')
-    out = tmp_path / 'p.json'
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, '--dry-run', '--rounds', '2', '--variants',
-         'zen5;lanes=8', '--paired', '--out', str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    stdout, res = _run(tmp_path / 'p.json', '--rounds', '2', '--variants',
+                       'zen5;lanes=8', '--paired')
     assert 'per-round ratios to the floor timed just before (4 floors' in \
-        proc.stdout
-    res = json.loads(out.read_text())
+        stdout
     assert len(res['floor_rounds']) == 4
     # only the best lane width / exp2 form of each kind is re-timed
     assert all(len(f['variants']) == 2 for f in res['floor_rounds'])
