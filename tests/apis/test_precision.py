@@ -264,7 +264,7 @@ def test_depthwise_op_takes_float32_only_under_autocast(monkeypatch):
 
 
 @needs_ext
-def test_fused_scan_bf16_projections():
+def test_fused_scan_bf16_projections(monkeypatch):
     """``proj_dtype=torch.bfloat16`` (bf16 inference) runs the ``x_proj``
     products in bfloat16: on random data the output is within bfloat16
     rounding of the float32 one but not the same bits; on operands whose
@@ -300,3 +300,8 @@ def test_fused_scan_bf16_projections():
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         via_module = m(x)
     assert torch.equal(via_module, low)
+    # pixel chunks of the product (a partial last one): the same numbers
+    monkeypatch.setattr(ss2d_fused, 'PROJ_CHUNK', 10)
+    with torch.no_grad():
+        chunked = ss2d_fused.ss2d_scan_fused(x, *args, **bf16)
+    torch.testing.assert_close(chunked, low, rtol=1e-6, atol=1e-7)

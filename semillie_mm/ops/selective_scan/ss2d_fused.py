@@ -40,6 +40,9 @@ from .common import num_slots as _num_slots
 #: directions, in the order of SS2D's parameters: row-major, column-major,
 #: row-major reversed, column-major reversed
 NUM_DIRECTIONS = 4
+#: pixels per chunk of the ``x_proj`` product in a lower precision
+#: (``proj_dtype``)
+PROJ_CHUNK = 1 << 14
 #: largest d_state / dt_rank the kernel takes (its per-thread arrays)
 MAX_STATE = 64
 MAX_RANK = 64
@@ -70,6 +73,20 @@ def _direction_params(k, E, dt_proj_weight, dt_proj_bias, A, D):
             A[e].contiguous(), D[e].contiguous())
 
 
+def _x_proj(x2d: Tensor, w: Tensor, proj_dtype=None) -> Tensor:
+    """``x2d @ w^T`` in ``x2d``'s dtype; with ``proj_dtype`` the product in
+    that dtype, over chunks of :data:`PROJ_CHUNK` pixels (each cast where
+    it is used, so no full-size low-precision copy of ``x2d`` is kept),
+    widened into the result."""
+    if proj_dtype is None or proj_dtype == x2d.dtype:
+        return x2d @ w.t()
+    out = x2d.new_empty(x2d.shape[0], w.shape[0])
+    wt = w.to(proj_dtype).t()
+    for s in range(0, x2d.shape[0], PROJ_CHUNK):
+        out[s:s + PROJ_CHUNK] = x2d[s:s + PROJ_CHUNK].to(proj_dtype) @ wt
+    return out
+
+
 class SS2DScanFusedFn(torch.autograd.Function):
     """Autograd function of the fused SS2D scan; see :func:`ss2d_scan_fused`
     for the arguments."""
@@ -91,12 +108,11 @@ class SS2DScanFusedFn(torch.autograd.Function):
         y = x.new_empty(Bsz, L, E)  # written by direction 0
         ckpts = []
         empty = x.new_empty(0)
-        xp, wp = x2d, x_proj_weight
-        if proj_dtype is not None and not need_grad:
-            xp, wp = x2d.to(proj_dtype), x_proj_weight.to(proj_dtype)
+        if need_grad:
+            proj_dtype = None
         for k in range(NUM_DIRECTIONS):
             # x_proj on the row-major map: [dt_low | B | C] per pixel
-            xdbl = (xp @ wp[k].t()).to(x.dtype).view(Bsz, L, X)
+            xdbl = _x_proj(x2d, x_proj_weight[k], proj_dtype).view(Bsz, L, X)
             ck = (x.new_empty(Bsz, -(-L // K), N, E) if need_grad else empty)
             mod.fwd(x_cl, xdbl,
                     *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
