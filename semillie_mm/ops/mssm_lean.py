@@ -344,9 +344,9 @@ def mssm_lean_no_grad(x: Tensor,
             not kept while SS2D runs. None: ``x`` is MSSM's input itself.
         dtype (torch.dtype, optional): the compute dtype of the products
             and the depth-wise convs (``torch.bfloat16`` for ``--precision
-            bf16``, :func:`lowp_dtype`), with float32 LayerNorms, SiLU
-            gate product, scan input and output. None: ``x``'s dtype
-            throughout.
+            bf16``: :func:`semillie_mm.models.archs.mssm.lean_lowp_dtype`),
+            with float32 LayerNorms, SiLU gate product, scan input and
+            output. None: ``x``'s dtype throughout.
 
     Returns:
         Tensor: (B, H, W, C), MSSM(prenorm(x)), in ``x``'s dtype.

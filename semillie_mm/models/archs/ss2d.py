@@ -102,7 +102,7 @@ class SS2D(nn.Module):
                 without gradients, the dtype of the ``x_proj`` products
                 (see :func:`ss2d_scan_fused`); MSSM's lean bf16 path passes
                 ``torch.bfloat16``. None: bfloat16 under CPU bfloat16
-                autocast without gradients, else float32.
+                autocast without gradients, else the compute dtype.
 
         Returns:
             Tensor: (B, E, H, W), the sum of the four directional scans
@@ -112,9 +112,9 @@ class SS2D(nn.Module):
             ``x_proj`` products, which make the scan's delta, B and C, in
             bfloat16 on the fused path without gradients (float32 on the
             others) -- and returns float32 (what autocast's float32 ops
-            return; the LayerNorm after it then runs in float32 too). CUDA autocast
-            (AMP training) is left as it was: mamba-ssm's kernel takes
-            half inputs.
+            return; the LayerNorm after it then runs in float32 too). CUDA
+            autocast (AMP training) is left as it was: mamba-ssm's kernel
+            takes half inputs.
         """
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f'SS2D: x must be (B, {self.channels}, H, W), '
