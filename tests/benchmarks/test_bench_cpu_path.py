@@ -99,3 +99,17 @@ def test_scan_rows_as_ratios_to_the_opmix_floor():
         labels.index('kernel_fwd_x')
     assert bench.TARGETS['scac_fwd_x'] == bench.TARGETS['scac_fwdbwd_x'] \
         == 1.5
+
+
+def test_best_floor_of_start_and_end():
+    """The floor timed at the start and again at the end: each kind's best
+    counts (fwd and bwd apart), the runs are kept, and a third measurement
+    folds into an earlier result."""
+    start = dict(fwd=0.10, bwd=0.30, fwdbwd=0.40, threads=2)
+    end = dict(fwd=0.12, bwd=0.25, fwdbwd=0.37, threads=2)
+    f = bench.best_floor(start, end)
+    assert (f['fwd'], f['bwd']) == (0.10, 0.25)
+    assert f['fwdbwd'] == pytest.approx(0.35)
+    assert f['runs'] == [start, end] and f['threads'] == 2
+    g = bench.best_floor(f, dict(fwd=0.09, bwd=0.40, fwdbwd=0.49))
+    assert (g['fwd'], g['bwd'], len(g['runs'])) == (0.09, 0.25, 3)
