@@ -35,6 +35,7 @@ where the kernels stand against the arithmetic at the same moment.
 import argparse
 import os
 import os.path as osp
+import statistics
 import sys
 import time
 
@@ -94,10 +95,8 @@ def _lanes_form(floor, kind):
 
 def _spread(values, fmt='.2f'):
     """'min / median / max' of ``values``."""
-    v = sorted(values)
-    mid = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] +
-                                             v[len(v) // 2]) / 2
-    return ' / '.join(format(x, fmt) for x in (v[0], mid, v[-1]))
+    return ' / '.join(format(x, fmt) for x in (
+        min(values), statistics.median(values), max(values)))
 
 
 def main(argv=None):

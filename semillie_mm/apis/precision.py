@@ -8,7 +8,7 @@ float32 with autocast off (:class:`~semillie_mm.models.archs.SS2D`), since
 the C++ kernels take float32 and the recurrence's exponentials compound
 rounding. On the CPU without gradients MSSM and MSSB keep their memory-lean
 path and choose each op's dtype themselves
-(:func:`~semillie_mm.models.archs.mssm.mssm_lean_autocast`: products, convs
+(:func:`~semillie_mm.ops.mssm_lean.mssm_lean_autocast`: products, convs
 and SS2D's ``x_proj`` in bfloat16, LayerNorms, gate and scan in float32);
 elsewhere MSSM runs its module-by-module forward under autocast
 (:func:`~semillie_mm.models.archs.mssm.plain_path_needed`). On the CPU it is

@@ -32,6 +32,7 @@ Layers are applied through their weights here, so module hooks do not see
 them (FLOP counters use the plain forward). The weights travel as one
 :class:`MSSMWeights`.
 """
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -293,28 +294,24 @@ def _conv_fuse_chunked(n: Tensor, w: MSSMWeights) -> Tensor:
 def _conv_fuse_lowp(n: Tensor, w: MSSMWeights, dtype: torch.dtype) -> Tensor:
     """:func:`_conv_fuse_chunked` with the products and the depth-wise convs
     in ``dtype`` (bfloat16): ``in_proj``'s branch half and the two convs run
-    over chunks of :data:`LOWP_CHANNEL_CHUNK` channels, their SiLU outputs
-    go into one (B*H*W, 2E) ``dtype`` map (the concatenation, as many bytes
-    as one float32 E-channel map) and ``fuse`` is one product, its bias
-    added in float32 as the product is widened. Returns (B, H, W, E)
-    float32, contiguous: SS2D's input (its scan runs in float32)."""
+    over chunks of :data:`LOWP_CHANNEL_CHUNK` channels (:func:`_branch`),
+    their SiLU outputs go into one (B*H*W, 2E) ``dtype`` map (the
+    concatenation, as many bytes as one float32 E-channel map) and ``fuse``
+    is one product, its bias added in float32 as the product is widened.
+    Returns (B, H, W, E) float32, contiguous: SS2D's input (its scan runs in
+    float32)."""
     w_x, _, _, _ = w.split()
     B, H, W, C = n.shape
     E, L = w_x.shape[0], H * W
-    n2 = n.reshape(B * L, C).to(dtype)
+    n = n.to(dtype)
     w_x = w_x.to(dtype)
     w3, b3 = w.dw3_weight.to(dtype), w.dw3_bias.to(dtype)
     w5, b5 = w.dw5_weight.to(dtype), w.dw5_bias.to(dtype)
-    s = n2.new_empty(B * L, 2 * E)
+    s = n.new_empty(B * L, 2 * E)
     for c in range(0, E, LOWP_CHANNEL_CHUNK):
         sl = slice(c, c + LOWP_CHANNEL_CHUNK)
-        x0 = torch.mm(n2, w_x[sl].t())  # (B*L, Ec)
-        Ec = x0.shape[-1]
-        x0 = x0.view(B, H, W, Ec).permute(0, 3, 1, 2)  # channels-last
-        a = F.conv2d(x0, w3[sl], b3[sl], padding=1, groups=Ec)
-        b = F.conv2d(a if w.serial else x0, w5[sl], b5[sl], padding=2,
-                     groups=Ec)
-        del x0
+        a, b = _branch(n, w_x[sl], w3[sl], b3[sl], w5[sl], b5[sl], w.serial)
+        Ec = a.shape[1]
         for t, off in ((a, c), (b, E + c)):
             s[:, off:off + Ec].view(B, L, Ec).copy_(
                 _pixels(F.silu(t, inplace=True)))
@@ -344,7 +341,7 @@ def mssm_lean_no_grad(x: Tensor,
             not kept while SS2D runs. None: ``x`` is MSSM's input itself.
         dtype (torch.dtype, optional): the compute dtype of the products
             and the depth-wise convs (``torch.bfloat16`` for ``--precision
-            bf16``: :func:`semillie_mm.models.archs.mssm.lean_lowp_dtype`),
+            bf16``: :func:`lean_lowp_dtype`),
             with float32 LayerNorms, SiLU gate product, scan input and
             output. None: ``x``'s dtype throughout.
 
@@ -384,10 +381,56 @@ def mssm_lean_no_grad(x: Tensor,
     return out.view(B, H, W, -1)
 
 
+def lean_lowp_dtype(x: Tensor) -> Optional[torch.dtype]:
+    """The dtype the no-grad lean path computes its products and depth-wise
+    convs in: bfloat16 under CPU bfloat16 autocast without gradients
+    (``--precision bf16``, :mod:`semillie_mm.apis.precision`), else None
+    (the input's dtype). SS2D takes its ``x_proj`` dtype from it too.
+
+    Args:
+        x (Tensor): the input (its device counts).
+
+    Returns:
+        torch.dtype | None
+    """
+    if (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
+            and not torch.is_grad_enabled()
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16):
+        return torch.bfloat16
+    return None
+
+
+def mssm_lean_autocast(x: Tensor, w: MSSMWeights,
+                       scan: Callable[..., Tensor],
+                       prenorm: Optional[Callable[[Tensor], Tensor]] = None
+                       ) -> Tensor:
+    """:func:`mssm_lean_no_grad` in :func:`lean_lowp_dtype` with autocast off
+    (the path sets each op's dtype itself), ``x`` and the result in float32;
+    without that dtype (fp32 inference) ``mssm_lean_no_grad`` as it is.
+
+    Args:
+        x (Tensor): (B, H, W, C) channels-last tokens.
+        w (MSSMWeights): the parameters.
+        scan (callable): SS2D; in bfloat16 called with ``proj_dtype``.
+        prenorm (callable, optional): see :func:`mssm_lean_no_grad`.
+
+    Returns:
+        Tensor: (B, H, W, C), float32 under bfloat16 autocast.
+    """
+    dtype = lean_lowp_dtype(x)
+    if dtype is None:
+        return mssm_lean_no_grad(x, w, scan, prenorm=prenorm)
+    with torch.autocast(x.device.type, enabled=False):
+        return mssm_lean_no_grad(x.float(), w,
+                                 functools.partial(scan, proj_dtype=dtype),
+                                 prenorm=prenorm, dtype=dtype)
+
+
 def mssm_lean(x: Tensor, w: MSSMWeights,
               scan: Callable[[Tensor], Tensor]) -> Tensor:
     """MSSM, memory-lean: :func:`mssm_lean_train` when autograd records,
-    else :func:`mssm_lean_no_grad`.
+    else :func:`mssm_lean_autocast` (:func:`mssm_lean_no_grad`, in
+    bfloat16 under CPU bfloat16 autocast).
 
     Args:
         x (Tensor): (B, H, W, C) channels-last tokens.
@@ -399,4 +442,4 @@ def mssm_lean(x: Tensor, w: MSSMWeights,
     """
     if torch.is_grad_enabled():
         return mssm_lean_train(x, w, scan)
-    return mssm_lean_no_grad(x, w, scan)
+    return mssm_lean_autocast(x, w, scan)

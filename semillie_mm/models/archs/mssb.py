@@ -1,11 +1,13 @@
 """Multi-scale state-space block (MSSB)."""
+from semillie_mm.ops.mssm_lean import mssm_lean_autocast
+
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 
 from .cab import CAB
-from .mssm import MSSM, mssm_lean_autocast, plain_path_needed
+from .mssm import MSSM, plain_path_needed
 
 
 class MSSB(nn.Module):
@@ -78,7 +80,8 @@ class MSSB(nn.Module):
         see :func:`semillie_mm.ops.mssm_lean.mssm_lean_no_grad`); same
         numbers as the standard path up to float rounding. Under CPU
         bfloat16 autocast MSSM's products and convs run in bfloat16
-        (:func:`~.mssm.mssm_lean_autocast`), CAB under autocast."""
+        (:func:`~semillie_mm.ops.mssm_lean.mssm_lean_autocast`), CAB under
+        autocast."""
         h = mssm_lean_autocast(x, self.mssm.lean_weights(), self.mssm.ss2d,
                                prenorm=self.norm1)
         h.addcmul_(x, self.skip_scale1)  # x * s1 + branch

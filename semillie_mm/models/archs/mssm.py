@@ -1,8 +1,5 @@
 """Multi-scale state-space module (MSSM, paper eq. 3)."""
-import functools
-from typing import Callable, Optional
-
-from semillie_mm.ops.mssm_lean import MSSMWeights, mssm_lean, mssm_lean_no_grad
+from semillie_mm.ops.mssm_lean import MSSMWeights, lean_lowp_dtype, mssm_lean
 
 import torch
 import torch.nn as nn
@@ -11,55 +8,16 @@ import torch.nn.functional as F
 from .ss2d import SS2D
 
 
-def lean_lowp_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
-    """The dtype the memory-lean no-grad path computes its products and
-    depth-wise convs in: bfloat16 under CPU bfloat16 autocast without
-    gradients (``--precision bf16``, :mod:`semillie_mm.apis.precision`),
-    else None (the input's dtype)."""
-    if (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
-            and not torch.is_grad_enabled()
-            and torch.get_autocast_dtype('cpu') == torch.bfloat16):
-        return torch.bfloat16
-    return None
-
-
 def plain_path_needed(x: torch.Tensor) -> bool:
     """Whether the module-by-module forward must be used although
     :attr:`MSSM.memory_lean` is on: under ``torch.jit`` (FLOP counters see
     every layer) and under autocast (mixed precision keeps its per-op dtype
     choices) except CPU bfloat16 inference, which the no-grad lean path
-    runs itself (:func:`lean_lowp_dtype`)."""
+    runs itself (:func:`~semillie_mm.ops.mssm_lean.lean_lowp_dtype`)."""
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return True
     return (torch.is_autocast_enabled(x.device.type)
             and lean_lowp_dtype(x) is None)
-
-
-def mssm_lean_autocast(x: torch.Tensor, w: MSSMWeights,
-                       scan: Callable[[torch.Tensor], torch.Tensor],
-                       prenorm: Optional[Callable] = None) -> torch.Tensor:
-    """:func:`~semillie_mm.ops.mssm_lean.mssm_lean_no_grad` in
-    :func:`lean_lowp_dtype` with autocast off (the path sets each op's
-    dtype itself), ``x`` and the result in float32; without that dtype
-    (fp32 inference) ``mssm_lean_no_grad`` as it is.
-
-    Args:
-        x (Tensor): (B, H, W, C) channels-last tokens.
-        w (MSSMWeights): the parameters.
-        scan (SS2D): the module (under bfloat16 autocast called with
-            ``proj_dtype``).
-        prenorm (callable, optional): see ``mssm_lean_no_grad``.
-
-    Returns:
-        Tensor: (B, H, W, C), float32 under bfloat16 autocast.
-    """
-    dtype = lean_lowp_dtype(x)
-    if dtype is None:
-        return mssm_lean_no_grad(x, w, scan, prenorm=prenorm)
-    with torch.autocast(x.device.type, enabled=False):
-        return mssm_lean_no_grad(x.float(), w,
-                                 functools.partial(scan, proj_dtype=dtype),
-                                 prenorm=prenorm, dtype=dtype)
 
 
 class MSSM(nn.Module):
@@ -85,7 +43,7 @@ class MSSM(nn.Module):
     ``torch.jit`` and autocast the layer-by-layer forward runs regardless
     (:func:`plain_path_needed`), except CPU bfloat16 inference: the no-grad
     lean path with its products and convs in bfloat16
-    (:func:`mssm_lean_autocast`).
+    (:func:`~semillie_mm.ops.mssm_lean.mssm_lean_autocast`).
 
     Args:
         channels (int): block width C.
@@ -154,8 +112,6 @@ class MSSM(nn.Module):
             Tensor: (B, H, W, C).
         """
         if self.memory_lean and not plain_path_needed(x):
-            if lean_lowp_dtype(x) is not None:
-                return mssm_lean_autocast(x, self.lean_weights(), self.ss2d)
             return mssm_lean(x, self.lean_weights(), self.ss2d)
         x, z = self.in_proj(x).chunk(2, dim=-1)
         x = x.permute(0, 3, 1, 2)

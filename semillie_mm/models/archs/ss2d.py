@@ -3,6 +3,7 @@ import math
 from typing import Optional
 
 from semillie_mm.ops import selective_scan
+from semillie_mm.ops.mssm_lean import lean_lowp_dtype
 from semillie_mm.ops.selective_scan import dispatch
 from semillie_mm.ops.selective_scan.backends.exportable import selective_scan_exportable
 from semillie_mm.ops.selective_scan.ss2d_fused import ss2d_scan_fused
@@ -122,9 +123,8 @@ class SS2D(nn.Module):
         if x.device.type == 'cpu' and torch.is_autocast_enabled('cpu'):
             if x.dtype in (torch.float16, torch.bfloat16):
                 x = x.float()
-            if (proj_dtype is None and not torch.is_grad_enabled()
-                    and torch.get_autocast_dtype('cpu') == torch.bfloat16):
-                proj_dtype = torch.bfloat16
+            if proj_dtype is None:
+                proj_dtype = lean_lowp_dtype(x)
             with torch.autocast('cpu', enabled=False):
                 return self._scan(x, proj_dtype)
         return self._scan(x, proj_dtype)
