@@ -46,7 +46,7 @@ def test_blocks_are_reused_and_bounded():
         r['same_block'] = b.data_ptr() == pa
         r['ones'] = float(b.min()) == 1.0 == float(b.max())
         del b
-        c = torch.empty(3 * MiB // 4)  # smaller, within 2x: best fit
+        c = torch.empty(7 * MiB // 8)  # a little smaller: best fit
         r['best_fit'] = c.data_ptr() == pa
         del c
         small = torch.empty(1000)  # < 1 MiB: torch's own allocator
@@ -73,6 +73,43 @@ def test_blocks_are_reused_and_bounded():
     assert 0 < out['cached_capped'] <= 64 * MiB
     assert out['emptied'] == out['cached_capped']
     assert out['cached_end'] == 0 and out['cached_limit0'] == 0
+
+
+@needs_ext
+def test_a_miss_releases_only_past_the_high_water_mark():
+    """Below the footprint's high-water mark a request that finds no fitting
+    block is added without releasing cached blocks (the old rule released
+    blocks worth its size on every miss, which made a steady training step
+    fault the same pages in again); above it, cached blocks go first."""
+    out = run_fresh('''
+        import json, torch
+        from semillie_mm.ops import cpu_cache as cc
+        MiB = 2**20
+        keys = ('cached_bytes', 'footprint_bytes', 'peak_bytes', 'misses')
+        snap = lambda: [cc.cpu_cache_stats()[k] // (MiB if k != 'misses'
+                                                    else 1) for k in keys]
+        r = {}
+        cc.enable_cpu_cache(16)
+        blocks = [torch.empty(8 * MiB // 4) for _ in range(4)]
+        r['four'] = snap()
+        del blocks  # two stay cached, two go back (the limit)
+        r['freed'] = snap()
+        c = torch.empty(12 * MiB // 4)  # no fit; 16 + 12 <= 32
+        r['below'] = snap()
+        d = torch.empty(12 * MiB // 4)  # 28 + 12 > 32: one 8 MiB block goes
+        r['above'] = snap()
+        del c, d
+        r['emptied'] = cc.empty_cpu_cache() // MiB
+        r['end'] = snap()
+        print(json.dumps(r))
+    ''')
+    # [cached, footprint, high-water mark] in MiB, misses
+    assert out['four'] == [0, 32, 32, 4]
+    assert out['freed'] == [16, 16, 32, 4]
+    assert out['below'] == [16, 28, 32, 5]
+    assert out['above'] == [8, 32, 32, 6]
+    assert out['emptied'] == 8
+    assert out['end'] == [0, 0, 0, 6]
 
 
 @needs_ext
