@@ -10,12 +10,13 @@ bench_cpu_path.py``, rows ``train`` and ``train_nocache``).
 
 :func:`enable_cpu_cache` installs, as torch's CPU allocator, one that keeps
 freed blocks of 1 MiB and more and hands them out again (best fit, at most
-a quarter larger than the size asked for, its pages kept resident); smaller requests go to
-torch's allocator. The resident memory does not grow because of it: cached
-bytes are capped (``limit_mb``), and a request that finds no fitting block
-first releases cached blocks as far as the fresh block would take the
-memory it holds past its high-water mark (below the mark the fresh block is
-added: a steady training step then faults no page in). The memory it holds
+a quarter larger than the size asked for, its pages kept resident); smaller
+requests go to torch's allocator. The resident memory grows little because
+of it: cached bytes are capped (``limit_mb``), and a request that finds no
+fitting block first releases cached blocks as far as the fresh block would
+take the memory it holds more than 64 MiB past the most it has had in use
+at once (below that mark the fresh block is added: a steady 256x256
+forward then faults no page in). The memory it holds
 between two steps is released by :func:`empty_cpu_cache`. It is enabled by
 :class:`~semillie_mm.engine.hooks.CPUMemoryCacheHook` (the runner, i.e.
 ``tools/train.py`` / ``tools/test.py``) and by
@@ -109,9 +110,9 @@ def cpu_cache_stats() -> dict:
         ``limit_bytes``, ``cached_bytes``, ``hits``, ``misses`` (requests of
         1 MiB or more), ``released`` (blocks given back to the system),
         ``footprint_bytes`` (every block it holds, in use or cached) and
-        ``peak_bytes`` (the footprint's high-water mark, which a miss does
-        not push up while cached blocks can make room); all 0 when it was
-        never installed or is not built.
+        ``peak_bytes`` (the most of them in use at once; a miss releases
+        cached blocks only as far as the footprint would pass it by more
+        than 64 MiB); all 0 when it was never installed or is not built.
     """
     if not cpu_cache_available():
         return dict.fromkeys(_FIELDS, 0)
@@ -119,8 +120,8 @@ def cpu_cache_stats() -> dict:
 
 
 def empty_cpu_cache() -> int:
-    """Release every cached block and lower the high-water mark to the
-    blocks in use.
+    """Release every cached block and lower ``peak_bytes`` to the blocks in
+    use.
 
     Returns:
         int: The bytes released.

@@ -76,11 +76,12 @@ def test_blocks_are_reused_and_bounded():
 
 
 @needs_ext
-def test_a_miss_releases_only_past_the_high_water_mark():
-    """Below the footprint's high-water mark a request that finds no fitting
-    block is added without releasing cached blocks (the old rule released
-    blocks worth its size on every miss, which made a steady training step
-    fault the same pages in again); above it, cached blocks go first."""
+def test_a_miss_releases_only_past_the_mark():
+    """A request that finds no fitting block is added without releasing
+    cached blocks while the footprint stays within 64 MiB of the most bytes
+    ever in use at once (the old rule released blocks worth its size on
+    every miss, which made a steady training step fault the same pages in
+    again); past that mark, cached blocks go first."""
     out = run_fresh('''
         import json, torch
         from semillie_mm.ops import cpu_cache as cc
@@ -89,27 +90,33 @@ def test_a_miss_releases_only_past_the_high_water_mark():
         snap = lambda: [cc.cpu_cache_stats()[k] // (MiB if k != 'misses'
                                                     else 1) for k in keys]
         r = {}
-        cc.enable_cpu_cache(16)
-        blocks = [torch.empty(8 * MiB // 4) for _ in range(4)]
+        cc.enable_cpu_cache(64)
+        blocks = [torch.empty(32 * MiB // 4) for _ in range(4)]
         r['four'] = snap()
         del blocks  # two stay cached, two go back (the limit)
         r['freed'] = snap()
-        c = torch.empty(12 * MiB // 4)  # no fit; 16 + 12 <= 32
-        r['below'] = snap()
-        d = torch.empty(12 * MiB // 4)  # 28 + 12 > 32: one 8 MiB block goes
-        r['above'] = snap()
-        del c, d
+        c = torch.empty(48 * MiB // 4)  # no fit; 64 + 48 <= 128 + 64
+        r['c'] = snap()
+        d = torch.empty(48 * MiB // 4)  # 112 + 48 <= 192
+        r['d'] = snap()
+        e = torch.empty(48 * MiB // 4)  # 160 + 48 > 192: a 32 MiB block goes
+        r['e'] = snap()
+        hit = torch.empty(30 * MiB // 4)  # the other, a little larger
+        r['hit'] = snap()
+        del c, d, e, hit
         r['emptied'] = cc.empty_cpu_cache() // MiB
         r['end'] = snap()
         print(json.dumps(r))
     ''')
-    # [cached, footprint, high-water mark] in MiB, misses
-    assert out['four'] == [0, 32, 32, 4]
-    assert out['freed'] == [16, 16, 32, 4]
-    assert out['below'] == [16, 28, 32, 5]
-    assert out['above'] == [8, 32, 32, 6]
-    assert out['emptied'] == 8
-    assert out['end'] == [0, 0, 0, 6]
+    # [cached, footprint, most in use at once] in MiB, misses
+    assert out['four'] == [0, 128, 128, 4]
+    assert out['freed'] == [64, 64, 128, 4]
+    assert out['c'] == [64, 112, 128, 5]
+    assert out['d'] == [64, 160, 128, 6]
+    assert out['e'] == [32, 176, 144, 7]
+    assert out['hit'] == [0, 176, 176, 7]
+    assert out['emptied'] == 48  # c; d, e and the hit's block over the limit
+    assert out['end'] == [0, 0, 0, 7]
 
 
 @needs_ext

@@ -12,22 +12,22 @@
 // lists by size class (sizes rounded up by at most 1/8) and hands them out
 // again (best fit, at most a quarter larger than the size asked for, all of
 // its pages kept resident); smaller requests go to the allocator it
-// replaces. The cached
-// (free, still resident) bytes never exceed a limit: a block freed when the
-// cache is full is released. Its footprint (the bytes of every block it
-// holds, in use or cached) does not grow past its own high-water mark while
-// the cache holds memory nobody uses: a request that finds no block of its
+// replaces. The cached (free, still resident) bytes never exceed a limit: a
+// block freed when the cache is full is released. The footprint (the bytes
+// of every block it holds, in use or cached) stays within kSlack of the
+// most it has had in use at once: a request that finds no block of its
 // class first releases cached blocks of other classes as far as the fresh
-// block would take the footprint over the largest it has been. Below that
-// mark the fresh block is simply added. (Until session 19 every miss
-// released cached blocks worth its size, and a block up to twice the size
-// asked for gave the pages past the request back with madvise: in a steady
-// training step of batch 8 x 128x128 both made the same blocks fault in
-// again, 1.1 GB of pages a step; 0.4 GB now. Kept resident, blocks up to
-// twice the size raised the untiled 1080p forward's peak by 1 GB, a quarter
-// larger does not.) Blocks are 64-byte aligned
-// (c10::alloc_cpu). Tensors allocated before it was installed keep their
-// own deleter.
+// block would take the footprint past that mark; below it the fresh block
+// is simply added.
+//
+// Until session 19 every miss released cached blocks worth its size, and a
+// block up to twice the size asked for gave the pages past the request back
+// with madvise. In a steady training step of batch 8 x 128x128 both made
+// the same blocks fault in again: 1.1 GB of pages a step, 0.6 GB in a
+// 256x256 forward (Zen 5 VM). Kept resident, blocks up to twice the size
+// raised the untiled 1080p forward's peak by 1 GB; a quarter larger does
+// not. Blocks are 64-byte aligned (c10::alloc_cpu). Tensors allocated
+// before it was installed keep their own deleter.
 #include <torch/extension.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
@@ -45,13 +45,16 @@
 namespace {
 
 constexpr size_t kMinCached = size_t(1) << 20;
+// how far the footprint may exceed the most bytes ever in use at once
+constexpr size_t kSlack = size_t(64) << 20;
 
 struct Cache {
   std::mutex m;
   std::map<size_t, std::vector<void*>> free;  // class -> blocks
   std::unordered_map<void*, size_t> owned;  // every block -> its class
   size_t cached = 0, limit = 0, hits = 0, misses = 0, released = 0;
-  // bytes of every owned block (in use or cached) and their maximum so far
+  // bytes of every owned block (in use or cached), and the most of them in
+  // use (not cached) at once
   size_t footprint = 0, peak = 0;
 };
 
@@ -122,12 +125,13 @@ struct CachingCPUAllocator final : public at::Allocator {
         it->second.pop_back();
         c.cached -= it->first;
         if (it->second.empty()) c.free.erase(it);
+        c.peak = std::max(c.peak, c.footprint - c.cached);
         ++c.hits;
       } else {
         ++c.misses;
-        // over the high-water mark only as far as the cache cannot cover
-        if (c.footprint + sz > c.peak)
-          drop = evict(c, c.footprint + sz - c.peak);
+        // past the mark only as far as the cache cannot cover
+        const size_t mark = c.peak + kSlack;
+        if (c.footprint + sz > mark) drop = evict(c, c.footprint + sz - mark);
       }
     }
     for (void* q : drop) c10::free_cpu(q);
@@ -145,7 +149,7 @@ struct CachingCPUAllocator final : public at::Allocator {
       std::lock_guard<std::mutex> lock(c.m);
       c.owned[p] = sz;
       c.footprint += sz;
-      c.peak = std::max(c.peak, c.footprint);
+      c.peak = std::max(c.peak, c.footprint - c.cached);
     }
     return {p, p, &release, at::Device(at::DeviceType::CPU)};
   }
@@ -190,8 +194,8 @@ int64_t cpu_cache_install(int64_t limit_bytes) {
 }
 
 // {installed, active (torch's CPU allocator is this one), limit, cached
-// bytes, hits, misses, released blocks, footprint bytes, its high-water
-// mark}
+// bytes, hits, misses, released blocks, footprint bytes, the most bytes in
+// use at once}
 std::vector<int64_t> cpu_cache_stats() {
   if (g_cache == nullptr) return {0, 0, 0, 0, 0, 0, 0, 0, 0};
   std::lock_guard<std::mutex> lock(g_cache->m);
@@ -205,8 +209,8 @@ std::vector<int64_t> cpu_cache_stats() {
           static_cast<int64_t>(g_cache->peak)};
 }
 
-// Releases every cached block and lowers the high-water mark to the blocks
-// in use; returns the bytes released.
+// Releases every cached block and lowers the mark to the blocks in use;
+// returns the bytes released.
 int64_t cpu_cache_empty() {
   if (g_cache == nullptr) return 0;
   std::vector<void*> drop;
