@@ -16,8 +16,8 @@ of it: cached bytes are capped (``limit_mb``), and a request that finds no
 fitting block first releases cached blocks as far as the fresh block would
 take the memory it holds more than 64 MiB past the most it has had in use
 at once (below that mark the fresh block is added: a steady 256x256
-forward then faults no page in). The memory it holds
-between two steps is released by :func:`empty_cpu_cache`. It is enabled by
+forward then faults no page in). The memory it holds between two steps is
+released by :func:`empty_cpu_cache`. It is enabled by
 :class:`~semillie_mm.engine.hooks.CPUMemoryCacheHook` (the runner, i.e.
 ``tools/train.py`` / ``tools/test.py``) and by
 :class:`~semillie_mm.apis.SemiLLIEInferencer` with ``cpu_tuning=True``;

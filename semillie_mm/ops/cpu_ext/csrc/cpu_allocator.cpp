@@ -58,6 +58,12 @@ struct Cache {
   size_t footprint = 0, peak = 0;
 };
 
+// after a block was handed out: the bytes in use may have reached a new
+// most (caller holds the lock)
+void note_in_use(Cache& c) {
+  c.peak = std::max(c.peak, c.footprint - c.cached);
+}
+
 Cache* g_cache = nullptr;
 at::Allocator* g_base = nullptr;
 
@@ -125,7 +131,7 @@ struct CachingCPUAllocator final : public at::Allocator {
         it->second.pop_back();
         c.cached -= it->first;
         if (it->second.empty()) c.free.erase(it);
-        c.peak = std::max(c.peak, c.footprint - c.cached);
+        note_in_use(c);
         ++c.hits;
       } else {
         ++c.misses;
@@ -149,7 +155,7 @@ struct CachingCPUAllocator final : public at::Allocator {
       std::lock_guard<std::mutex> lock(c.m);
       c.owned[p] = sz;
       c.footprint += sz;
-      c.peak = std::max(c.peak, c.footprint - c.cached);
+      note_in_use(c);
     }
     return {p, p, &release, at::Device(at::DeviceType::CPU)};
   }
