@@ -594,7 +594,10 @@ def opmix_floor(mod=None, target_s=0.4, repeat=3, only=None):
                         f'{ext.unavailable_reason()}')
     if not hasattr(mod, 'opmix_floor'):
         return dict(absent='no op-mix microbenchmark in this binary')
-    forms = (0, 1, 2) if getattr(mod, 'avx512', False) else (2, )
+    # the exp2 forms the binary has (binaries from before the table form
+    # have no exp_forms: 0-2 with AVX-512, else 2)
+    forms = tuple(getattr(mod, 'exp_forms', None) or (
+        (0, 1, 2) if getattr(mod, 'avx512', False) else (2, )))
     out = dict(variants={}, threads=torch.get_num_threads())
     for kind, k in (('fwd', 0), ('bwd', 1)):
         steps = OPMIX_STEPS[kind]

@@ -1,7 +1,7 @@
 """Tests of the C++ scans' run-time kernel variants
 (semillie_mm.ops.cpu_ext.variants and the extension's set_variant).
 
-Every variant -- lanes 16 / 8, the three exp2 forms, the register-resident
+Every variant -- lanes 16 / 8, the four exp2 forms, the register-resident
 d_state-16 backward, the SS2D forward's tile and prefetch distance -- is
 forced in-process and compared with the PyTorch reference (fused SS2D and
 the generic selective_scan, float32, d_state 16), each one restored to the
@@ -109,7 +109,7 @@ def test_ss2d_shapes_cover_tiles_and_chunks():
 @pytest.mark.parametrize('shape', SS2D_SHAPES, ids=str)
 @pytest.mark.parametrize(
     'lanes, exp, bwd16',
-    list(itertools.product((8, 16), (0, 1, 2), (0, 1))),
+    list(itertools.product((8, 16), (0, 1, 2, 3), (0, 1))),
     ids=lambda v: str(v))
 def test_ss2d_variant_matches_reference(mod, shape, lanes, exp, bwd16):
     with_variant(mod, lanes=lanes, exp=exp, bwd16=bwd16)
@@ -196,7 +196,7 @@ def assert_scan_close(got, ref):
 
 @needs_ext
 @pytest.mark.parametrize('lanes, exp',
-                         list(itertools.product((8, 16), (0, 1, 2))))
+                         list(itertools.product((8, 16), (0, 1, 2, 3))))
 def test_selective_scan_variant_matches_reference(mod, lanes, exp):
     """dim 24 in 4 groups of 6 (one partial block per group: lanes 8 runs
     one pass of 6, or with dim 40 / 2 groups a full block and one of 4),
@@ -210,8 +210,9 @@ def test_selective_scan_variant_matches_reference(mod, lanes, exp):
 @needs_ext
 @pytest.mark.parametrize('lanes, exp, softplus, gate',
                          [(16, 0, True, False), (16, 1, True, False),
-                          (16, 2, False, False), (8, 0, True, False),
-                          (8, 1, False, False), (8, 2, True, True)])
+                          (16, 2, False, False), (16, 3, True, False),
+                          (8, 0, True, False), (8, 1, False, False),
+                          (8, 2, True, True), (8, 3, True, True)])
 def test_selective_scan_register_backward(mod, lanes, exp, softplus, gate):
     """d_state 16 under bwd16 = 1: lanes 16 without the gate takes the
     fused kernel's register path (recompute16 / adjoint16, AVX-512 only);
@@ -335,6 +336,46 @@ def test_exp_clamp_variant_differs_on_underflow(mod):
 
 
 @needs_ext
+@pytest.mark.parametrize('lanes', (8, 16))
+def test_exp_table_form_decays(mod, lanes):
+    """exp2 form 3 (the table form: x rounded to eighths, 2^(j/8) from a
+    table by a lane permute, a degree-3 polynomial) against float64, one
+    decay per channel: with u = (1, 0), dt = (1, dt1), B and C one-hot on
+    state 0 and no D, y[1] = exp(dt1 A[:, 0]) exactly but for the scan's
+    own roundings (|dt1 A| <= 1, so x = dt1 A log2(e) is rounded by at most
+    1.2e-7 of 2^x). 4096 channels: every entry of the table, every
+    polynomial argument. The magic form (2) to the same bound, the two not
+    bit-identical (form 3 really runs), and a NaN in A stays NaN in both
+    (form 3 adds the exponent as an integer to a table entry, never to the
+    polynomial's NaN)."""
+    dim, N = 4096, 16
+    gen = torch.Generator().manual_seed(11)
+    dt1 = 0.05 + 0.95 * torch.rand(dim, generator=gen)
+    A = -1.0 - 15.0 * torch.rand(dim, N, generator=gen)
+    A[:, 0] = -torch.rand(dim, generator=gen) / dt1  # dt1 A in (-1, 0]
+    A[7, 0] = float('nan')
+    u = torch.zeros(1, dim, 2)
+    u[..., 0] = 1.0
+    delta = torch.ones(1, dim, 2)
+    delta[0, :, 1] = dt1
+    B = torch.zeros(1, N, 2)
+    C = torch.zeros(1, N, 2)
+    B[0, 0, 0] = C[0, 0, 1] = 1.0
+    want = torch.exp(dt1.double() * A[:, 0].double())
+    ok = torch.ones(dim, dtype=torch.bool)
+    ok[7] = False
+    got = {}
+    for exp in (2, 3):
+        with_variant(mod, lanes=lanes, exp=exp, bwd16=1)
+        y = selective_scan(u, delta, A, B, C, backend='native')[0, :, 1]
+        got[exp] = y
+        assert torch.isnan(y[7]), exp
+        rel = (y[ok].double() / want[ok] - 1).abs().max().item()
+        assert rel < 4e-7, (exp, rel)
+    assert not torch.equal(got[2][ok], got[3][ok])
+
+
+@needs_ext
 def test_set_variant_round_trips_and_rejects(mod):
     for fields in ({'lanes': 8, 'exp': 2, 'tile': 16, 'ahead': 0,
                     'bwd16': 1, 'pfy': 0, 'spread': 1},
@@ -344,7 +385,7 @@ def test_set_variant_round_trips_and_rejects(mod):
         assert list(mod.get_variant()) == [fields[k]
                                            for k in variants.FIELDS]
     before = list(mod.get_variant())
-    for bad in ((4, 0, 64, 2, 0, 1, 0), (16, 3, 64, 2, 0, 1, 0),
+    for bad in ((4, 0, 64, 2, 0, 1, 0), (16, 4, 64, 2, 0, 1, 0),
                 (16, -1, 64, 2, 0, 1, 0), (16, 0, 8, 2, 0, 1, 0),
                 (16, 0, 512, 2, 0, 1, 0), (16, 0, 64, 9, 0, 1, 0),
                 (16, 0, 64, -1, 0, 1, 0), (16, 0, 64, 2, 2, 1, 0),
@@ -434,7 +475,7 @@ def test_parse():
     ('width=8', 'unknown field'),
     ('lanes=eight', 'lanes must be one of'),
     ('lanes=12', 'lanes must be one of'),
-    ('exp=3', 'exp must be one of'),
+    ('exp=4', 'exp must be one of'),
     ('tile=48', 'tile must be one of'),
     ('ahead=9', 'ahead must be one of'),
     ('bwd16=2', 'bwd16 must be one of'),
@@ -499,14 +540,14 @@ def test_env_variant_in_fresh_process():
 @needs_ext
 def test_opmix_floor_checksums():
     sums = {}
-    for kind, lanes, exp in itertools.product((0, 1), (8, 16), (0, 1, 2)):
+    for kind, lanes, exp in itertools.product((0, 1), (8, 16), (0, 1, 2, 3)):
         s = mod_opmix(kind, lanes, exp)
         assert math.isfinite(s) and s != 0, (kind, lanes, exp)
         sums[kind, lanes, exp] = s
-    for exp in (0, 1, 2):  # lanes: the same math in other vector widths
+    for exp in (0, 1, 2, 3):  # lanes: the same math in other vector widths
         assert sums[0, 8, exp] == pytest.approx(sums[0, 16, exp], rel=1e-5)
-    for lanes in (8, 16):  # exp2 forms: the same polynomial
-        for exp in (1, 2):
+    for lanes in (8, 16):  # exp2 forms: the same function to float32 rounding
+        for exp in (1, 2, 3):
             assert sums[0, lanes, exp] == pytest.approx(sums[0, lanes, 0],
                                                         rel=1e-4)
 
@@ -525,7 +566,7 @@ def mod_opmix(kind, lanes, exp, steps=64, reps=2):
 @needs_ext
 @pytest.mark.parametrize('args', [
     (2, 16, 0, 64, 1), (-1, 16, 0, 64, 1), (0, 4, 0, 64, 1),
-    (0, 32, 0, 64, 1), (0, 16, 3, 64, 1), (1, 16, -1, 64, 1),
+    (0, 32, 0, 64, 1), (0, 16, 4, 64, 1), (1, 16, -1, 64, 1),
     (0, 16, 0, 0, 1), (0, 16, 0, 4097, 1), (0, 16, 0, 64, 0),
 ])
 def test_opmix_floor_rejects(args):

@@ -12,8 +12,11 @@ and the fused SS2D forward therefore take a *variant* at run time:
   two passes of 256-bit vectors;
 - ``exp``: the exp2 sequence: 0 = clamped, ``vrndscaleps`` + ``vscalefps``
   (AVX-512), 1 = the same without the two clamps (``vscalefps`` saturates by
-  itself), 2 = the portable magic-number form (without AVX-512 every form is
-  this one);
+  itself), 2 = the portable magic-number form (without AVX-512 forms 0 and
+  1 are this one), 3 = the table form: ``x`` rounded to eighths, ``2^(j/8)``
+  from an 8-entry table by a lane permute, a degree-3 polynomial (three
+  FMAs and a multiply where form 2 takes six and one; ``exp2_table`` in
+  ``csrc/scan_math.h``);
 - ``tile``: steps per tile of the fused SS2D forward;
 - ``ahead``: its software-prefetch distance in tiles (0: none);
 - ``pfy``: whether that prefetch also fetches the forward's output rows (for
@@ -57,7 +60,7 @@ VARIANT_ENV = 'SEMILLIE_KERNEL_VARIANT'
 
 FIELDS = ('lanes', 'exp', 'tile', 'ahead', 'bwd16', 'pfy', 'spread')
 #: what each field may be
-ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2), tile=(16, 32, 64, 128, 256),
+ALLOWED = dict(lanes=(8, 16), exp=(0, 1, 2, 3), tile=(16, 32, 64, 128, 256),
                ahead=tuple(range(0, 9)), bwd16=(0, 1), pfy=(0, 1),
                spread=(0, 1))
 
@@ -75,8 +78,10 @@ VARIANTS: Dict[str, Dict[str, int]] = {
     'zen5': dict(_AVX512_MEASURED),
     # spread measured on a Zen 5 only (session 15); on a Zen 4 not yet
     'zen4': dict(_AVX512_MEASURED),
-    # bwd16 measured with the AVX2 build on a Zen 5 (session 16)
-    'avx2': dict(lanes=8, exp=2, tile=64, ahead=2, bwd16=1, pfy=0, spread=1),
+    # bwd16 measured with the AVX2 build on a Zen 5 (session 16); exp 3
+    # (the table form) on an AVX2-only Zen 3 (session 20: kernels' forward
+    # 0.88-0.91x, fwd+bwd 0.92-0.96x the time of exp 2)
+    'avx2': dict(lanes=8, exp=3, tile=64, ahead=2, bwd16=1, pfy=0, spread=1),
     'issue10': dict(lanes=16, exp=0, tile=64, ahead=2, bwd16=0, pfy=1,
                     spread=0),
 }

@@ -189,7 +189,8 @@ __attribute__((visibility("hidden"))) double opmix_floor(
     int64_t reps) {
   TORCH_CHECK(kind == 0 || kind == 1, "kind must be 0 (fwd) or 1 (bwd)");
   TORCH_CHECK(lanes == 8 || lanes == 16, "lanes must be 8 or 16");
-  TORCH_CHECK(exp_form >= 0 && exp_form <= 2, "exp form must be 0, 1 or 2");
+  TORCH_CHECK(exp_form >= 0 && exp_form <= 3,
+              "exp form must be 0, 1, 2 or 3");
   TORCH_CHECK(steps >= 1 && steps <= 4096 && reps >= 1,
               "steps must be in [1, 4096] and reps positive");
   const int64_t nt = at::get_num_threads();
@@ -200,6 +201,8 @@ __attribute__((visibility("hidden"))) double opmix_floor(
         sums[t] = run_one<kExpScalef>(kind, lanes, steps, reps);
       } else if (exp_form == kExpMagic) {
         sums[t] = run_one<kExpMagic>(kind, lanes, steps, reps);
+      } else if (exp_form == kExpTable) {
+        sums[t] = run_one<kExpTable>(kind, lanes, steps, reps);
       } else {
         sums[t] = run_one<kExpClampScalef>(kind, lanes, steps, reps);
       }

@@ -985,7 +985,7 @@ void set_variant(int64_t lanes, int64_t exp, int64_t tile, int64_t ahead,
                  int64_t bwd16, int64_t pfy, int64_t spread) {
   TORCH_CHECK(lanes == 8 || lanes == 16, "lanes must be 8 or 16, got ",
               lanes);
-  TORCH_CHECK(exp >= 0 && exp <= 2, "exp must be 0, 1 or 2, got ", exp);
+  TORCH_CHECK(exp >= 0 && exp <= 3, "exp must be 0, 1, 2 or 3, got ", exp);
   TORCH_CHECK(tile >= 16 && tile <= 256, "tile must be in [16, 256], got ",
               tile);
   TORCH_CHECK(ahead >= 0 && ahead <= 8, "ahead must be in [0, 8], got ",
@@ -1039,7 +1039,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("parallel_threads", &parallel_threads,
         "threads an at::parallel_for over n items used");
   m.def("set_variant", &set_variant,
-        "kernel variant: lanes (8/16), exp form (0-2), tile, ahead, bwd16, "
+        "kernel variant: lanes (8/16), exp form (0-3), tile, ahead, bwd16, "
         "pfy, spread");
   m.def("get_variant", &get_variant,
         "[lanes, exp, tile, ahead, bwd16, pfy, spread]");
@@ -1048,8 +1048,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "lanes, exp form, steps, reps -> checksum");
 #if defined(__AVX512F__)
   m.attr("avx512") = true;
+  m.attr("exp_forms") = std::vector<int64_t>{0, 1, 2, 3};
 #else
   m.attr("avx512") = false;
+  m.attr("exp_forms") = std::vector<int64_t>{2, 3};  // 0 and 1 run as 2
 #endif
   register_selective_scan(m);
   m.attr("max_state") = kMaxState;
