@@ -8,6 +8,7 @@ this checkout ("new") and, side by side, an older commit of the project
 
     python benchmarks/bench_cpu_path.py [--quick | --dry-run] [--out R.json]
         [--old-root /work/wt-old | --no-old] [--rows fwd,train,...]
+        [--rounds N]
 
 Rows (``--rows`` picks a subset): ``fwd`` (256x256 no-grad forward / "sgemm
 floor" = model MACs / the machine's sgemm rate), ``train`` (forward + L1 +
@@ -22,12 +23,20 @@ fresh process). Model MACs: :func:`semillie_mm.utils.flops.count_macs`.
 Every measurement is a child process (``harness``; ``PYTHONPATH`` = the
 variant's root); ``--quick`` and ``--dry-run`` shrink every size. How each
 figure is obtained, and the results: docs/benchmarks.md, "CPU path".
+
+``--rounds N`` times the ``fwd``, ``train`` and ``scan`` rows N times, the
+two checkouts alternating (new, old; then old, new; ...): each row keeps
+its fastest round, and the new / old ratio of every round is printed (min /
+median / max). On a shared host whose speed moves by 10-20 % within
+minutes, the ratio of two rows timed minutes apart says little; the median
+of rounds timed side by side says more.
 """
 import argparse
 import json
 import os
 import os.path as osp
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -631,6 +640,69 @@ def measure_variant(run, prof, rows, out, scan_backend='auto'):
         out.update(run_demo(run, prof))
 
 
+#: rows that --rounds interleaves (the timed ones of minutes at most)
+ROUND_ROWS = ('fwd', 'train', 'scan')
+
+
+def row_times(res):
+    """The wall times a row's child reports: ``{'': s}`` for the model and
+    scan rows, ``{'fwd': s, 'fwd+bwd': s}`` for the fused kernel's; ``{}``
+    for a failed or absent row."""
+    if not isinstance(res, dict):
+        return {}
+    for key in ('best_s', 'seconds'):
+        if isinstance(res.get(key), (int, float)):
+            return {'': float(res[key])}
+    return {k: float(res[k]['seconds']) for k in ('fwd', 'fwd+bwd')
+            if isinstance(res.get(k), dict) and 'seconds' in res[k]}
+
+
+def merge_rounds(rounds):
+    """One result per row from the interleaved rounds of one checkout: the
+    round with the least wall time (summed over the row's passes), as it
+    came, with ``round_times`` (each round's :func:`row_times`); a row no
+    round timed keeps the last round's result.
+
+    Args:
+        rounds (list[dict]): per round, the row results.
+
+    Returns:
+        dict: the row results.
+    """
+    out = {}
+    for key in rounds[0]:
+        got = [r[key] for r in rounds if key in r]
+        times = [row_times(v) for v in got]
+        timed = [(sum(t.values()), i) for i, t in enumerate(times) if t]
+        if timed:
+            out[key] = dict(got[min(timed)[1]], round_times=times)
+        else:  # failed or absent in every round: the last, as it came
+            out[key] = got[-1]
+    return out
+
+
+def round_ratios(new_rounds, old_rounds):
+    """Per row and pass, the new / old wall-time ratios of rounds that
+    measured both.
+
+    Args:
+        new_rounds, old_rounds (list[dict]): per round, each checkout's
+            row results.
+
+    Returns:
+        dict: ``{'row' or 'row fwd+bwd': [ratio per round]}``.
+    """
+    out = {}
+    for new, old in zip(new_rounds, old_rounds):
+        for key in new:
+            tn, to = row_times(new[key]), row_times(old.get(key))
+            for part, t in tn.items():
+                if to.get(part):
+                    name = f'{key} {part}'.strip()
+                    out.setdefault(name, []).append(t / to[part])
+    return out
+
+
 def run_loops(run, prof, copies, governor):
     log(f'[{run.name}] training loop x{copies}'
         f'{" (CPUThreadGovernor)" if governor else ""}')
@@ -1063,6 +1135,12 @@ def main(argv=None):
                    help='stop a child whose RSS passes this')
     p.add_argument('--reserve-gb', type=float, default=1.0,
                    help='stop a child when the machine has less available')
+    p.add_argument('--rounds', type=int, default=1,
+                   help='rounds of the fwd, train and scan rows, the '
+                   'checkouts alternating in each (new, old, then old, '
+                   'new): each row keeps its fastest round, and the '
+                   'per-round new / old ratios are printed; on a noisy '
+                   'host the ratio of two rows timed minutes apart is not')
     p.add_argument('--out', help='also write the results as JSON')
     p.add_argument('--keep-scratch', action='store_true')
     p.add_argument('--child', help=argparse.SUPPRESS)
@@ -1073,6 +1151,8 @@ def main(argv=None):
                                   json.loads(args.params))
 
     rows = [r for r in args.rows.split(',') if r]
+    if args.rounds < 1:
+        p.error(f'--rounds must be at least 1, got {args.rounds}')
     bad = [r for r in rows if r not in ALL_ROWS]
     if bad:
         p.error(f'unknown rows {bad}; choose from {",".join(ALL_ROWS)}')
@@ -1146,9 +1226,25 @@ def main(argv=None):
             else:
                 print(f'op-mix floor: not measured '
                       f'({floor.get("absent") or floor.get("error")})')
+        inter = ([r for r in rows if r in ROUND_ROWS]
+                 if args.rounds > 1 else [])
         for name, run in runners.items():
             res = results['variants'].setdefault(name, {})
-            measure_variant(run, prof, rows, res)
+            measure_variant(run, prof, [r for r in rows if r not in inter],
+                            res)
+        if inter:
+            per = {name: [] for name in runners}
+            for i in range(args.rounds):
+                log(f'round {i + 1}/{args.rounds}')
+                order = list(runners.items())
+                for name, run in (order if i % 2 == 0 else order[::-1]):
+                    per[name].append({})
+                    measure_variant(run, prof, inter, per[name][-1])
+            for name in runners:
+                results['variants'][name].update(merge_rounds(per[name]))
+            if 'new' in per and 'old' in per:
+                results['round_ratios'] = round_ratios(per['new'],
+                                                       per['old'])
         for peer in peers:
             measure_peers(base, prof, [peer],
                           results['peers'].setdefault(peer, {}))
@@ -1199,6 +1295,12 @@ def main(argv=None):
         for n, d in derived.items()
     }
     print(text)
+    if results.get('round_ratios'):
+        print(f'\nnew / old wall time per round ({args.rounds} rounds, the '
+              'checkouts alternating; min / median / max):')
+        for key, v in results['round_ratios'].items():
+            print(f'- {key}: {min(v):.3f} / {statistics.median(v):.3f} / '
+                  f'{max(v):.3f}')
     if peers:
         print()
         print(peer_table(results, rate))

@@ -113,3 +113,37 @@ def test_best_floor_of_start_and_end():
     assert f['runs'] == [start, end] and f['threads'] == 2
     g = bench.best_floor(f, dict(fwd=0.09, bwd=0.40, fwdbwd=0.49))
     assert (g['fwd'], g['bwd'], len(g['runs'])) == (0.09, 0.25, 3)
+
+
+def test_rounds_keep_the_fastest_and_give_per_round_ratios():
+    """--rounds: each row keeps its fastest round (the kernel row by the sum
+    of its two passes) with every round's times; the ratios pair the rounds
+    of the two checkouts pass by pass; failed rows are kept as they came."""
+    def kernel(f, fb):
+        return {'fwd': dict(seconds=f), 'fwd+bwd': dict(seconds=fb)}
+    new = [dict(fwd=dict(best_s=2.0, macs=1), kernel_a=kernel(1.0, 3.0),
+                train=dict(error='exit 1')),
+           dict(fwd=dict(best_s=1.5, macs=2), kernel_a=kernel(1.2, 2.5),
+                train=dict(error='exit 2'))]
+    old = [dict(fwd=dict(best_s=4.0), kernel_a=kernel(2.0, 3.0)),
+           dict(fwd=dict(best_s=1.0), kernel_a=kernel(1.0, 5.0))]
+    merged = bench.merge_rounds(new)
+    assert merged['fwd']['best_s'] == 1.5 and merged['fwd']['macs'] == 2
+    assert merged['fwd']['round_times'] == [{'': 2.0}, {'': 1.5}]
+    assert merged['kernel_a']['fwd']['seconds'] == 1.2  # 3.7 < 4.0
+    assert merged['train'] == dict(error='exit 2')
+    assert bench.row_times(dict(seconds=0.5, extra_gb=1.0)) == {'': 0.5}
+    assert bench.row_times(dict(absent='no kernel')) == {}
+    ratios = bench.round_ratios(new, old)
+    assert ratios == {'fwd': [0.5, 1.5], 'kernel_a fwd': [0.5, 1.2],
+                      'kernel_a fwd+bwd': [1.0, 0.5]}
+
+
+def test_dry_run_rounds(tmp_path):
+    """Two rounds of the forward row (one checkout: no ratios)."""
+    res = bench.main(['--dry-run', '--no-old', '--rows', 'fwd', '--peers',
+                      '', '--rounds', '2'])
+    fwd = res['variants']['new']['fwd']
+    assert len(fwd['round_times']) == 2
+    assert fwd['best_s'] == min(t[''] for t in fwd['round_times'])
+    assert 'round_ratios' not in res
