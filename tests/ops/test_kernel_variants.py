@@ -284,8 +284,8 @@ def test_variants_really_differ_ss2d(mod):
     underflow and in timings). lanes 8 vs 16 and tile/ahead compute the
     same float operations in the same order: bit-identical (asserted)."""
     if not mod.avx512:
-        pytest.skip('without AVX-512 every exp2 form is the magic one and '
-                    'bwd16 has no register path')
+        pytest.skip('without AVX-512 exp2 forms 0 and 1 are the magic one '
+                    'and lanes 16 has no register backward')
     results = {}
     for key in ((16, 0, 0), (16, 2, 0), (8, 0, 0), (16, 0, 1)):
         lanes, exp, bwd16 = key
@@ -313,7 +313,7 @@ def test_exp_clamp_variant_differs_on_underflow(mod):
     gives the subnormal (or zero) that the reference gives: the same
     numbers to any tolerance, different bits."""
     if not mod.avx512:
-        pytest.skip('without AVX-512 every exp2 form is the magic one')
+        pytest.skip('without AVX-512 exp2 forms 0 and 1 are the magic one')
     x = make_inputs(1, 16, 4, 16, dtype=torch.float32, seed=3)
     x['delta'] = torch.full_like(x['delta'], 100.0)
     x['A'] = -2 - torch.rand(16, 16)  # dt A log2(e) < -288 for every state
