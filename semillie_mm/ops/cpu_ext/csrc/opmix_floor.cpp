@@ -197,15 +197,9 @@ __attribute__((visibility("hidden"))) double opmix_floor(
   std::vector<double> sums(nt, 0.0);
   at::parallel_for(0, nt, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      if (exp_form == kExpScalef) {
-        sums[t] = run_one<kExpScalef>(kind, lanes, steps, reps);
-      } else if (exp_form == kExpMagic) {
-        sums[t] = run_one<kExpMagic>(kind, lanes, steps, reps);
-      } else if (exp_form == kExpTable) {
-        sums[t] = run_one<kExpTable>(kind, lanes, steps, reps);
-      } else {
-        sums[t] = run_one<kExpClampScalef>(kind, lanes, steps, reps);
-      }
+      with_exp_form(static_cast<int>(exp_form), [&](auto form) {
+        sums[t] = run_one<decltype(form)::value>(kind, lanes, steps, reps);
+      });
     }
   });
   double s = 0;

@@ -233,55 +233,87 @@ __attribute__((always_inline)) inline VT exp2_table(VT x) {
   return p * reinterpret_cast<const VT&>(scale);
 }
 
-// 2^x on a whole vector in one of the ExpForm sequences (forms 0 and 2:
-// exp2_f32's polynomial and numbers; form 3: exp2_table)
+#if defined(__AVX512F__)
+// 2^x by vscalefps (ExpForms 0 and 1; Clamp: form 0's clamp first)
+template <class VT, bool Clamp>
+__attribute__((always_inline)) inline VT exp2_scalef(VT x) {
+  if constexpr (Clamp) x = clamp_exp2_arg(x);
+  VT k;
+  if constexpr (VecInfo<VT>::W == 16) {
+    k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
+                                    _MM_FROUND_NO_EXC);
+  } else {
+    k = _mm256_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
+                                    _MM_FROUND_NO_EXC);
+  }
+  const VT p = exp2_poly(x - k);
+  if constexpr (VecInfo<VT>::W == 16) {
+    return _mm512_scalef_ps(p, k);
+  } else {
+    return _mm256_scalef_ps(p, k);
+  }
+}
+#endif
+
+// 2^x in the magic-number form (ExpForm 2): x clamped, rounded by the
+// magic constant 1.5 * 2^23, exp2_poly of the rest times 2^k built as bits
+template <class VT>
+__attribute__((always_inline)) inline VT exp2_magic(VT x) {
+  typedef typename VecInfo<VT>::I VI;
+  x = clamp_exp2_arg(x);
+  const float magic = 12582912.0f;
+  const VT t = x + magic;
+  const VT f = x - (t - magic);
+  const VT p = exp2_poly(f);
+  const VI bits = (reinterpret_cast<const VI&>(t) + 127) << 23;
+  return p * reinterpret_cast<const VT&>(bits);
+}
+
+// 2^x on a whole vector in one of the ExpForm sequences (forms 0 and 1:
+// exp2_scalef, on AVX-512 builds only, elsewhere they run as form 2; form
+// 2: exp2_magic; form 3: exp2_table). Builds without AVX-512 take a vf16 as
+// two vf8 halves (see by_halves).
 template <class VT, int F>
 __attribute__((always_inline)) inline VT exp2_vec(VT x) {
-  if constexpr (F == kExpTable) {
 #if !defined(__AVX512F__)
-    if constexpr (VecInfo<VT>::W == 16)  // two halves (see by_halves)
-      return by_halves(x,
-                       [](vf8 h) { return exp2_vec<vf8, kExpTable>(h); });
-#endif
-    return exp2_table(x);
-  }
-  VT p, k;
-#if defined(__AVX512F__)
-  if constexpr (F == kExpClampScalef || F == kExpScalef) {
-    if constexpr (F == kExpClampScalef) x = clamp_exp2_arg(x);
-    if constexpr (VecInfo<VT>::W == 16) {
-      k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
-                                      _MM_FROUND_NO_EXC);
-    } else {
-      k = _mm256_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT |
-                                      _MM_FROUND_NO_EXC);
-    }
-    const VT f = x - k;
-    p = exp2_poly(f);
-    if constexpr (VecInfo<VT>::W == 16) {
-      return _mm512_scalef_ps(p, k);
-    } else {
-      return _mm256_scalef_ps(p, k);
-    }
-  }
-#endif
-#if !defined(__AVX512F__)
-  if constexpr (VecInfo<VT>::W == 16) {  // two halves (see by_halves)
-    (void)p;
-    (void)k;
-    return by_halves(x, [](vf8 h) { return exp2_vec<vf8, kExpMagic>(h); });
+  if constexpr (VecInfo<VT>::W == 16) {
+    constexpr int H = F == kExpTable ? kExpTable : kExpMagic;
+    return by_halves(x, [](vf8 h) { return exp2_vec<vf8, H>(h); });
   } else
 #endif
-  {
-    typedef typename VecInfo<VT>::I VI;
-    x = clamp_exp2_arg(x);
-    const float magic = 12582912.0f;
-    const VT t = x + magic;
-    const VT f = x - (t - magic);
-    p = exp2_poly(f);
-    (void)k;
-    const VI bits = (reinterpret_cast<const VI&>(t) + 127) << 23;
-    return p * reinterpret_cast<const VT&>(bits);
+  if constexpr (F == kExpTable) {
+    return exp2_table(x);
+  } else {
+#if defined(__AVX512F__)
+    if constexpr (F == kExpClampScalef || F == kExpScalef)
+      return exp2_scalef<VT, F == kExpClampScalef>(x);
+    else
+#endif
+      return exp2_magic(x);
+  }
+}
+
+// Calls f(std::integral_constant<int, F>{}) with F the ExpForm `form`
+// names (forms are checked where a variant is set; any other runs as 2).
+// Builds without AVX-512 run forms 0 and 1 as 2, as exp2_vec does, and do
+// not instantiate them.
+template <class Fn>
+__attribute__((always_inline)) inline void with_exp_form(int form, Fn&& f) {
+  switch (form) {
+#if defined(__AVX512F__)
+    case kExpClampScalef:
+      f(std::integral_constant<int, kExpClampScalef>{});
+      return;
+    case kExpScalef:
+      f(std::integral_constant<int, kExpScalef>{});
+      return;
+#endif
+    case kExpTable:
+      f(std::integral_constant<int, kExpTable>{});
+      return;
+    default:
+      f(std::integral_constant<int, kExpMagic>{});
+      return;
   }
 }
 
@@ -547,30 +579,15 @@ inline void scan16_run(const KernelVariant& v, UP U,
                        const float* Dt, const float* a2, const float* Dv,
                        float* hmem, int64_t m, int vc, RowsFn rows,
                        EmitFn emit) {
-#define SEMILLIE_TILE(VT, F, OFF)                                          \
-  scan16_tile_v<VT, F>(U, Dt, a2, Dv, hmem, m, OFF, rows, emit)
-  if (v.lanes == 8) {
-    for (int off = 0; off < 16 && off < vc; off += 8) {
-      if (v.exp == kExpScalef) {
-        SEMILLIE_TILE(vf8, kExpScalef, off);
-      } else if (v.exp == kExpTable) {
-        SEMILLIE_TILE(vf8, kExpTable, off);
-      } else if (v.exp == kExpMagic) {
-        SEMILLIE_TILE(vf8, kExpMagic, off);
-      } else {
-        SEMILLIE_TILE(vf8, kExpClampScalef, off);
-      }
+  with_exp_form(v.exp, [&](auto form) {
+    constexpr int F = decltype(form)::value;
+    if (v.lanes == 8) {
+      for (int off = 0; off < 16 && off < vc; off += 8)
+        scan16_tile_v<vf8, F>(U, Dt, a2, Dv, hmem, m, off, rows, emit);
+    } else {
+      scan16_tile_v<vf16, F>(U, Dt, a2, Dv, hmem, m, 0, rows, emit);
     }
-  } else if (v.exp == kExpScalef) {
-    SEMILLIE_TILE(vf16, kExpScalef, 0);
-  } else if (v.exp == kExpTable) {
-    SEMILLIE_TILE(vf16, kExpTable, 0);
-  } else if (v.exp == kExpMagic) {
-    SEMILLIE_TILE(vf16, kExpMagic, 0);
-  } else {
-    SEMILLIE_TILE(vf16, kExpClampScalef, 0);
-  }
-#undef SEMILLIE_TILE
+  });
 }
 
 // dst[c] = v[c] for c < vc (vc <= W), any vector width
@@ -878,15 +895,9 @@ inline void recompute16_run(const KernelVariant& v, int64_t m,
                             const float* Dl, const float* Ul,
                             const float* a2, float* H, float* E,
                             RowsFn rows) {
-  if (v.exp == kExpScalef) {
-    recompute16<kExpScalef>(m, Dl, Ul, a2, H, E, rows);
-  } else if (v.exp == kExpTable) {
-    recompute16<kExpTable>(m, Dl, Ul, a2, H, E, rows);
-  } else if (v.exp == kExpMagic) {
-    recompute16<kExpMagic>(m, Dl, Ul, a2, H, E, rows);
-  } else {
-    recompute16<kExpClampScalef>(m, Dl, Ul, a2, H, E, rows);
-  }
+  with_exp_form(v.exp, [&](auto form) {
+    recompute16<decltype(form)::value>(m, Dl, Ul, a2, H, E, rows);
+  });
 }
 
 // The adjoint recurrence over one chunk of m steps, backwards, for one
@@ -1015,23 +1026,10 @@ __attribute__((always_inline)) inline void recompute_step16_v8(
 __attribute__((always_inline)) inline void recompute_step16_v8_run(
     int exp, const float* Bp, const float* d, const float* uu,
     const float* a2, const float* Hp, float* Hc, float* En, float* dtu) {
-#if defined(__AVX512F__)
-  if (exp == kExpScalef) {
-    recompute_step16_v8<kExpScalef>(Bp, d, uu, a2, Hp, Hc, En, dtu);
-  } else if (exp == kExpClampScalef) {
-    recompute_step16_v8<kExpClampScalef>(Bp, d, uu, a2, Hp, Hc, En, dtu);
-  } else if (exp == kExpTable) {
-    recompute_step16_v8<kExpTable>(Bp, d, uu, a2, Hp, Hc, En, dtu);
-  } else {
-    recompute_step16_v8<kExpMagic>(Bp, d, uu, a2, Hp, Hc, En, dtu);
-  }
-#else
-  if (exp == kExpTable) {
-    recompute_step16_v8<kExpTable>(Bp, d, uu, a2, Hp, Hc, En, dtu);
-  } else {
-    recompute_step16_v8<kExpMagic>(Bp, d, uu, a2, Hp, Hc, En, dtu);
-  }
-#endif
+  with_exp_form(exp, [&](auto form) {
+    recompute_step16_v8<decltype(form)::value>(Bp, d, uu, a2, Hp, Hc, En,
+                                               dtu);
+  });
 }
 
 // adjoint_step (N = 16, V = 16, float32) on two 256-bit halves per state,
