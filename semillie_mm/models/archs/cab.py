@@ -2,6 +2,8 @@
 import torch
 import torch.nn as nn
 
+from ...ops.conv_wgrad import Conv2d
+
 
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation channel attention.
@@ -45,8 +47,8 @@ class CAB(nn.Module):
         super().__init__()
         mid = max(channels // compress_ratio, 1)
         self.body = nn.Sequential(
-            nn.Conv2d(channels, mid, 3, padding=1), nn.GELU(),
-            nn.Conv2d(mid, channels, 3, padding=1),
+            Conv2d(channels, mid, 3, padding=1), nn.GELU(),
+            Conv2d(mid, channels, 3, padding=1),
             ChannelAttention(channels, squeeze_factor))
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:

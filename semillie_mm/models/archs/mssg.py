@@ -4,6 +4,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ...ops.conv_wgrad import Conv2d
 from .mssb import MSSB
 
 
@@ -30,7 +31,7 @@ class MSSG(nn.Module):
             MSSB(channels, drop_path=drop_path[i], **block_kwargs)
             for i in range(num_blocks)
         ])
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:

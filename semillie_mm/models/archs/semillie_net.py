@@ -7,6 +7,7 @@ from mmagic.registry import MODELS
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
+from ...ops.conv_wgrad import Conv2d
 from .illumination_estimator import IlluminationEstimator
 from .mssg import MSSG
 
@@ -65,7 +66,7 @@ class SemiLLIENet(BaseModule):
             persistent=False)
         self.illumination = IlluminationEstimator(
             in_channels, embed_dim, groups=iem_groups, out_channels=in_channels)
-        self.conv_first = nn.Conv2d(2 * in_channels, embed_dim, 3, padding=1)
+        self.conv_first = Conv2d(2 * in_channels, embed_dim, 3, padding=1)
         self.patch_norm = nn.LayerNorm(embed_dim)
         rates = torch.linspace(0, drop_path,
                                num_groups * blocks_per_group).tolist()
@@ -82,8 +83,8 @@ class SemiLLIENet(BaseModule):
                 with_cp=with_cp) for i in range(num_groups)
         ])
         self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-        self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, padding=1)
+        self.conv_after_body = Conv2d(embed_dim, embed_dim, 3, padding=1)
+        self.conv_last = Conv2d(embed_dim, in_channels, 3, padding=1)
         self.apply(self._init_module)
 
     @staticmethod
