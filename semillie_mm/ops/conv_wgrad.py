@@ -98,15 +98,25 @@ def conv_weight_grad(grad_out: Tensor, x: Tensor, kernel_size: int,
     rows = xf.shape[0] - 2 * margin
     if chunk is None:
         chunk = max(256, CHUNK_BYTES // ((Ci + Co) * x.element_size()))
-    dw = x.new_zeros(K, K, Co, Ci)
+    # the product's columns the wider side: (Co, Ci) += g^T @ x, or
+    # (Ci, Co) += x^T @ g when Co > Ci (21 -> 64 at 8 x 128^2 on the Zen 3:
+    # 54 against 77 ms; 64 -> 21: 50 against 72)
+    wide_out = Co > Ci
+    dw = x.new_zeros(K, K, *((Ci, Co) if wide_out else (Co, Ci)))
     for s in range(margin, margin + rows, chunk):
         e = min(s + chunk, margin + rows)
-        g = gf[s:e].t()
+        g = gf[s:e]
+        gt = g.t()
         for i in range(K):
             for j in range(K):
                 sh = (i - p) * Wp + (j - p)
-                dw[i, j].addmm_(g, xf[s + sh:e + sh])
-    return dw.permute(2, 3, 0, 1).contiguous()
+                xs = xf[s + sh:e + sh]
+                if wide_out:
+                    dw[i, j].addmm_(xs.t(), g)
+                else:
+                    dw[i, j].addmm_(gt, xs)
+    dims = (3, 2, 0, 1) if wide_out else (2, 3, 0, 1)
+    return dw.permute(*dims).contiguous()
 
 
 def onednn_weight_grad(grad_out: Tensor, x: Tensor, weight: Tensor,

@@ -35,6 +35,11 @@ def reference(x, w, b, g):
     ((2, 16, 5, 1), 7),
     ((3, 48, 6, 11), 5),
     ((1, 5, 4, 4), 3),
+    # K >= 5 takes interior columns in blocks (of 6 columns on AVX2, 8 on
+    # AVX-512): whole blocks, a partial one, the scalar channel tail
+    ((2, 20, 5, 30), 7),
+    ((1, 40, 7, 21), 5),
+    ((1, 24, 3, 13), 5),
 ])
 def test_matches_conv2d(shape, k):
     torch.manual_seed(0)
