@@ -22,7 +22,10 @@ them up in the gradient's dtype.
 oneDNN's). Which of the two weight gradients runs is chosen per shape by
 timing both once in the process (``auto``), or forced by the environment
 variable ``SEMILLIE_CONV_WGRAD`` (``gemm`` or ``onednn``): a CPU whose
-oneDNN is faster keeps it.
+oneDNN is faster keeps it. Timings can choose differently from one run to
+the next, and the two paths round differently, so for gradients that are
+the same bits in every run force one path, or turn on
+``torch.use_deterministic_algorithms`` (the GEMMs, untimed).
 """
 import logging
 import os
@@ -162,7 +165,9 @@ def choose(grad_out: Tensor, x: Tensor, weight: Tensor, padding: int,
            rounds: int = 2) -> str:
     """Which weight gradient runs for this shape: the forced one, or in
     ``auto`` the faster of the two, timed once per process and shape
-    (``rounds`` alternating runs each, the fastest of each counted).
+    (``rounds`` alternating runs each, the fastest of each counted); the
+    GEMMs without timing while ``torch.use_deterministic_algorithms`` is on
+    (mmengine's ``randomness=dict(deterministic=True)``).
 
     Args:
         grad_out, x, weight (Tensor): as for :func:`onednn_weight_grad`.
@@ -176,6 +181,10 @@ def choose(grad_out: Tensor, x: Tensor, weight: Tensor, padding: int,
     m = mode()
     if m != 'auto':
         return m
+    if torch.are_deterministic_algorithms_enabled():
+        # the same path in every run (a timing could choose differently),
+        # so that the gradients are the same bits
+        return 'gemm'
     key = _key(grad_out, x, weight)
     if key not in _CHOICE:
         best = {'gemm': float('inf'), 'onednn': float('inf')}

@@ -219,3 +219,18 @@ def test_model_uses_it():
              if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
              and m.groups == 1}
     assert kinds == {cw.Conv2d}
+
+
+def test_auto_is_untimed_under_deterministic_algorithms(monkeypatch):
+    monkeypatch.setenv(cw.ENV, 'auto')
+    monkeypatch.setattr(cw, '_CHOICE', {})
+    monkeypatch.setattr(torch, 'are_deterministic_algorithms_enabled',
+                        lambda: True)
+
+    def no_clock():
+        raise AssertionError('timed under deterministic algorithms')
+
+    g, x = torch.randn(1, 2, 4, 4), torch.randn(1, 3, 4, 4)
+    assert cw.choose(g, x, torch.randn(2, 3, 3, 3), 1,
+                     clock=no_clock) == 'gemm'
+    assert cw._CHOICE == {}
