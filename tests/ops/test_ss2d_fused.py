@@ -130,6 +130,63 @@ def test_kernel_write_mode(n, dtype):
 
 
 @needs_ext
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('n', [16, 4])
+def test_kernel_reads_and_writes_column_blocks(n, dtype):
+    """xdbl and dxdbl as column blocks of wider (batch, L, 3 X) buffers (how
+    SS2DScanFusedFn passes the four directions' one product): the same
+    bits as with contiguous ones, forward and backward, every direction,
+    and the backward writes its block only."""
+    mod = ext.load()
+    B, H, W, E, R = 2, 6, 5, 24, 3
+    L, X = H * W, R + 2 * n
+    K = fused.chunk_size(L)
+    g = torch.Generator().manual_seed(8)
+
+    def rnd(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g)).to(dtype)
+
+    u, wide = rnd(B, L, E), rnd(B, L, 3 * X, scale=0.5)
+    xs = wide[:, :, X:2 * X]  # row stride 3 X
+    xc = xs.contiguous()
+    Wdt, bias = rnd(E, R, scale=0.3), rnd(E, scale=0.3)
+    A = (-torch.rand(E, n, generator=g) - 0.5).to(dtype)
+    D, dy = rnd(E), rnd(B, L, E)
+    nck = -(-L // K)
+    for k in range(4):
+        out = []
+        for xd in (xs, xc):
+            y = torch.empty(B, L, E, dtype=dtype)
+            ck = torch.empty(B, nck, n, E, dtype=dtype)
+            mod.fwd(u, xd, Wdt, bias, A, D, y, ck, H, W, k, K,
+                    accumulate=False)
+            out.append((y, ck))
+        assert torch.equal(out[0][0], out[1][0])
+        assert torch.equal(out[0][1], out[1][1])
+        ck = out[0][1]
+        dwide = torch.full((1, B, L, 3 * X), float('nan'), dtype=dtype)
+        dxc = torch.empty(1, B, L, X, dtype=dtype)
+        du_s, du_c = torch.zeros(B, L, E, dtype=dtype), torch.zeros(
+            B, L, E, dtype=dtype)
+        got = mod.bwd(u, xs, Wdt, bias, A, D, dy, ck, du_s,
+                      dwide[..., 2 * X:], H, W, k, K)
+        want = mod.bwd(u, xc, Wdt, bias, A, D, dy, ck, du_c, dxc, H, W, k,
+                       K)
+        assert torch.equal(dwide[..., 2 * X:], dxc)
+        assert torch.isnan(dwide[..., :2 * X]).all()
+        assert torch.equal(du_s, du_c)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match='xdbl must have channel stride 1'):
+        mod.fwd(u, wide[:, :, ::3], Wdt, bias, A, D,
+                torch.empty(B, L, E, dtype=dtype), ck, H, W, 0, K)
+    with pytest.raises(RuntimeError, match='dxdbl must have element stride'):
+        mod.bwd(u, xc, Wdt, bias, A, D, dy, ck, du_c,
+                torch.empty(1, B, L, 3 * X, dtype=dtype)[..., ::3], H, W, 0,
+                K)
+
+
+@needs_ext
 def test_backward_slots_give_the_same_result():
     """Batch 1 on 2 threads uses 2 partial dxdbl buffers; 1 thread uses 1."""
     m = make_ss2d(48, 4, 2, torch.float64)

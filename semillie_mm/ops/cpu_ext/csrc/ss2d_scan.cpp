@@ -4,7 +4,8 @@
 //
 // Layouts (channels-last, row-major pixel order p = h * W + w):
 //   u     (batch, L, E)        the map, any strides with channel stride 1
-//   xdbl  (batch, L, R + 2N)   x_proj output of this direction, contiguous:
+//   xdbl  (batch, L, R + 2N)   x_proj output of this direction, any batch
+//                              and row strides with element stride 1:
 //                              [dt_low (R) | B (N) | C (N)] per pixel
 //   Wdt   (E, R), bias (E)     dt_proj weight and bias of this direction
 //   A     (E, N), D (E)
@@ -91,6 +92,10 @@ struct Map {  // (batch, L, channels) with channel stride 1
 
 struct Problem {
   int64_t nb, H, W, L, E, N, R, X;  // X = R + 2N (xdbl row length)
+  // xdbl's batch and row strides (a row's X numbers are contiguous: a
+  // column block of one (batch, L, 4 X) product of all four directions
+  // works); the backward's dxdbl: slot, batch and row strides
+  int64_t xsb, xsl, dss = 0, dsb = 0, dsl = 0;
   int dir;
   int64_t K, nchunks;
 };
@@ -185,7 +190,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
     }
     std::fill(hbuf.begin(), hbuf.end(), T(0));
     const T* ub = u + b * su.sb;
-    const T* xb = xdbl + b * P.L * P.X;
+    const T* xb = xdbl + b * P.xsb;
     T* yb = y + b * sy.sb;
     for (int64_t t0 = 0; t0 < P.L; t0 += kTile) {
       const int64_t m = std::min(kTile, P.L - t0);
@@ -205,7 +210,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         posa[i] = position(t0 + kAhead + i, P.L, P.H, P.W, P.dir);
       for (int64_t i = 0; !spread && i < ma; ++i) {
         const int64_t p = posa[i];
-        const T* xr = xb + p * P.X;
+        const T* xr = xb + p * P.xsl;
         for (int64_t o = 0; o < P.X; o += 64 / sizeof(T))
           __builtin_prefetch(xr + o, 0);
         for (int64_t j = 0; j < nj; ++j) {
@@ -223,7 +228,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       for (int64_t i = 0; i < m; ++i) {
         const int64_t p = position(t0 + i, P.L, P.H, P.W, P.dir);
         pos[i] = p;
-        const T* xr = xb + p * P.X;
+        const T* xr = xb + p * P.xsl;
         // the rest of the xdbl row (B and C; dt reads its first line)
         for (int64_t o = 64 / sizeof(T); o < P.X; o += 64 / sizeof(T))
           __builtin_prefetch(xr + o, 0, 3);
@@ -271,12 +276,12 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
                 __builtin_prefetch(ua + p * su.sl, 0);
                 if (pfy) __builtin_prefetch(ya + p * sy.sl, 1);
                 if (j == 0) {  // and the xdbl row, with the first block
-                  const T* xr = xb + p * P.X;
+                  const T* xr = xb + p * P.xsl;
                   for (int64_t o = 0; o < P.X; o += 64 / sizeof(T))
                     __builtin_prefetch(xr + o, 0);
                 }
               }
-              const T* Bp = xb + pos[i] * P.X + P.R;
+              const T* Bp = xb + pos[i] * P.xsl + P.R;
               return Rows16{Bp, Bp + 16};
             };
             const auto emit = [&](int64_t i, auto yv, int off) {
@@ -302,7 +307,7 @@ void fwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         for (int64_t i = 0; i < m; ++i) {
           const int64_t t = t0 + i;
           const int64_t p = pos[i];
-          const T* Bp = xb + p * P.X + P.R;
+          const T* Bp = xb + p * P.xsl + P.R;
           if (ckpt && t % P.K == 0)  // the state entering chunk t / K
             store_state<T, V>(
                 ckpt + ((b * P.nchunks + t / P.K) * P.N) * P.E + c0, P.E, h,
@@ -383,8 +388,8 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
   for (int64_t item = begin; item < end; ++item) {
     const int64_t s = item / P.nb;
     const int64_t b = item % P.nb;
-    T* dxs = dxp + (s * P.nb + b) * P.L * X;
-    const T* xb = xdbl + b * P.L * X;
+    T* dxs = dxp + s * P.dss + b * P.dsb;
+    const T* xb = xdbl + b * P.xsb;
     const int64_t nbi = (nblk - s + S - 1) / S;  // the item's blocks
     // first channel and width of the item's block jb: slot s takes every
     // S-th block
@@ -451,15 +456,15 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
         if (pf) {
           const int64_t pn = position(t0 - K + i, P.L, P.H, P.W, P.dir);
           posn[i] = pn;
-          const T* xr = xb + pn * X;
-          T* dr = dxs + pn * X;
+          const T* xr = xb + pn * P.xsl;
+          T* dr = dxs + pn * P.dsl;
           for (int64_t o = 0; o < X; o += 64 / sizeof(T)) {
             __builtin_prefetch(xr + o, 0);
             __builtin_prefetch(dr + o, 1);
           }
           __builtin_prefetch(dr + X - 1, 1);
         }
-        std::memcpy(&XL[i * X], xb + p * X, X * sizeof(T));
+        std::memcpy(&XL[i * X], xb + p * P.xsl, X * sizeof(T));
       }
       for (int64_t g0 = 0; g0 < nbi; g0 += kGroup) {
         const int64_t ng = std::min<int64_t>(kGroup, nbi - g0);
@@ -762,9 +767,9 @@ void bwd_range(const T* u, Map su, const T* xdbl, const T* Wdt,
       }
       // the chunk's rows of this slot's dxdbl
       for (int64_t i = m - 1; i >= 0; --i) {
-        T* dr = dxs + pos[i] * X;
+        T* dr = dxs + pos[i] * P.dsl;
         if (pf_out && i >= kOutAhead) {
-          T* dn = dxs + pos[i - kOutAhead] * X;
+          T* dn = dxs + pos[i - kOutAhead] * P.dsl;
           for (int64_t o = 0; o < X; o += 64 / sizeof(T))
             __builtin_prefetch(dn + o, 1);
           __builtin_prefetch(dn + X - 1, 1);
@@ -861,7 +866,11 @@ Problem problem(const at::Tensor& u, const at::Tensor& xdbl,
   TORCH_CHECK(P.R >= 1 && P.R <= kMaxRank, "dt_rank must be in [1, ",
               kMaxRank, "]");
   map_of(u, "u", P.nb, P.L, P.E);
-  check_param(xdbl, u, "xdbl", {P.nb, P.L, P.X});
+  const Map sx = map_of(xdbl, "xdbl", P.nb, P.L, P.X);
+  TORCH_CHECK(xdbl.scalar_type() == u.scalar_type(),
+              "xdbl must have the dtype of u");
+  P.xsb = sx.sb;
+  P.xsl = sx.sl;
   check_param(Wdt, u, "Wdt", {P.E, P.R});
   check_param(bias, u, "bias", {P.E});
   check_param(A, u, "A", {P.E, P.N});
@@ -898,7 +907,8 @@ void ss2d_scan_fwd(const at::Tensor& u, const at::Tensor& xdbl,
   });
 }
 
-// du += d/du; dxdbl (slots, batch, L, R + 2N) written; returns
+// du += d/du; dxdbl (slots, batch, L, R + 2N; any strides but the last)
+// written; returns
 // (dWdt (E, R), dbias (E,), dA (E, N), dD (E,)) as float64 sums over the
 // batch.
 std::vector<at::Tensor> ss2d_scan_bwd(
@@ -907,7 +917,7 @@ std::vector<at::Tensor> ss2d_scan_bwd(
     const c10::optional<at::Tensor>& D, const at::Tensor& dy,
     const at::Tensor& ckpt, at::Tensor& du, at::Tensor& dxdbl, int64_t H,
     int64_t W, int64_t dir, int64_t K) {
-  const Problem P = problem(u, xdbl, Wdt, bias, A, D, H, W, dir, K);
+  Problem P = problem(u, xdbl, Wdt, bias, A, D, H, W, dir, K);
   const Map su = map_of(u, "u", P.nb, P.L, P.E);
   const Map sdy = map_of(dy, "dy", P.nb, P.L, P.E);
   const Map sdu = map_of(du, "du", P.nb, P.L, P.E);
@@ -917,7 +927,18 @@ std::vector<at::Tensor> ss2d_scan_bwd(
   check_param(ckpt, u, "ckpt", {P.nb, P.nchunks, P.N, P.E});
   TORCH_CHECK(dxdbl.dim() == 4, "dxdbl must be (slots, batch, L, R + 2N)");
   const int64_t S = dxdbl.size(0);
-  check_param(dxdbl, u, "dxdbl", {S, P.nb, P.L, P.X});
+  TORCH_CHECK(dxdbl.device().is_cpu() && dxdbl.layout() == at::kStrided,
+              "dxdbl must be a CPU tensor");
+  const std::vector<int64_t> dshape{S, P.nb, P.L, P.X};
+  TORCH_CHECK(dxdbl.sizes() == at::IntArrayRef(dshape),
+              "dxdbl must have shape ", at::IntArrayRef(dshape), ", got ",
+              dxdbl.sizes());
+  TORCH_CHECK(dxdbl.stride(3) == 1, "dxdbl must have element stride 1");
+  TORCH_CHECK(dxdbl.scalar_type() == u.scalar_type(),
+              "dxdbl must have the dtype of u");
+  P.dss = dxdbl.stride(0);
+  P.dsb = dxdbl.stride(1);
+  P.dsl = dxdbl.stride(2);
   const int64_t V = u.scalar_type() == at::kFloat ? 16 : 8;
   TORCH_CHECK(S >= 1 && S <= (P.E + V - 1) / V,
               "slots must be in [1, channel blocks]");
