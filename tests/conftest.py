@@ -3,6 +3,11 @@ import os
 import os.path as osp
 
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# One weight-gradient path for the dense convs in every test process (the
+# shifted GEMMs, semillie_mm.ops.conv_wgrad): 'auto' times both per shape,
+# and two processes a test compares could choose differently (the paths
+# round differently). tests/ops/test_conv_wgrad.py sets it per test.
+os.environ.setdefault('SEMILLIE_CONV_WGRAD', 'gemm')
 # Tools run as child processes import the installed package (tools/setup_env.sh
 # installs this checkout in editable mode); in another checkout of the same
 # venv (a git worktree) they must still import the checkout under test.

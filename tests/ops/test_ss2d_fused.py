@@ -55,9 +55,17 @@ SHAPES = [  # batch, channels, H, W, d_state, dt_rank
 
 
 @needs_ext
+@pytest.mark.parametrize('combined', [True, False],
+                         ids=['one-product', 'per-direction'])
 @pytest.mark.parametrize('shape', SHAPES, ids=str)
-def test_fused_matches_reference_float64(shape):
+def test_fused_matches_reference_float64(shape, combined, monkeypatch):
+    """Both ways of computing x_proj: the four directions' products as one
+    buffer read in column blocks, and one direction's at a time (above
+    COMBINED_BYTES)."""
+    monkeypatch.setattr(fused, 'COMBINED_BYTES',
+                        fused.COMBINED_BYTES if combined else 0)
     b, e, h, w, n, r = shape
+    assert fused._combined(b * h * w, r + 2 * n, torch.float64) == combined
     m = make_ss2d(e, n, r, torch.float64)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(b, e, h, w, generator=g, dtype=torch.float64)

@@ -8,20 +8,22 @@ computes -- per direction ``k`` the projections ``x_proj`` / ``dt_proj``,
 direction's pixel order, and the sum of the four outputs in row-major order
 -- without materialising any flipped or transposed copy:
 
-- the projections are pointwise, so ``x_proj`` of all four directions is
-  one GEMM on the channels-last (batch, H*W, E) map in row-major order,
-  giving per pixel and direction ``[dt_low | B | C]`` (``dt_rank + 2N``
-  numbers; one (batch, H*W, 4 (dt_rank + 2N)) product, whose column blocks
-  the kernel reads in place: with N = 36 columns a direction, that GEMM ran
-  in 44-45 ms at 8 x 128^2 on the Zen 3, four of them 60-67); the kernel
-  reads that row and u at the position of each step of the direction (index
+- the projections are pointwise, so ``x_proj`` is a GEMM on the
+  channels-last (batch, H*W, E) map in row-major order, giving per pixel
+  ``[dt_low | B | C]`` (``dt_rank + 2N`` numbers). Up to
+  :data:`COMBINED_BYTES` the four directions' products are one GEMM, a
+  (batch, H*W, 4 (dt_rank + 2N)) buffer whose column blocks the kernel
+  reads in place (36 columns a direction: 44-45 ms at 8 x 128^2 on the Zen
+  3, four GEMMs 60-67); above it, one direction's at a time (an untiled
+  1080p forward would hold 1.2 GB instead of 0.3). The kernel reads that
+  row and u at the position of each step of the direction (index
   arithmetic), computes ``dt_proj``, its bias and softplus itself (``dt_rank``
   multiply-adds per channel and step), and adds its output into one
   row-major buffer -- no (batch, H*W, E) dt map exists;
-- directions run one after another over that buffer (in the backward, its
-  gradient too, whose weight and input products are again one GEMM each);
-  the first direction writes the output, the others add to it (no
-  zero-filled buffer);
+- directions run one after another, so the only temporary is that row
+  buffer (in the backward its gradient too, whose weight and input products
+  are one GEMM each when combined); the first direction writes the output,
+  the others add to it (no zero-filled buffer);
 - for training only the input map and the states entering every chunk of
   ``K`` steps are kept (``batch * E * N * H*W / K`` numbers per direction);
   the backward recomputes ``x_proj`` and the states per chunk.
@@ -46,6 +48,10 @@ NUM_DIRECTIONS = 4
 #: pixels per chunk of the ``x_proj`` product in a lower precision
 #: (``proj_dtype``)
 PROJ_CHUNK = 1 << 14
+#: bytes up to which the four directions' x_proj products (and in the
+#: backward their gradients) are one buffer and one GEMM; above it one
+#: direction's at a time
+COMBINED_BYTES = 128 << 20
 #: largest d_state / dt_rank the kernel takes (its per-thread arrays)
 MAX_STATE = 64
 MAX_RANK = 64
@@ -74,6 +80,13 @@ def _direction_params(k, E, dt_proj_weight, dt_proj_bias, A, D):
     e = slice(k * E, (k + 1) * E)
     return (dt_proj_weight[k].contiguous(), dt_proj_bias[k].contiguous(),
             A[e].contiguous(), D[e].contiguous())
+
+
+def _combined(rows: int, X: int, dtype: torch.dtype) -> bool:
+    """Whether the four directions' (rows, X) products fit
+    :data:`COMBINED_BYTES` together."""
+    size = torch.finfo(dtype).bits // 8
+    return NUM_DIRECTIONS * rows * X * size <= COMBINED_BYTES
 
 
 def _x_proj(x2d: Tensor, w: Tensor, proj_dtype=None) -> Tensor:
@@ -113,18 +126,24 @@ class SS2DScanFusedFn(torch.autograd.Function):
         empty = x.new_empty(0)
         if need_grad:
             proj_dtype = None
-        # x_proj of the four directions on the row-major map: per pixel
-        # [dt_low | B | C] of direction 0, then of 1, 2, 3
-        xdbl = _x_proj(x2d, x_proj_weight.reshape(-1, E),
-                       proj_dtype).view(Bsz, L, NUM_DIRECTIONS * X)
+        # x_proj on the row-major map: per pixel [dt_low | B | C], of the
+        # four directions side by side when combined
+        combined = _combined(Bsz * L, X, x.dtype)
+        if combined:
+            xall = _x_proj(x2d, x_proj_weight.reshape(-1, E),
+                           proj_dtype).view(Bsz, L, NUM_DIRECTIONS * X)
         for k in range(NUM_DIRECTIONS):
+            xdbl = (xall[:, :, k * X:(k + 1) * X] if combined else _x_proj(
+                x2d, x_proj_weight[k], proj_dtype).view(Bsz, L, X))
             ck = (x.new_empty(Bsz, -(-L // K), N, E) if need_grad else empty)
-            mod.fwd(x_cl, xdbl[:, :, k * X:(k + 1) * X],
+            mod.fwd(x_cl, xdbl,
                     *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
                                        D), y, ck, H, W, k, K,
                     accumulate=k > 0)
             ckpts.append(ck)
-        del xdbl
+            del xdbl
+        if combined:
+            del xall
         if need_grad:
             # x, not x_cl: the channels-last copy is remade in the backward
             # instead of being kept alive until then
@@ -155,24 +174,44 @@ class SS2DScanFusedFn(torch.autograd.Function):
         dbias = torch.empty(dt_proj_bias.shape, dtype=torch.float64)
         dA = torch.empty(A_log.shape, dtype=torch.float64)
         dD = torch.empty(D.shape, dtype=torch.float64)
-        Xa = NUM_DIRECTIONS * X
-        w_all = x_proj_weight.reshape(Xa, E)
-        xdbl = (x2d @ w_all.t()).view(Bsz, L, Xa)
-        # every direction writes its column block at every position
-        dxp = torch.empty(S, Bsz, L, Xa, dtype=dtype)
-        for k in range(NUM_DIRECTIONS):
-            e = slice(k * E, (k + 1) * E)
-            cols = slice(k * X, (k + 1) * X)
-            dWdt[k], dbias[k], dA[e], dD[e] = mod.bwd(
-                x_cl, xdbl[:, :, cols],
-                *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A, D),
-                dy_cl, ctx.ckpts[k], dx, dxp[..., cols], H, W, k, K)
-        del xdbl
-        dxd = (dxp[0] if S == 1 else dxp.sum(0)).view(Bsz * L, Xa)
-        del dxp
-        dWx = (dxd.t() @ x2d).view_as(x_proj_weight).to(x_proj_weight.dtype)
-        dx.view(Bsz * L, E).addmm_(dxd, w_all)
-        del dxd
+        if _combined(S * Bsz * L, X, dtype):
+            Xa = NUM_DIRECTIONS * X
+            w_all = x_proj_weight.reshape(Xa, E)
+            xdbl = (x2d @ w_all.t()).view(Bsz, L, Xa)
+            # every direction writes its column block at every position
+            dxp = torch.empty(S, Bsz, L, Xa, dtype=dtype)
+            for k in range(NUM_DIRECTIONS):
+                e = slice(k * E, (k + 1) * E)
+                cols = slice(k * X, (k + 1) * X)
+                dWdt[k], dbias[k], dA[e], dD[e] = mod.bwd(
+                    x_cl, xdbl[:, :, cols],
+                    *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
+                                       D), dy_cl, ctx.ckpts[k], dx,
+                    dxp[..., cols], H, W, k, K)
+            del xdbl
+            dxd = (dxp[0] if S == 1 else dxp.sum(0)).view(Bsz * L, Xa)
+            del dxp
+            dWx = (dxd.t() @ x2d).view_as(x_proj_weight).to(
+                x_proj_weight.dtype)
+            dx.view(Bsz * L, E).addmm_(dxd, w_all)
+            del dxd
+        else:
+            dWx = torch.empty_like(x_proj_weight)
+            for k in range(NUM_DIRECTIONS):
+                xdbl = (x2d @ x_proj_weight[k].t()).view(Bsz, L, X)
+                dxp = torch.empty(S, Bsz, L, X, dtype=dtype)
+                e = slice(k * E, (k + 1) * E)
+                dWdt[k], dbias[k], dA[e], dD[e] = mod.bwd(
+                    x_cl, xdbl,
+                    *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
+                                       D), dy_cl, ctx.ckpts[k], dx, dxp, H, W,
+                    k, K)
+                del xdbl
+                dxd = (dxp[0] if S == 1 else dxp.sum(0)).view(Bsz * L, X)
+                del dxp
+                dWx[k] = dxd.t() @ x2d
+                dx.view(Bsz * L, E).addmm_(dxd, x_proj_weight[k])
+                del dxd
         dA_log = (dA * A.to(torch.float64)).to(A_log.dtype)
         dx = dx.view(Bsz, H, W, E).permute(0, 3, 1, 2)
         return (dx, dWx, dWdt.to(dtype), dbias.to(dtype), dA_log,
