@@ -154,6 +154,17 @@ def mode() -> str:
     return m
 
 
+def _log(msg: str) -> None:
+    """INFO to MMEngine's current logger (a training's log), else to this
+    module's logger."""
+    try:
+        from mmengine.logging import print_log
+    except Exception:
+        logger.info(msg)
+    else:
+        print_log(msg, logger='current', level=logging.INFO)
+
+
 def _key(grad_out: Tensor, x: Tensor, weight: Tensor) -> Tuple:
     return (tuple(x.shape), tuple(weight.shape), x.dtype,
             x.is_contiguous(memory_format=torch.channels_last),
@@ -200,10 +211,9 @@ def choose(grad_out: Tensor, x: Tensor, weight: Tensor, padding: int,
                 runs[name]()
                 best[name] = min(best[name], clock() - t0)
         _CHOICE[key] = min(best, key=best.get)
-        logger.info(
-            'conv weight gradient %s: shifted GEMMs %.1f ms, oneDNN %.1f '
-            'ms -> %s', key[:2], best['gemm'] * 1e3, best['onednn'] * 1e3,
-            _CHOICE[key])
+        _log(f'conv weight gradient, input {key[0]}, weight {key[1]}: '
+             f'shifted GEMMs {best["gemm"] * 1e3:.1f} ms, oneDNN '
+             f'{best["onednn"] * 1e3:.1f} ms -> {_CHOICE[key]}')
     return _CHOICE[key]
 
 
