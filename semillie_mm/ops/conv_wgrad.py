@@ -165,7 +165,7 @@ def _log(msg: str) -> None:
         print_log(msg, logger='current', level=logging.INFO)
 
 
-def _key(grad_out: Tensor, x: Tensor, weight: Tensor) -> Tuple:
+def _key(x: Tensor, weight: Tensor) -> Tuple:
     return (tuple(x.shape), tuple(weight.shape), x.dtype,
             x.is_contiguous(memory_format=torch.channels_last),
             torch.get_num_threads())
@@ -196,7 +196,7 @@ def choose(grad_out: Tensor, x: Tensor, weight: Tensor, padding: int,
         # the same path in every run (a timing could choose differently),
         # so that the gradients are the same bits
         return 'gemm'
-    key = _key(grad_out, x, weight)
+    key = _key(x, weight)
     if key not in _CHOICE:
         best = {'gemm': float('inf'), 'onednn': float('inf')}
         runs = {

@@ -89,6 +89,19 @@ def _combined(rows: int, X: int, dtype: torch.dtype) -> bool:
     return NUM_DIRECTIONS * rows * X * size <= COMBINED_BYTES
 
 
+def _direction_groups(rows: int, X: int, dtype: torch.dtype):
+    """The directions whose x_proj products are made together: all four
+    (one GEMM, read in column blocks) when they fit :data:`COMBINED_BYTES`,
+    else one at a time.
+
+    Returns:
+        list[range]: consecutive groups of direction indices.
+    """
+    if _combined(rows, X, dtype):
+        return [range(NUM_DIRECTIONS)]
+    return [range(k, k + 1) for k in range(NUM_DIRECTIONS)]
+
+
 def _x_proj(x2d: Tensor, w: Tensor, proj_dtype=None) -> Tensor:
     """``x2d @ w^T`` in ``x2d``'s dtype; with ``proj_dtype`` the product in
     that dtype, over chunks of :data:`PROJ_CHUNK` pixels (each cast where
@@ -126,24 +139,20 @@ class SS2DScanFusedFn(torch.autograd.Function):
         empty = x.new_empty(0)
         if need_grad:
             proj_dtype = None
-        # x_proj on the row-major map: per pixel [dt_low | B | C], of the
-        # four directions side by side when combined
-        combined = _combined(Bsz * L, X, x.dtype)
-        if combined:
-            xall = _x_proj(x2d, x_proj_weight.reshape(-1, E),
-                           proj_dtype).view(Bsz, L, NUM_DIRECTIONS * X)
-        for k in range(NUM_DIRECTIONS):
-            xdbl = (xall[:, :, k * X:(k + 1) * X] if combined else _x_proj(
-                x2d, x_proj_weight[k], proj_dtype).view(Bsz, L, X))
-            ck = (x.new_empty(Bsz, -(-L // K), N, E) if need_grad else empty)
-            mod.fwd(x_cl, xdbl,
-                    *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
-                                       D), y, ck, H, W, k, K,
-                    accumulate=k > 0)
-            ckpts.append(ck)
+        # x_proj on the row-major map: per pixel [dt_low | B | C] of each
+        # direction of the group, side by side
+        for grp in _direction_groups(Bsz * L, X, x.dtype):
+            xdbl = _x_proj(x2d, x_proj_weight[grp.start:grp.stop].reshape(
+                -1, E), proj_dtype).view(Bsz, L, len(grp) * X)
+            for i, k in enumerate(grp):
+                ck = (x.new_empty(Bsz, -(-L // K), N, E)
+                      if need_grad else empty)
+                mod.fwd(x_cl, xdbl[:, :, i * X:(i + 1) * X],
+                        *_direction_params(k, E, dt_proj_weight,
+                                           dt_proj_bias, A, D), y, ck, H, W,
+                        k, K, accumulate=k > 0)
+                ckpts.append(ck)
             del xdbl
-        if combined:
-            del xall
         if need_grad:
             # x, not x_cl: the channels-last copy is remade in the backward
             # instead of being kept alive until then
@@ -174,44 +183,28 @@ class SS2DScanFusedFn(torch.autograd.Function):
         dbias = torch.empty(dt_proj_bias.shape, dtype=torch.float64)
         dA = torch.empty(A_log.shape, dtype=torch.float64)
         dD = torch.empty(D.shape, dtype=torch.float64)
-        if _combined(S * Bsz * L, X, dtype):
-            Xa = NUM_DIRECTIONS * X
-            w_all = x_proj_weight.reshape(Xa, E)
-            xdbl = (x2d @ w_all.t()).view(Bsz, L, Xa)
+        dWx = torch.empty_like(x_proj_weight)
+        for grp in _direction_groups(S * Bsz * L, X, dtype):
+            g = slice(grp.start, grp.stop)
+            Xg = len(grp) * X
+            wg = x_proj_weight[g].reshape(Xg, E)
+            xdbl = (x2d @ wg.t()).view(Bsz, L, Xg)
             # every direction writes its column block at every position
-            dxp = torch.empty(S, Bsz, L, Xa, dtype=dtype)
-            for k in range(NUM_DIRECTIONS):
+            dxp = torch.empty(S, Bsz, L, Xg, dtype=dtype)
+            for i, k in enumerate(grp):
                 e = slice(k * E, (k + 1) * E)
-                cols = slice(k * X, (k + 1) * X)
+                cols = slice(i * X, (i + 1) * X)
                 dWdt[k], dbias[k], dA[e], dD[e] = mod.bwd(
                     x_cl, xdbl[:, :, cols],
                     *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
                                        D), dy_cl, ctx.ckpts[k], dx,
                     dxp[..., cols], H, W, k, K)
             del xdbl
-            dxd = (dxp[0] if S == 1 else dxp.sum(0)).view(Bsz * L, Xa)
+            dxd = (dxp[0] if S == 1 else dxp.sum(0)).view(Bsz * L, Xg)
             del dxp
-            dWx = (dxd.t() @ x2d).view_as(x_proj_weight).to(
-                x_proj_weight.dtype)
-            dx.view(Bsz * L, E).addmm_(dxd, w_all)
+            dWx[g] = (dxd.t() @ x2d).view(len(grp), X, E)
+            dx.view(Bsz * L, E).addmm_(dxd, wg)
             del dxd
-        else:
-            dWx = torch.empty_like(x_proj_weight)
-            for k in range(NUM_DIRECTIONS):
-                xdbl = (x2d @ x_proj_weight[k].t()).view(Bsz, L, X)
-                dxp = torch.empty(S, Bsz, L, X, dtype=dtype)
-                e = slice(k * E, (k + 1) * E)
-                dWdt[k], dbias[k], dA[e], dD[e] = mod.bwd(
-                    x_cl, xdbl,
-                    *_direction_params(k, E, dt_proj_weight, dt_proj_bias, A,
-                                       D), dy_cl, ctx.ckpts[k], dx, dxp, H, W,
-                    k, K)
-                del xdbl
-                dxd = (dxp[0] if S == 1 else dxp.sum(0)).view(Bsz * L, X)
-                del dxp
-                dWx[k] = dxd.t() @ x2d
-                dx.view(Bsz * L, E).addmm_(dxd, x_proj_weight[k])
-                del dxd
         dA_log = (dA * A.to(torch.float64)).to(A_log.dtype)
         dx = dx.view(Bsz, H, W, E).permute(0, 3, 1, 2)
         return (dx, dWx, dWdt.to(dtype), dbias.to(dtype), dA_log,

@@ -84,12 +84,26 @@ __attribute__((always_inline)) inline void fwd_cols(
   for (int q = 0; q < NB; ++q) storeu(op + q * C + c0, acc[q]);
 }
 
+// the scalar channels [Cv, C) of one output pixel (taps j in [j0, j1))
+template <int K>
+__attribute__((always_inline)) inline void fwd_tail(
+    const float* xbase, const float* w, const float* bias, float* op,
+    int64_t W, int64_t C, int64_t Cv, int i0, int i1, int j0, int j1) {
+  for (int64_t c = Cv; c < C; ++c) {
+    float acc = bias ? bias[c] : 0.0f;
+    for (int i = i0; i < i1; ++i)
+      for (int j = j0; j < j1; ++j)
+        acc += xbase[(i * W + j) * C + c] * w[(i * K + j) * C + c];
+    op[c] = acc;
+  }
+}
+
 // one output pixel (any column: taps j in [j0, j1)), vector blocks and the
 // scalar tail
 template <int K>
-inline void fwd_pixel(const float* xbase, const float* w, const float* bias,
-                      float* op, int64_t W, int64_t C, int64_t Cv, int i0,
-                      int i1, int j0, int j1) {
+__attribute__((always_inline)) inline void fwd_pixel(
+    const float* xbase, const float* w, const float* bias, float* op,
+    int64_t W, int64_t C, int64_t Cv, int i0, int i1, int j0, int j1) {
   for (int64_t c0 = 0; c0 < Cv; c0 += kV) {
     vf acc = bias ? loadu(bias + c0) : vf{};
     for (int i = i0; i < i1; ++i)
@@ -98,13 +112,7 @@ inline void fwd_pixel(const float* xbase, const float* w, const float* bias,
                loadu(w + (i * K + j) * C + c0);
     storeu(op + c0, acc);
   }
-  for (int64_t c = Cv; c < C; ++c) {  // the tail block, scalar
-    float acc = bias ? bias[c] : 0.0f;
-    for (int i = i0; i < i1; ++i)
-      for (int j = j0; j < j1; ++j)
-        acc += xbase[(i * W + j) * C + c] * w[(i * K + j) * C + c];
-    op[c] = acc;
-  }
+  fwd_tail<K>(xbase, w, bias, op, W, C, Cv, i0, i1, j0, j1);
 }
 
 // the forward one pixel at a time (the K = 3 form, see fwd_rows)
@@ -122,23 +130,8 @@ void fwd_rows_pixel(const float* x, const float* w, const float* bias,
     for (int64_t col = 0; col < W; ++col) {
       const int j0 = static_cast<int>(std::max<int64_t>(0, P - col));
       const int j1 = static_cast<int>(std::min<int64_t>(K, W - col + P));
-      const float* xbase = x + ((b * H + h - P) * W + col - P) * C;
-      float* op = orow + col * C;
-      for (int64_t c0 = 0; c0 < Cv; c0 += kV) {
-        vf acc = bias ? loadu(bias + c0) : vf{};
-        for (int i = i0; i < i1; ++i)
-          for (int j = j0; j < j1; ++j)
-            acc += loadu(xbase + (i * W + j) * C + c0) *
-                   loadu(w + (i * K + j) * C + c0);
-        storeu(op + c0, acc);
-      }
-      for (int64_t c = Cv; c < C; ++c) {  // the tail block, scalar
-        float acc = bias ? bias[c] : 0.0f;
-        for (int i = i0; i < i1; ++i)
-          for (int j = j0; j < j1; ++j)
-            acc += xbase[(i * W + j) * C + c] * w[(i * K + j) * C + c];
-        op[c] = acc;
-      }
+      fwd_pixel<K>(x + ((b * H + h - P) * W + col - P) * C, w, bias,
+                   orow + col * C, W, C, Cv, i0, i1, j0, j1);
     }
   }
 }
@@ -168,19 +161,9 @@ void fwd_rows_blocked(const float* x, const float* w, const float* bias,
       for (int64_t c0 = 0; c0 < Cv; c0 += kV)
         fwd_cols<K, kNB>(xrow + col * C, w, bias, orow + col * C, W, C, i0,
                          i1, c0);
-      if (Cv < C) {  // the scalar tail of these columns
-        for (int q = 0; q < kNB; ++q) {
-          const float* xb = xrow + (col + q) * C;
-          float* op = orow + (col + q) * C;
-          for (int64_t c = Cv; c < C; ++c) {
-            float acc = bias ? bias[c] : 0.0f;
-            for (int i = i0; i < i1; ++i)
-              for (int j = 0; j < K; ++j)
-                acc += xb[(i * W + j) * C + c] * w[(i * K + j) * C + c];
-            op[c] = acc;
-          }
-        }
-      }
+      for (int q = 0; Cv < C && q < kNB; ++q)  // their scalar channels
+        fwd_tail<K>(xrow + (col + q) * C, w, bias, orow + (col + q) * C, W,
+                    C, Cv, i0, i1, 0, K);
     }
     for (; col < W; ++col) pixel(col);
   }
