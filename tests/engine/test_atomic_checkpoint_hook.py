@@ -2,6 +2,7 @@
 and ``last_checkpoint`` loadable (issue 20, item 6)."""
 import builtins
 import errno
+import itertools
 import os
 import os.path as osp
 
@@ -16,6 +17,9 @@ from mmengine.logging import MessageHub, MMLogger
 from mmengine.runner.checkpoint import find_latest_checkpoint, save_checkpoint
 
 HOOK = AtomicCheckpointHook
+# a fresh MessageHub per runner: id() of a collected runner can be reused,
+# and a reused hub would carry the earlier test's best score
+_HUB_IDS = itertools.count()
 
 
 def _enospc():
@@ -75,7 +79,7 @@ class _Runner:
         self.work_dir = str(work_dir)
         self.logger = MMLogger.get_current_instance()
         self.message_hub = MessageHub.get_instance(
-            f'atomic_ckpt_{id(self)}')
+            f'atomic_ckpt_{next(_HUB_IDS)}')
         self.epoch = 0
         self.iter = 0
 
