@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .depthwise_conv import depthwise_conv2d
+from .silu import silu, silu_backward
 
 
 class MSSMWeights(NamedTuple):
@@ -103,9 +104,10 @@ def _silu_fuse_fwd(a, b, wa, wb, bias):
     B, E, H, W = a.shape
     al, bl = _pixels(a), _pixels(b)
     out = a.new_empty(B, H * W, wa.shape[0])
-    for i in range(B):  # one image's SiLU at a time: no full-size temporary
-        torch.mm(F.silu(al[i]), wa.t(), out=out[i])
-        out[i].addmm_(F.silu(bl[i]), wb.t())
+    s = al.new_empty(al.shape[1:])  # one image's SiLU at a time
+    for i in range(B):
+        torch.mm(silu(al[i], out=s), wa.t(), out=out[i])
+        out[i].addmm_(silu(bl[i], out=s), wb.t())
     out.add_(bias)
     return out.view(B, H, W, -1)
 
@@ -136,12 +138,16 @@ class _SiLUFuse(torch.autograd.Function):
                   if need_t else None)
             dtl = _pixels(dt) if need_t else None  # a view of dt
             dw = torch.zeros_like(w) if need_w else None
+            s = tl.new_empty(tl.shape[1:]) if need_w else None
+            g = tl.new_empty(tl.shape[1:]) if need_t else None
             for i in range(B):
+                if need_t:  # dt_i = silu'(t_i) * (dout_i @ W), SiLU(t_i)
+                    silu_backward(tl[i], torch.mm(d2[i], w, out=g),
+                                  grad=dtl[i], silu_out=s)
+                elif need_w:
+                    silu(tl[i], out=s)
                 if need_w:  # dW += dout_i^T @ SiLU(t_i)
-                    dw.addmm_(d2[i].t(), F.silu(tl[i]))
-                if need_t:
-                    torch.ops.aten.silu_backward.grad_input(
-                        d2[i] @ w, tl[i], grad_input=dtl[i])
+                    dw.addmm_(d2[i].t(), s)
             grads += [dt, dw]
         dbias = d2.sum((0, 1)) if need[4] else None
         return grads[0], grads[2], grads[1], grads[3], dbias
@@ -199,7 +205,8 @@ class _GateOut(torch.autograd.Function):
         ctx.save_for_backward(y, n, w_z, ln_w, ln_b, w_out)
         ctx.eps = eps
         g = F.layer_norm(y, (y.shape[-1], ), ln_w, ln_b, eps)
-        g.mul_(F.silu(F.linear(n, w_z), inplace=True))
+        z = F.linear(n, w_z)
+        g.mul_(silu(z, out=z))
         return F.linear(g, w_out)
 
     @staticmethod
@@ -207,31 +214,44 @@ class _GateOut(torch.autograd.Function):
         saved = ctx.saved_tensors
         y, n, w_z, ln_w, ln_b, w_out = saved
         need = ctx.needs_input_grad
-        E = y.shape[-1]
+        E, C = y.shape[-1], n.shape[-1]
         out = [torch.empty_like(t) if need[k] else None
                for k, t in enumerate(saved[:2])]
         out += [torch.zeros_like(t) if need[k + 2] else None
                 for k, t in enumerate(saved[2:])]
-        shared = [t.detach().requires_grad_(bool(need[k + 2]))
-                  for k, t in enumerate((w_z, ln_w, ln_b))]
+        # autograd only through the LayerNorm; the gate by hand:
+        # g = LN(y) * s, s = SiLU(z), z = n @ w_z^T
+        ln_p = [t.detach().requires_grad_(bool(need[k + 3]))
+                for k, t in enumerate((ln_w, ln_b))]
         for i in range(y.shape[0]):
             with torch.enable_grad():
                 yi = y[i].detach().requires_grad_(bool(need[0]))
-                ni = n[i].detach().requires_grad_(bool(need[1]))
-                g = F.layer_norm(yi, (E, ), shared[1], shared[2],
-                                 ctx.eps) * F.silu(F.linear(ni, shared[0]))
+                ln = F.layer_norm(yi, (E, ), *ln_p, ctx.eps)
+            lnv = ln.detach()
+            zi = F.linear(n[i], w_z)
+            si = silu(zi)
+            dg = dout[i] @ w_out  # dL/dg
             if need[5]:  # dW_out += dout_i^T @ g_i
                 out[5].addmm_(dout[i].reshape(-1, dout.shape[-1]).t(),
-                              g.detach().reshape(-1, E))
-            leaves = [t for t in (yi, ni, *shared) if t.requires_grad]
+                              (lnv * si).reshape(-1, E))
+            if need[1] or need[2]:  # dz = silu'(z) * dg * LN(y)
+                dz = silu_backward(zi, torch.mul(dg, lnv))
+                dz2 = dz.reshape(-1, E)
+                if need[1] and out[1][i].is_contiguous():
+                    torch.mm(dz2, w_z, out=out[1][i].view(-1, C))
+                elif need[1]:
+                    out[1][i] = (dz2 @ w_z).view(n.shape[1:])
+                if need[2]:  # dW_z += dz^T @ n_i
+                    out[2].addmm_(dz2.t(), n[i].reshape(-1, C))
+            leaves = [t for t in (yi, *ln_p) if t.requires_grad]
             if not leaves:
                 continue
-            got = iter(torch.autograd.grad(g, leaves, dout[i] @ w_out))
-            for k, t in enumerate((yi, ni, *shared)):
+            got = iter(torch.autograd.grad(ln, leaves, dg.mul_(si)))
+            for k, t in zip((0, 3, 4), (yi, *ln_p)):
                 if t.requires_grad:
                     gk = next(got)
-                    if k < 2:
-                        out[k][i] = gk
+                    if k == 0:
+                        out[0][i] = gk
                     else:
                         out[k].add_(gk)
         return (*out, None)
@@ -285,7 +305,7 @@ def _conv_fuse_chunked(n: Tensor, w: MSSMWeights) -> Tensor:
                      w.dw5_bias[sl], padding=2, groups=Ec)
         del x0
         for t, wt in ((a, w_a), (b, w_b)):
-            t = _pixels(F.silu(t, inplace=True)).reshape(B * L, Ec)
+            t = _pixels(silu(t, out=t)).reshape(B * L, Ec)
             f2.addmm_(t, wt[:, sl].t())  # f += SiLU(t) @ wt[:, sl]^T
         del a, b
     return f.view(B, H, W, E)
@@ -373,7 +393,8 @@ def mssm_lean_no_grad(x: Tensor,
         g = F.layer_norm(y2[s:s + PIXEL_CHUNK], (E, ), w.norm_weight,
                          w.norm_bias, w.norm_eps)
         if dtype is None:
-            g.mul_(F.silu(F.linear(xs, w_z), inplace=True))
+            z = F.linear(xs, w_z)
+            g.mul_(silu(z, out=z))
             torch.matmul(g, w_out.t(), out=out[s:s + PIXEL_CHUNK])
         else:
             g.mul_(F.silu(F.linear(xs.to(dtype), w_z), inplace=True))

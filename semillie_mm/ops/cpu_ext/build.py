@@ -1,12 +1,13 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
 """Build and load the shared C++ CPU extension (``csrc/``).
 
-One binary holds four things: the generic-layout selective scan of
+One binary holds the generic-layout selective scan of
 :func:`semillie_mm.ops.selective_scan` (``selective_scan.cpp``), SS2D's fused
 four-direction scan (``ss2d_scan.cpp``, which also defines the module), the
-depth-wise conv of MSSM (``depthwise_conv.cpp``) and the caching CPU
-allocator (``cpu_allocator.cpp``); ``scan_math.h`` holds what the two scans
-share.
+depth-wise conv of MSSM (``depthwise_conv.cpp``), SiLU and its gradient
+(``pointwise.cpp``, :mod:`semillie_mm.ops.silu`), the caching CPU
+allocator (``cpu_allocator.cpp``) and the op-mix floor of the benchmarks
+(``opmix_floor.cpp``); ``scan_math.h`` holds the math they share.
 
 The extension is compiled once, by ``tools/setup_env.sh`` (which runs
 ``python semillie_mm/ops/cpu_ext/build.py --build``, which imports
@@ -57,7 +58,8 @@ SOURCE = os.path.join(_CSRC, 'ss2d_scan.cpp')
 SOURCES = (SOURCE, os.path.join(_CSRC, 'selective_scan.cpp'),
            os.path.join(_CSRC, 'depthwise_conv.cpp'),
            os.path.join(_CSRC, 'cpu_allocator.cpp'),
-           os.path.join(_CSRC, 'opmix_floor.cpp'))
+           os.path.join(_CSRC, 'opmix_floor.cpp'),
+           os.path.join(_CSRC, 'pointwise.cpp'))
 #: headers the sources include (part of the cache key)
 HEADERS = (os.path.join(_CSRC, 'scan_math.h'), )
 # -fopenmp: ATen's at::parallel_for is an inline OpenMP template, serial

@@ -994,6 +994,11 @@ at::Tensor dw_conv_wgrad(const at::Tensor& x, const at::Tensor& g,
 // selective_scan.cpp
 void register_selective_scan(pybind11::module& m);
 
+// pointwise.cpp
+void silu_fwd(const at::Tensor& x, at::Tensor& out);
+void silu_bwd(const at::Tensor& x, const at::Tensor& d, at::Tensor& grad,
+              at::Tensor& silu);
+
 // opmix_floor.cpp (hidden: this binary's own)
 __attribute__((visibility("hidden"))) double opmix_floor(
     int64_t kind, int64_t lanes, int64_t exp_form, int64_t steps,
@@ -1052,6 +1057,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "channels-last depth-wise KxK conv, stride 1, padding K/2");
   m.def("dw_conv_wgrad", &dw_conv_wgrad,
         "its weight gradient, (K*K, C) float64");
+  m.def("silu_fwd", &silu_fwd, "out = silu(x) (float32, out may be x)");
+  m.def("silu_bwd", &silu_bwd,
+        "grad = d * silu'(x), and silu = silu(x) when silu is not empty");
   m.def("cpu_cache_install", &cpu_cache_install,
         "install the caching CPU allocator / set its limit (bytes)");
   m.def("cpu_cache_stats", &cpu_cache_stats,
