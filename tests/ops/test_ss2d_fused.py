@@ -51,6 +51,9 @@ SHAPES = [  # batch, channels, H, W, d_state, dt_rank
     # six blocks of 8 (the last partial): more than the backward's group
     # of four blocks, the partial one in the second group
     (2, 44, 5, 6, 16, 3),
+    # dt_rank 10: the AVX2 backward's dt_rank sums as one tree of eight
+    # rows and a zero-padded one of two
+    (1, 24, 4, 5, 16, 10),
 ]
 
 
