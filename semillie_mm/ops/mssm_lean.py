@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .depthwise_conv import depthwise_conv2d
-from .silu import silu, silu_backward
+from .silu import gate_backward, silu, silu_backward
 
 
 class MSSMWeights(NamedTuple):
@@ -219,23 +219,23 @@ class _GateOut(torch.autograd.Function):
                for k, t in enumerate(saved[:2])]
         out += [torch.zeros_like(t) if need[k + 2] else None
                 for k, t in enumerate(saved[2:])]
-        # autograd only through the LayerNorm; the gate by hand:
-        # g = LN(y) * s, s = SiLU(z), z = n @ w_z^T
-        ln_p = [t.detach().requires_grad_(bool(need[k + 3]))
-                for k, t in enumerate((ln_w, ln_b))]
+        # by hand, one image at a time: g = LN(y) * SiLU(z), z = n @ w_z^T
+        need_dz = need[1] or need[2]
+        need_ln = need[0] or need[3] or need[4]
         for i in range(y.shape[0]):
-            with torch.enable_grad():
-                yi = y[i].detach().requires_grad_(bool(need[0]))
-                ln = F.layer_norm(yi, (E, ), *ln_p, ctx.eps)
-            lnv = ln.detach()
+            yi = y[i]
+            lnv, mean, rstd = torch.ops.aten.native_layer_norm(
+                yi, [E], ln_w, ln_b, ctx.eps)
             zi = F.linear(n[i], w_z)
-            si = silu(zi)
             dg = dout[i] @ w_out  # dL/dg
+            g = torch.empty_like(lnv) if need[5] else None
+            dz = torch.empty_like(lnv) if need_dz else None
+            gate_backward(zi, lnv, dg, g_out=g, dz_out=dz,
+                          dln_out=dg if need_ln else None)
             if need[5]:  # dW_out += dout_i^T @ g_i
                 out[5].addmm_(dout[i].reshape(-1, dout.shape[-1]).t(),
-                              (lnv * si).reshape(-1, E))
-            if need[1] or need[2]:  # dz = silu'(z) * dg * LN(y)
-                dz = silu_backward(zi, torch.mul(dg, lnv))
+                              g.reshape(-1, E))
+            if need_dz:
                 dz2 = dz.reshape(-1, E)
                 if need[1] and out[1][i].is_contiguous():
                     torch.mm(dz2, w_z, out=out[1][i].view(-1, C))
@@ -243,17 +243,20 @@ class _GateOut(torch.autograd.Function):
                     out[1][i] = (dz2 @ w_z).view(n.shape[1:])
                 if need[2]:  # dW_z += dz^T @ n_i
                     out[2].addmm_(dz2.t(), n[i].reshape(-1, C))
-            leaves = [t for t in (yi, *ln_p) if t.requires_grad]
-            if not leaves:
-                continue
-            got = iter(torch.autograd.grad(ln, leaves, dg.mul_(si)))
-            for k, t in zip((0, 3, 4), (yi, *ln_p)):
-                if t.requires_grad:
-                    gk = next(got)
-                    if k == 0:
-                        out[0][i] = gk
-                    else:
-                        out[k].add_(gk)
+            if need_ln:  # dg now holds dL/dLN(y)
+                direct = (need[0] and out[0][i].is_contiguous()
+                          and yi.is_contiguous())
+                gi = out[0][i] if direct else torch.empty_like(yi)
+                gw, gb = torch.empty_like(ln_w), torch.empty_like(ln_b)
+                torch.ops.aten.native_layer_norm_backward.out(
+                    dg, yi, [E], mean, rstd, ln_w, ln_b, [True, True, True],
+                    out0=gi, out1=gw, out2=gb)
+                if need[0] and not direct:
+                    out[0][i] = gi
+                if need[3]:
+                    out[3].add_(gw)
+                if need[4]:
+                    out[4].add_(gb)
         return (*out, None)
 
 

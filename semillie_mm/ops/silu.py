@@ -1,18 +1,22 @@
 # Copyright (c) semillie-mm contributors. All rights reserved.
-"""SiLU and its gradient for the insides of autograd Functions (C++ kernel).
+"""SiLU, its gradient and MSSM's gate for the insides of autograd Functions
+(C++ kernels).
 
 MSSM's memory-lean training (:mod:`semillie_mm.ops.mssm_lean`) applies SiLU
 to its fuse conv's two branches and to its gate, and recomputes them in the
 backward. torch's ``silu`` and ``silu_backward`` each take one full pass of
 Sleef's exp (about 1 ms per 2 M float32 elements on 2 threads of an AVX2
 Zen 3); the extension's ``silu_fwd`` / ``silu_bwd`` (``csrc/pointwise.cpp``)
-use the scans' exp2 and give the gradient and SiLU itself in one pass.
+use the scans' exp2 and give the gradient and SiLU itself in one pass;
+``gate_bwd`` (:func:`gate_backward`) does the whole backward of MSSM's gate
+``LN(y) * SiLU(z)`` in one pass.
 
-Neither records autograd (they are for the forward and backward of autograd
-Functions, and for no-grad inference). The kernel runs where it applies:
-float32 CPU tensors of the same sizes and strides, contiguous or
+None of them records autograd (they are for the forward and backward of
+autograd Functions, and for no-grad inference). The kernels run where they
+apply: float32 CPU tensors of the same sizes and strides, contiguous or
 channels-last, the extension built, no tracing. Anything else takes torch's
-``silu`` / ``silu_backward``; the two agree to about 1e-6 relative.
+``silu`` / ``silu_backward`` and products; the two agree to about 1e-6
+relative.
 """
 from typing import Optional
 
@@ -96,3 +100,37 @@ def silu_backward(x: Tensor, d: Tensor, grad: Optional[Tensor] = None,
         if silu_out is not None:
             torch.ops.aten.silu.out(x, out=silu_out)
     return grad
+
+
+def gate_backward(z: Tensor, ln: Tensor, dg: Tensor,
+                  g_out: Optional[Tensor] = None,
+                  dz_out: Optional[Tensor] = None,
+                  dln_out: Optional[Tensor] = None) -> None:
+    """The backward of MSSM's gate ``g = ln * silu(z)`` in one pass; not
+    recorded by autograd. Each output is written only when given.
+
+    Args:
+        z (Tensor): the gate's input.
+        ln (Tensor): the normalised map it multiplies.
+        dg (Tensor): the gradient of ``g``.
+        g_out (Tensor, optional): receives ``g`` itself.
+        dz_out (Tensor, optional): receives ``dg * ln * silu'(z)``.
+        dln_out (Tensor, optional): receives ``dg * silu(z)`` (may be
+            ``dg``).
+    """
+    outs = [t for t in (g_out, dz_out, dln_out) if t is not None]
+    none = z.new_empty(0)
+    with torch.no_grad():
+        if kernel_applies(z, ln, dg, *outs):
+            cpu_ext.load().gate_bwd(
+                z, ln, dg, *(none if t is None else t
+                             for t in (g_out, dz_out, dln_out)))
+            return
+        s = torch.ops.aten.silu(z)
+        if g_out is not None:
+            torch.mul(ln, s, out=g_out)
+        if dz_out is not None:  # before dln_out, which may be dg
+            torch.ops.aten.silu_backward.grad_input(dg * ln, z,
+                                                    grad_input=dz_out)
+        if dln_out is not None:
+            torch.mul(dg, s, out=dln_out)

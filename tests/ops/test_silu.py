@@ -133,6 +133,34 @@ def test_not_recorded_by_autograd():
     assert not silu_mod.silu_backward(x, torch.randn(9)).requires_grad
 
 
+@pytest.mark.parametrize('kernel', [
+    pytest.param(True, marks=needs_ext), False], ids=['kernel', 'torch'])
+@pytest.mark.parametrize('n', [5, 16, 1003])
+def test_gate_backward_against_float64(n, kernel, monkeypatch):
+    if not kernel:
+        monkeypatch.setattr(silu_mod, 'kernel_applies', lambda *t: False)
+    g_ = torch.Generator().manual_seed(n)
+    z, ln, dg = (torch.randn(n, generator=g_) * s for s in (4.0, 1.5, 1.0))
+    s64 = torch.sigmoid(z.double())
+    si = z.double() * s64
+    want = dict(g=ln.double() * si, dln=dg.double() * si,
+                dz=dg.double() * ln.double() * s64 *
+                (1 + z.double() * (1 - s64)))
+    got = {k: torch.empty_like(z) for k in want}
+    silu_mod.gate_backward(z, ln, dg, g_out=got['g'], dz_out=got['dz'],
+                           dln_out=got['dln'])
+    for k in want:
+        torch.testing.assert_close(got[k].double(), want[k], rtol=3e-6,
+                                   atol=1e-6, msg=k)
+    # dL/dLN over dg itself, the others skipped
+    d2 = dg.clone()
+    silu_mod.gate_backward(z, ln, d2, dln_out=d2)
+    torch.testing.assert_close(d2, got['dln'], rtol=0, atol=0)
+    only = torch.empty_like(z)
+    silu_mod.gate_backward(z, ln, dg, dz_out=only)
+    torch.testing.assert_close(only, got['dz'], rtol=0, atol=0)
+
+
 def _reference_mssm(m, x):
     """MSSM by stock autograd ops (cat + 1x1 conv, F.silu)."""
     E = m.inner

@@ -147,3 +147,56 @@ void silu_bwd(const at::Tensor& x, const at::Tensor& d, at::Tensor& grad,
     std::memcpy(gp + i, bd, n * sizeof(float));
   });
 }
+
+// the backward of MSSM's gate g = ln * silu(z), given dg = dL/dg; with
+// s = sigmoid(z), each output only where it has elements:
+//   g   = ln * z s                      (the product itself, for W_out)
+//   dz  = dg * ln * s (1 + z (1 - s))
+//   dln = dg * z s                      (may be dg)
+// one pass over the three maps where torch's ops take five
+void gate_bwd(const at::Tensor& z, const at::Tensor& ln, const at::Tensor& dg,
+              at::Tensor& g, at::Tensor& dz, at::Tensor& dln) {
+  check(z, z, "z");
+  check(ln, z, "ln");
+  check(dg, z, "dg");
+  const bool with_g = g.numel() > 0, with_dz = dz.numel() > 0,
+             with_dln = dln.numel() > 0;
+  if (with_g) check(g, z, "g");
+  if (with_dz) check(dz, z, "dz");
+  if (with_dln) check(dln, z, "dln");
+  const float* zp = z.data_ptr<float>();
+  const float* lp = ln.data_ptr<float>();
+  const float* dp = dg.data_ptr<float>();
+  float* gp = with_g ? g.data_ptr<float>() : nullptr;
+  float* zo = with_dz ? dz.data_ptr<float>() : nullptr;
+  float* lo = with_dln ? dln.data_ptr<float>() : nullptr;
+  const auto step = [](VT zv, VT lv, VT dv, VT& gv, VT& dzv, VT& dlv) {
+    const VT sg = sigmoid_fast(zv);
+    const VT one = splat_v<VT>(1.0f);
+    const VT si = zv * sg;
+    gv = lv * si;
+    dzv = (dv * lv) * (sg * (one + zv * (one - sg)));
+    dlv = dv * si;
+  };
+  for_vectors(z.numel(), [=](int64_t i, int n) {
+    VT gv, dzv, dlv;
+    if (n == kW) {
+      step(load(zp + i), load(lp + i), load(dp + i), gv, dzv, dlv);
+      if (gp) store(gp + i, gv);
+      if (zo) store(zo + i, dzv);
+      if (lo) store(lo + i, dlv);
+      return;
+    }
+    alignas(64) float bz[kW] = {}, bl[kW] = {}, bd[kW] = {};
+    std::memcpy(bz, zp + i, n * sizeof(float));
+    std::memcpy(bl, lp + i, n * sizeof(float));
+    std::memcpy(bd, dp + i, n * sizeof(float));
+    step(load(bz), load(bl), load(bd), gv, dzv, dlv);
+    store(bz, gv);
+    store(bl, dzv);
+    store(bd, dlv);
+    if (gp) std::memcpy(gp + i, bz, n * sizeof(float));
+    if (zo) std::memcpy(zo + i, bl, n * sizeof(float));
+    if (lo) std::memcpy(lo + i, bd, n * sizeof(float));
+  });
+}

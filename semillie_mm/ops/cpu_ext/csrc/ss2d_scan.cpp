@@ -998,6 +998,8 @@ void register_selective_scan(pybind11::module& m);
 void silu_fwd(const at::Tensor& x, at::Tensor& out);
 void silu_bwd(const at::Tensor& x, const at::Tensor& d, at::Tensor& grad,
               at::Tensor& silu);
+void gate_bwd(const at::Tensor& z, const at::Tensor& ln, const at::Tensor& dg,
+              at::Tensor& g, at::Tensor& dz, at::Tensor& dln);
 
 // opmix_floor.cpp (hidden: this binary's own)
 __attribute__((visibility("hidden"))) double opmix_floor(
@@ -1060,6 +1062,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_fwd", &silu_fwd, "out = silu(x) (float32, out may be x)");
   m.def("silu_bwd", &silu_bwd,
         "grad = d * silu'(x), and silu = silu(x) when silu is not empty");
+  m.def("gate_bwd", &gate_bwd,
+        "backward of g = ln * silu(z): g, dz, dln (each when not empty)");
   m.def("cpu_cache_install", &cpu_cache_install,
         "install the caching CPU allocator / set its limit (bytes)");
   m.def("cpu_cache_stats", &cpu_cache_stats,
