@@ -177,13 +177,18 @@ def _reference_mssm(m, x):
 
 
 @needs_ext
-def test_lean_mssm_float32_gradients_against_float64(monkeypatch):
+@pytest.mark.parametrize('backend', [None, 'reference'],
+                         ids=['fused', 'reference'])
+def test_lean_mssm_float32_gradients_against_float64(backend, monkeypatch):
+    """Both scans: the fused one's output is contiguous as (B, H, W, E)
+    (_GateOut writes the LayerNorm's input gradient in place), the
+    reference's is not (it goes through a copy)."""
     calls = []
     real = silu_mod.kernel_applies
     monkeypatch.setattr(silu_mod, 'kernel_applies',
                         lambda *t: calls.append(real(*t)) or calls[-1])
     torch.manual_seed(5)
-    m = MSSM(8, d_state=4, scan_backend='reference')
+    m = MSSM(8, d_state=4, scan_backend=backend)
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.3 * torch.randn_like(p))
