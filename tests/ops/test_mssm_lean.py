@@ -7,15 +7,23 @@
 - no-grad path (channel / pixel chunks, in-place activations and residuals):
   the same outputs as the gradient path, with chunk sizes that do not divide
   the channel or pixel counts.
-Float64, small odd sizes, both ``multiscale`` orders, parameters shared.
+Float64, small odd sizes, both ``multiscale`` orders, parameters shared; and
+the training path in float32, where the SiLU / gate kernels of
+``semillie_mm.ops.silu`` run, against the float64 reference.
 """
 from semillie_mm.models.archs import MSSM, SemiLLIENet
 from semillie_mm.models.archs.mssb import MSSB
+from semillie_mm.ops import cpu_ext as ext
 from semillie_mm.ops import mssm_lean as mssm_mod
+from semillie_mm.ops import silu as silu_mod
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+needs_ext = pytest.mark.skipif(
+    not ext.available(),
+    reason=f'CPU extension not built: {ext.unavailable_reason()}')
 
 
 def _reference(m, x):
@@ -215,3 +223,40 @@ def test_one_pixel_input_leaves_the_weights_alone():
     for n, p in net.named_parameters():
         assert torch.equal(p, before[n]), n
     assert torch.equal(ref, again)
+
+
+@needs_ext
+@pytest.mark.parametrize('backend', [None, 'reference'],
+                         ids=['fused', 'reference'])
+def test_lean_mssm_float32_gradients_against_float64(backend, monkeypatch):
+    """Both scans: the fused one's output is contiguous as (B, H, W, E)
+    (_GateOut writes the LayerNorm's input gradient in place), the
+    reference's is not (it goes through a copy)."""
+    calls = []
+    real = silu_mod.kernel_applies
+    monkeypatch.setattr(silu_mod, 'kernel_applies',
+                        lambda *t: calls.append(real(*t)) or calls[-1])
+    torch.manual_seed(5)
+    m = MSSM(8, d_state=4, scan_backend=backend)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(2, 6, 9, 8).double()
+    weight = torch.randn(2, 6, 9, 8)
+    results = []
+    for dtype, fn in ((torch.float32, m),
+                      (torch.float64, lambda t: _reference(m, t))):
+        m.to(dtype)
+        m.zero_grad()
+        xi = x.to(dtype).requires_grad_()
+        assert xi.is_leaf
+        out = fn(xi)
+        (out * weight.to(dtype)).sum().backward()
+        results.append([out.detach(), xi.grad] +
+                       [p.grad.clone() for p in m.parameters()])
+        if dtype == torch.float32:
+            assert calls and all(calls)  # the kernels ran
+    names = ['out', 'x'] + [n for n, _ in m.named_parameters()]
+    for name, a, b in zip(names, *results):
+        scale = b.abs().max().item()
+        assert (a.double() - b).abs().max().item() < 2e-5 * scale, name

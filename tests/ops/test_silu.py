@@ -1,10 +1,10 @@
 """SiLU and its gradient from the extension (semillie_mm.ops.silu) against
 float64 references: lengths that leave a vector tail, channels-last maps,
-in-place outputs, extreme values, the fallbacks; and MSSM's lean training
-path in float32 (where these kernels run) against the float64 reference."""
+in-place outputs, extreme values, the fallbacks, MSSM's gate backward.
+MSSM's lean training path in float32, where these kernels run, is checked
+against the float64 reference in test_mssm_lean.py."""
 import math
 
-from semillie_mm.models.archs import MSSM
 from semillie_mm.ops import cpu_ext as ext
 from semillie_mm.ops import silu as silu_mod
 
@@ -159,55 +159,3 @@ def test_gate_backward_against_float64(n, kernel, monkeypatch):
     only = torch.empty_like(z)
     silu_mod.gate_backward(z, ln, dg, dz_out=only)
     torch.testing.assert_close(only, got['dz'], rtol=0, atol=0)
-
-
-def _reference_mssm(m, x):
-    """MSSM by stock autograd ops (cat + 1x1 conv, F.silu)."""
-    E = m.inner
-    x0, z = F.linear(x, m.in_proj.weight).chunk(2, dim=-1)
-    x0 = x0.permute(0, 3, 1, 2).contiguous()
-    a = F.conv2d(x0, m.dwconv3.weight, m.dwconv3.bias, padding=1, groups=E)
-    b = F.conv2d(x0, m.dwconv5.weight, m.dwconv5.bias, padding=2, groups=E)
-    f = F.conv2d(torch.cat([F.silu(a), F.silu(b)], 1), m.fuse.weight,
-                 m.fuse.bias)
-    y = m.ss2d(f).permute(0, 2, 3, 1)
-    y = F.layer_norm(y, (E, ), m.out_norm.weight, m.out_norm.bias,
-                     m.out_norm.eps) * F.silu(z)
-    return F.linear(y, m.out_proj.weight)
-
-
-@needs_ext
-@pytest.mark.parametrize('backend', [None, 'reference'],
-                         ids=['fused', 'reference'])
-def test_lean_mssm_float32_gradients_against_float64(backend, monkeypatch):
-    """Both scans: the fused one's output is contiguous as (B, H, W, E)
-    (_GateOut writes the LayerNorm's input gradient in place), the
-    reference's is not (it goes through a copy)."""
-    calls = []
-    real = silu_mod.kernel_applies
-    monkeypatch.setattr(silu_mod, 'kernel_applies',
-                        lambda *t: calls.append(real(*t)) or calls[-1])
-    torch.manual_seed(5)
-    m = MSSM(8, d_state=4, scan_backend=backend)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(2, 6, 9, 8).double()
-    weight = torch.randn(2, 6, 9, 8)
-    results = []
-    for dtype, fn in ((torch.float32, m),
-                      (torch.float64, lambda t: _reference_mssm(m, t))):
-        m.to(dtype)
-        m.zero_grad()
-        xi = x.to(dtype).requires_grad_()
-        assert xi.is_leaf
-        out = fn(xi)
-        (out * weight.to(dtype)).sum().backward()
-        results.append([out.detach(), xi.grad] +
-                       [p.grad.clone() for p in m.parameters()])
-        if dtype == torch.float32:
-            assert calls and all(calls)  # the kernels ran
-    names = ['out', 'x'] + [n for n, _ in m.named_parameters()]
-    for name, a, b in zip(names, *results):
-        scale = b.abs().max().item()
-        assert (a.double() - b).abs().max().item() < 2e-5 * scale, name
