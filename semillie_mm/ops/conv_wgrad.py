@@ -27,7 +27,6 @@ the next, and the two paths round differently, so for gradients that are
 the same bits in every run force one path, or turn on
 ``torch.use_deterministic_algorithms`` (the GEMMs, untimed).
 """
-import logging
 import os
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -37,13 +36,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .log import log_current
+
 #: environment variable forcing the weight gradient's path
 ENV = 'SEMILLIE_CONV_WGRAD'
 MODES = ('auto', 'gemm', 'onednn')
 #: bytes of both operands per chunk of pixels (in L2 on the CPUs measured)
 CHUNK_BYTES = 2 << 20
-
-logger = logging.getLogger(__name__)
 
 #: (shape key) -> 'gemm' or 'onednn', decided once per process by timing
 _CHOICE: Dict[Tuple, str] = {}
@@ -154,17 +153,6 @@ def mode() -> str:
     return m
 
 
-def _log(msg: str) -> None:
-    """INFO to MMEngine's current logger (a training's log), else to this
-    module's logger."""
-    try:
-        from mmengine.logging import print_log
-    except Exception:
-        logger.info(msg)
-    else:
-        print_log(msg, logger='current', level=logging.INFO)
-
-
 def _key(x: Tensor, weight: Tensor) -> Tuple:
     return (tuple(x.shape), tuple(weight.shape), x.dtype,
             x.is_contiguous(memory_format=torch.channels_last),
@@ -211,7 +199,7 @@ def choose(grad_out: Tensor, x: Tensor, weight: Tensor, padding: int,
                 runs[name]()
                 best[name] = min(best[name], clock() - t0)
         _CHOICE[key] = min(best, key=best.get)
-        _log(f'conv weight gradient, input {key[0]}, weight {key[1]}: '
+        log_current(f'conv weight gradient, input {key[0]}, weight {key[1]}: '
              f'shifted GEMMs {best["gemm"] * 1e3:.1f} ms, oneDNN '
              f'{best["onednn"] * 1e3:.1f} ms -> {_CHOICE[key]}')
     return _CHOICE[key]

@@ -386,7 +386,7 @@ def test_backend_argument_and_env(monkeypatch):
 def test_backend_unavailable(monkeypatch):
     spy = Spy(monkeypatch)
     logged = []
-    monkeypatch.setattr(dispatch, '_emit',
+    monkeypatch.setattr(dispatch, 'log_current',
                         lambda msg, level: logged.append((msg, level)))
     monkeypatch.setattr(dispatch, '_logged', set())
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
@@ -416,7 +416,7 @@ def test_backend_unavailable(monkeypatch):
 
 def test_choice_logged_once(monkeypatch):
     logged = []
-    monkeypatch.setattr(dispatch, '_emit',
+    monkeypatch.setattr(dispatch, 'log_current',
                         lambda msg, level: logged.append(msg))
     monkeypatch.setattr(dispatch, '_logged', set())
     x = make_inputs(1, 2, 3, 2)

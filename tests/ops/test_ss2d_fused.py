@@ -365,7 +365,7 @@ def test_fallback_is_loud_and_forbidden_on_request(monkeypatch):
     _no_extension(monkeypatch)
     monkeypatch.delenv(ext.REQUIRE_ENV, raising=False)
     emitted = []
-    monkeypatch.setattr(dispatch, '_emit',
+    monkeypatch.setattr(dispatch, 'log_current',
                         lambda msg, level: emitted.append((msg, level)))
     m = make_ss2d(8, 4, 1, torch.float32)
     x = torch.randn(1, 8, 3, 4)

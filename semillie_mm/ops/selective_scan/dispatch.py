@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .. import cpu_ext
+from ..log import log_current
 from . import ss2d_fused as _ss2d_fused
 from .backends import cuda as _cuda
 from .backends import native as _native
@@ -46,21 +47,12 @@ FUSED_BY_DEFAULT = True
 _logged: Set[Tuple[str, str]] = set()
 
 
-def _emit(msg: str, level: int) -> None:
-    try:
-        from mmengine.logging import print_log
-    except Exception:
-        logging.getLogger(__name__).log(level, msg)
-    else:
-        print_log(msg, logger='current', level=level)
-
-
 def _log_once(backend: str, reason: str, level: int = logging.INFO) -> None:
     key = (backend, reason)
     if key in _logged:
         return
     _logged.add(key)
-    _emit(f'selective_scan: using the "{backend}" backend ({reason})', level)
+    log_current(f'selective_scan: using the "{backend}" backend ({reason})', level)
 
 
 def requested(backend: Optional[str] = None) -> Tuple[str, str]:
