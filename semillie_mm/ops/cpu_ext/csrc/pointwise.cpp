@@ -24,6 +24,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -67,14 +68,41 @@ __attribute__((always_inline)) inline void store(float* p, VT v) {
   std::memcpy(p, &v, sizeof(VT));
 }
 
-// f(offset, count) on [0, n) in vectors; the tail (count < kW) through a
-// zero-padded copy, so that every element takes the same arithmetic
-template <class Fn>
-void for_vectors(int64_t n, Fn f) {
+// Maps NI input arrays to NO output arrays of n floats, a vector at a
+// time: step(v) takes the NI input vectors and returns the NO output
+// vectors; an output whose pointer is null is not written. The tail (fewer
+// than kW elements) goes through zero-padded copies, so that every element
+// takes the same arithmetic. An output may be an input: each vector's
+// inputs are all loaded before any of its outputs is stored.
+template <size_t NI, size_t NO, class Step>
+void map_vectors(int64_t n, const std::array<const float*, NI>& in,
+                 const std::array<float*, NO>& out, Step step) {
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    const std::array<const float*, NI> src = in;
+    const std::array<float*, NO> dst = out;
+    std::array<VT, NI> v;
     int64_t i = b;
-    for (; i + kW <= e; i += kW) f(i, kW);
-    if (i < e) f(i, static_cast<int>(e - i));
+    for (; i + kW <= e; i += kW) {
+      for (size_t k = 0; k < NI; ++k) v[k] = load(src[k] + i);
+      const std::array<VT, NO> r = step(v);
+      for (size_t k = 0; k < NO; ++k)
+        if (dst[k]) store(dst[k] + i, r[k]);
+    }
+    if (i < e) {
+      const size_t bytes = static_cast<size_t>(e - i) * sizeof(float);
+      alignas(64) float buf[kW];
+      for (size_t k = 0; k < NI; ++k) {
+        std::memset(buf, 0, sizeof(buf));
+        std::memcpy(buf, src[k] + i, bytes);
+        v[k] = load(buf);
+      }
+      const std::array<VT, NO> r = step(v);
+      for (size_t k = 0; k < NO; ++k)
+        if (dst[k]) {
+          store(buf, r[k]);
+          std::memcpy(dst[k] + i, buf, bytes);
+        }
+    }
   });
 }
 
@@ -94,20 +122,11 @@ void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
 void silu_fwd(const at::Tensor& x, at::Tensor& out) {
   check(x, x, "x");
   check(out, x, "out");
-  const float* xp = x.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  for_vectors(x.numel(), [=](int64_t i, int n) {
-    if (n == kW) {
-      const VT v = load(xp + i);
-      store(op + i, v * sigmoid_fast(v));
-      return;
-    }
-    alignas(64) float buf[kW] = {};
-    std::memcpy(buf, xp + i, n * sizeof(float));
-    const VT v = load(buf);
-    store(buf, v * sigmoid_fast(v));
-    std::memcpy(op + i, buf, n * sizeof(float));
-  });
+  map_vectors<1, 1>(x.numel(), {x.data_ptr<float>()},
+                    {out.data_ptr<float>()},
+                    [](const std::array<VT, 1>& v) {
+                      return std::array<VT, 1>{v[0] * sigmoid_fast(v[0])};
+                    });
 }
 
 // grad = d * silu'(x) and, when silu has elements, silu = silu(x); grad
@@ -119,33 +138,17 @@ void silu_bwd(const at::Tensor& x, const at::Tensor& d, at::Tensor& grad,
   check(grad, x, "grad");
   const bool with_silu = silu.numel() > 0;
   if (with_silu) check(silu, x, "silu");
-  const float* xp = x.data_ptr<float>();
-  const float* dp = d.data_ptr<float>();
-  float* gp = grad.data_ptr<float>();
-  float* sp = with_silu ? silu.data_ptr<float>() : nullptr;
-  const auto step = [](VT v, VT dv, VT& g, VT& s) {
-    const VT sg = sigmoid_fast(v);
-    const VT one = splat_v<VT>(1.0f);
-    g = dv * (sg * (one + v * (one - sg)));
-    s = v * sg;
-  };
-  for_vectors(x.numel(), [=](int64_t i, int n) {
-    VT g, s;
-    if (n == kW) {
-      step(load(xp + i), load(dp + i), g, s);
-      if (sp) store(sp + i, s);
-      store(gp + i, g);
-      return;
-    }
-    alignas(64) float bx[kW] = {}, bd[kW] = {};
-    std::memcpy(bx, xp + i, n * sizeof(float));
-    std::memcpy(bd, dp + i, n * sizeof(float));
-    step(load(bx), load(bd), g, s);
-    store(bx, s);
-    store(bd, g);
-    if (sp) std::memcpy(sp + i, bx, n * sizeof(float));
-    std::memcpy(gp + i, bd, n * sizeof(float));
-  });
+  // {grad, silu}
+  map_vectors<2, 2>(x.numel(), {x.data_ptr<float>(), d.data_ptr<float>()},
+                    {grad.data_ptr<float>(),
+                     with_silu ? silu.data_ptr<float>() : nullptr},
+                    [](const std::array<VT, 2>& in) {
+                      const VT v = in[0];
+                      const VT sg = sigmoid_fast(v);
+                      const VT one = splat_v<VT>(1.0f);
+                      return std::array<VT, 2>{
+                          in[1] * (sg * (one + v * (one - sg))), v * sg};
+                    });
 }
 
 // the backward of MSSM's gate g = ln * silu(z), given dg = dL/dg; with
@@ -164,39 +167,20 @@ void gate_bwd(const at::Tensor& z, const at::Tensor& ln, const at::Tensor& dg,
   if (with_g) check(g, z, "g");
   if (with_dz) check(dz, z, "dz");
   if (with_dln) check(dln, z, "dln");
-  const float* zp = z.data_ptr<float>();
-  const float* lp = ln.data_ptr<float>();
-  const float* dp = dg.data_ptr<float>();
-  float* gp = with_g ? g.data_ptr<float>() : nullptr;
-  float* zo = with_dz ? dz.data_ptr<float>() : nullptr;
-  float* lo = with_dln ? dln.data_ptr<float>() : nullptr;
-  const auto step = [](VT zv, VT lv, VT dv, VT& gv, VT& dzv, VT& dlv) {
-    const VT sg = sigmoid_fast(zv);
-    const VT one = splat_v<VT>(1.0f);
-    const VT si = zv * sg;
-    gv = lv * si;
-    dzv = (dv * lv) * (sg * (one + zv * (one - sg)));
-    dlv = dv * si;
-  };
-  for_vectors(z.numel(), [=](int64_t i, int n) {
-    VT gv, dzv, dlv;
-    if (n == kW) {
-      step(load(zp + i), load(lp + i), load(dp + i), gv, dzv, dlv);
-      if (gp) store(gp + i, gv);
-      if (zo) store(zo + i, dzv);
-      if (lo) store(lo + i, dlv);
-      return;
-    }
-    alignas(64) float bz[kW] = {}, bl[kW] = {}, bd[kW] = {};
-    std::memcpy(bz, zp + i, n * sizeof(float));
-    std::memcpy(bl, lp + i, n * sizeof(float));
-    std::memcpy(bd, dp + i, n * sizeof(float));
-    step(load(bz), load(bl), load(bd), gv, dzv, dlv);
-    store(bz, gv);
-    store(bl, dzv);
-    store(bd, dlv);
-    if (gp) std::memcpy(gp + i, bz, n * sizeof(float));
-    if (zo) std::memcpy(zo + i, bl, n * sizeof(float));
-    if (lo) std::memcpy(lo + i, bd, n * sizeof(float));
-  });
+  // {g, dz, dln}
+  map_vectors<3, 3>(
+      z.numel(),
+      {z.data_ptr<float>(), ln.data_ptr<float>(), dg.data_ptr<float>()},
+      {with_g ? g.data_ptr<float>() : nullptr,
+       with_dz ? dz.data_ptr<float>() : nullptr,
+       with_dln ? dln.data_ptr<float>() : nullptr},
+      [](const std::array<VT, 3>& in) {
+        const VT zv = in[0], lv = in[1], dv = in[2];
+        const VT sg = sigmoid_fast(zv);
+        const VT one = splat_v<VT>(1.0f);
+        const VT si = zv * sg;
+        return std::array<VT, 3>{lv * si,
+                                 (dv * lv) * (sg * (one + zv * (one - sg))),
+                                 dv * si};
+      });
 }
