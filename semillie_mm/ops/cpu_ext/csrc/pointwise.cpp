@@ -58,16 +58,6 @@ __attribute__((always_inline)) inline VT sigmoid_fast(VT v) {
   return num / (e + 1.0f);
 }
 
-__attribute__((always_inline)) inline VT load(const float* p) {
-  VT v;
-  std::memcpy(&v, p, sizeof(VT));
-  return v;
-}
-
-__attribute__((always_inline)) inline void store(float* p, VT v) {
-  std::memcpy(p, &v, sizeof(VT));
-}
-
 // Maps NI input arrays to NO output arrays of n floats, a vector at a
 // time: step(v) takes the NI input vectors and returns the NO output
 // vectors; an output whose pointer is null is not written. The tail (fewer
@@ -83,10 +73,10 @@ void map_vectors(int64_t n, const std::array<const float*, NI>& in,
     std::array<VT, NI> v;
     int64_t i = b;
     for (; i + kW <= e; i += kW) {
-      for (size_t k = 0; k < NI; ++k) v[k] = load(src[k] + i);
+      for (size_t k = 0; k < NI; ++k) v[k] = load_v<VT>(src[k] + i);
       const std::array<VT, NO> r = step(v);
       for (size_t k = 0; k < NO; ++k)
-        if (dst[k]) store(dst[k] + i, r[k]);
+        if (dst[k]) store_v(dst[k] + i, r[k]);
     }
     if (i < e) {
       const size_t bytes = static_cast<size_t>(e - i) * sizeof(float);
@@ -94,12 +84,12 @@ void map_vectors(int64_t n, const std::array<const float*, NI>& in,
       for (size_t k = 0; k < NI; ++k) {
         std::memset(buf, 0, sizeof(buf));
         std::memcpy(buf, src[k] + i, bytes);
-        v[k] = load(buf);
+        v[k] = load_v<VT>(buf);
       }
       const std::array<VT, NO> r = step(v);
       for (size_t k = 0; k < NO; ++k)
         if (dst[k]) {
-          store(buf, r[k]);
+          store_v(buf, r[k]);
           std::memcpy(dst[k] + i, buf, bytes);
         }
     }

@@ -145,6 +145,18 @@ __attribute__((always_inline)) inline VT splat_v(float v) {
   return VT{} + v;
 }
 
+// a whole vector of floats from memory, and back (unaligned)
+template <class VT>
+__attribute__((always_inline)) inline VT load_v(const float* p) {
+  VT v;
+  std::memcpy(&v, p, sizeof(VT));
+  return v;
+}
+template <class VT>
+__attribute__((always_inline)) inline void store_v(float* p, VT v) {
+  std::memcpy(p, &v, sizeof(VT));
+}
+
 // f applied to a vf16 as two vf8 halves: exp2_vec of the 16-lane tile on
 // builds without AVX-512, where GCC lowers a 64-byte vector's conditions
 // lane by lane (vucomiss and cmov per float). Elsewhere those builds keep
@@ -710,17 +722,15 @@ struct RowTree {
   }
 };
 
-// 8 floats from memory as one vector, and back (unaligned). Filling an
-// array of vectors by memcpy into its elements instead made GCC copy the
+// 8 floats from memory as one vector, and back (load_v / store_v). Filling
+// an array of vectors by memcpy into its elements instead made GCC copy the
 // rows through the stack in 16-byte pieces, which the transpose's 32-byte
 // loads could not forward from (the backward took 1.09x with that gather).
 __attribute__((always_inline)) inline vf8 load8(const float* p) {
-  vf8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
+  return load_v<vf8>(p);
 }
 __attribute__((always_inline)) inline void store8(float* p, vf8 v) {
-  std::memcpy(p, &v, sizeof(v));
+  store_v(p, v);
 }
 
 // In-register transpose of an 8 x 8 float32 block on 256-bit vectors (the
