@@ -199,9 +199,10 @@ def choose(grad_out: Tensor, x: Tensor, weight: Tensor, padding: int,
                 runs[name]()
                 best[name] = min(best[name], clock() - t0)
         _CHOICE[key] = min(best, key=best.get)
-        log_current(f'conv weight gradient, input {key[0]}, weight {key[1]}: '
-             f'shifted GEMMs {best["gemm"] * 1e3:.1f} ms, oneDNN '
-             f'{best["onednn"] * 1e3:.1f} ms -> {_CHOICE[key]}')
+        log_current(
+            f'conv weight gradient, input {key[0]}, weight {key[1]}: '
+            f'shifted GEMMs {best["gemm"] * 1e3:.1f} ms, oneDNN '
+            f'{best["onednn"] * 1e3:.1f} ms -> {_CHOICE[key]}')
     return _CHOICE[key]
 
 

@@ -52,7 +52,8 @@ def _log_once(backend: str, reason: str, level: int = logging.INFO) -> None:
     if key in _logged:
         return
     _logged.add(key)
-    log_current(f'selective_scan: using the "{backend}" backend ({reason})', level)
+    log_current(f'selective_scan: using the "{backend}" backend ({reason})',
+                level)
 
 
 def requested(backend: Optional[str] = None) -> Tuple[str, str]:
